@@ -1,0 +1,13 @@
+//! OpenDuck's Arrow Flight SQL server over embedded DuckDB.
+//!
+//! The pieces, each in its own module:
+//! - [`auth`]: bearer tokens, the Basic-auth handshake and per-database grants.
+//! - [`duck`]: safe wrappers over DuckDB's C API.
+//! - [`database`]: the named DuckDB databases a server owns, opened locked down.
+//! - [`error`]: how DuckDB and protocol errors become gRPC statuses.
+
+pub mod auth;
+pub mod config;
+pub mod database;
+pub mod duck;
+pub mod error;

@@ -1,0 +1,13 @@
+# Sourced by every script: one place for the paths the build and tests share.
+# Everything heavy lives outside the clone so that rebuilds and fresh clones reuse it.
+OPENDUCK_CACHE="${OPENDUCK_CACHE:-$HOME/.cache/openduck}"
+export OPENDUCK_CACHE
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$OPENDUCK_CACHE/target}"
+export DUCKDB_VERSION="1.5.5"
+# The official prebuilt libduckdb.so for DuckDB 1.5.5 ships in this npm package.
+export DUCKDB_NPM_PACKAGE="@duckdb/node-bindings-linux-x64@1.5.5-r.5"
+export DUCKDB_LIB_DIR="${DUCKDB_LIB_DIR:-$OPENDUCK_CACHE/libduckdb-$DUCKDB_VERSION}"
+export OPENDUCK_VENV="${OPENDUCK_VENV:-$OPENDUCK_CACHE/venv}"
+export PATH="$HOME/.cargo/bin:$PATH"
+OPENDUCK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export OPENDUCK_ROOT
