@@ -223,6 +223,17 @@ impl Conn {
         }
     }
 
+    /// Runs a query and collects its whole result; for small catalog queries only.
+    pub fn query_all(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut p = self.prepare(sql)?;
+        let mut s = p.execute_streaming()?;
+        let mut out = Vec::new();
+        while let Some(b) = s.next_batch()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+
     /// Prepares one SQL statement.
     pub fn prepare(&self, sql: &str) -> Result<Prepared<'_>> {
         let csql = cstring(sql, "SQL")?;

@@ -14,6 +14,9 @@ pub enum ServerError {
     /// An Arrow encoding or decoding error.
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// An error from arrow-flight's builders and codecs.
+    #[error("flight error: {0}")]
+    Flight(#[from] arrow_flight::error::FlightError),
     /// A database name the server does not serve.
     #[error("unknown database '{0}'")]
     UnknownDatabase(String),
@@ -48,7 +51,7 @@ impl ServerError {
     pub fn code(&self) -> Code {
         match self {
             ServerError::DuckDb(e) => duckdb_code(&e.0),
-            ServerError::Arrow(_) => Code::InvalidArgument,
+            ServerError::Arrow(_) | ServerError::Flight(_) => Code::InvalidArgument,
             ServerError::UnknownDatabase(_) => Code::NotFound,
             ServerError::DatabaseNotGranted(_) | ServerError::ReadOnly(_) => Code::PermissionDenied,
             ServerError::NotFound(_) => Code::NotFound,

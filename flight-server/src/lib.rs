@@ -6,8 +6,13 @@
 //! - [`database`]: the named DuckDB databases a server owns, opened locked down.
 //! - [`error`]: how DuckDB and protocol errors become gRPC statuses.
 
+pub mod arrow_types;
 pub mod auth;
 pub mod config;
 pub mod database;
 pub mod duck;
+pub mod engine;
 pub mod error;
+pub mod params;
+pub mod server;
+pub mod service;

@@ -1,0 +1,567 @@
+//! Running SQL for clients: off the async runtime, streaming, cancellable, with timeouts.
+//!
+//! Every DuckDB call runs on a blocking thread. A query's thread prepares and executes the
+//! statement and then fetches one chunk at a time into a small bounded channel, so a result of
+//! any size is streamed in bounded memory: when the client reads slowly, the thread waits.
+//! Each running query is registered by id with an [`Interrupter`], which is how cancellation,
+//! timeouts and shutdown stop it.
+//!
+//! Transactions own one connection for their whole life; statements inside a transaction take
+//! turns on it. Statements outside a transaction get a fresh connection each. A read-only grant
+//! runs every statement inside a `READ ONLY` DuckDB transaction and may not end it early.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::arrow_types::{column_definitions, quote_ident};
+use crate::auth::Grant;
+use crate::database::{Database, Databases};
+use crate::duck::{Conn, Interrupter, StatementKind};
+use crate::error::{Result, ServerError};
+use crate::params::bind_row;
+
+/// Batches buffered between a query's thread and the client; the bound on a result's memory.
+const STREAM_BUFFER: usize = 4;
+
+/// A client transaction: one connection held from BEGIN to COMMIT or ROLLBACK.
+pub struct Transaction {
+    /// The transaction's id, as the client sees it.
+    pub id: Uuid,
+    /// The database it runs in.
+    pub database: Arc<Database>,
+    /// Whether it was begun read-only.
+    pub read_only: bool,
+    conn: Mutex<Conn>,
+    last_used: Mutex<Instant>,
+}
+
+/// Where a statement runs.
+#[derive(Clone)]
+pub enum Target {
+    /// On a new connection to this database.
+    Fresh(Arc<Database>),
+    /// Inside this transaction.
+    Transaction(Arc<Transaction>),
+}
+
+impl Target {
+    /// The database the statement runs in.
+    pub fn database(&self) -> &Arc<Database> {
+        match self {
+            Target::Fresh(db) => db,
+            Target::Transaction(t) => &t.database,
+        }
+    }
+}
+
+/// A statement's result schema, parameter schema and kind, known without running it.
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// What kind of statement it is.
+    pub kind: StatementKind,
+    /// The schema of its result.
+    pub schema: Schema,
+    /// One field per parameter.
+    pub parameters: Schema,
+}
+
+/// How to create or reuse the target table of a bulk ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMode {
+    /// Create the table; fail if it exists.
+    Create,
+    /// Append to the table; fail if it does not exist.
+    Append,
+    /// Append, creating the table if it does not exist.
+    CreateAppend,
+    /// Replace the table if it exists, else create it.
+    Replace,
+}
+
+/// Where ingested rows go.
+#[derive(Debug, Clone)]
+pub struct IngestTarget {
+    /// Schema name (DuckDB schema), `main` when `None`.
+    pub schema: Option<String>,
+    /// Table name.
+    pub table: String,
+    /// Whether the table is temporary.
+    pub temporary: bool,
+    /// Create/append/replace behaviour.
+    pub mode: IngestMode,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StopReason {
+    Cancelled,
+    Timeout(Duration),
+    Shutdown,
+}
+
+struct Running {
+    interrupter: Interrupter,
+    reason: Option<StopReason>,
+}
+
+/// The server's SQL engine.
+pub struct Engine {
+    databases: Arc<Databases>,
+    query_timeout: Option<Duration>,
+    running: Mutex<HashMap<Uuid, Running>>,
+    /// Queries cancelled before they started, with when, so their DoGet is refused.
+    cancelled_early: Mutex<HashMap<Uuid, Instant>>,
+    transactions: Mutex<HashMap<Uuid, Arc<Transaction>>>,
+    stopping: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another request panicked; the maps stay consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServerError::Internal(format!("worker thread failed: {e}")))?
+}
+
+impl Engine {
+    /// An engine over `databases`.
+    pub fn new(databases: Arc<Databases>, query_timeout: Option<Duration>) -> Arc<Self> {
+        Arc::new(Engine {
+            databases,
+            query_timeout,
+            running: Mutex::new(HashMap::new()),
+            cancelled_early: Mutex::new(HashMap::new()),
+            transactions: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// The databases this engine serves.
+    pub fn databases(&self) -> &Arc<Databases> {
+        &self.databases
+    }
+
+    /// Resolves where a call runs: its transaction if it names one, else the named (or default)
+    /// database, checking the grant either way.
+    pub fn target(&self, grant: &Grant, database: Option<&str>, transaction: Option<&[u8]>) -> Result<Target> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(ServerError::ShuttingDown);
+        }
+        if let Some(raw) = transaction.filter(|t| !t.is_empty()) {
+            let t = self.transaction(raw)?;
+            if !grant.allows(t.database.name()) {
+                return Err(ServerError::DatabaseNotGranted(t.database.name().to_string()));
+            }
+            if let Some(name) = database {
+                if name != t.database.name() {
+                    return Err(ServerError::InvalidArgument(format!(
+                        "transaction belongs to database '{}', not '{name}'",
+                        t.database.name()
+                    )));
+                }
+            }
+            *lock(&t.last_used) = Instant::now();
+            return Ok(Target::Transaction(t));
+        }
+        let name = database.unwrap_or(self.databases.default_name());
+        if !grant.allows(name) {
+            return Err(ServerError::DatabaseNotGranted(name.to_string()));
+        }
+        Ok(Target::Fresh(self.databases.get(Some(name))?))
+    }
+
+    fn transaction(&self, raw: &[u8]) -> Result<Arc<Transaction>> {
+        let id = Uuid::from_slice(raw).map_err(|_| ServerError::InvalidArgument("malformed transaction id".into()))?;
+        lock(&self.transactions)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ServerError::NotFound(format!("unknown transaction {id} (ended or expired)")))
+    }
+
+    /// Runs `f` on the target's connection, inside a read-only transaction for read-only grants.
+    fn with_conn<R>(target: &Target, read_only: bool, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
+        match target {
+            Target::Fresh(db) => {
+                let conn = db.connect()?;
+                if read_only {
+                    conn.execute_batch("BEGIN TRANSACTION READ ONLY")?;
+                }
+                let r = f(&conn);
+                if read_only {
+                    // Nothing can have been written; a failed statement leaves nothing to undo.
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                r
+            }
+            Target::Transaction(t) => {
+                let conn = lock(&t.conn);
+                f(&conn)
+            }
+        }
+    }
+
+    /// Refuses statements a grant or target does not allow.
+    fn check_kind(kind: StatementKind, target: &Target, read_only: bool) -> Result<()> {
+        if kind == StatementKind::Transaction {
+            if read_only {
+                return Err(ServerError::ReadOnly("transaction control".into()));
+            }
+            if matches!(target, Target::Transaction(_)) {
+                return Err(ServerError::InvalidArgument(
+                    "BEGIN/COMMIT/ROLLBACK inside a Flight SQL transaction: use EndTransaction instead".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with a connection to the target (read-only grants inside a read-only transaction).
+    pub async fn with_connection<R: Send + 'static>(
+        &self,
+        grant: &Grant,
+        target: Target,
+        f: impl FnOnce(&Conn) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let read_only = grant.read_only;
+        blocking(move || Self::with_conn(&target, read_only, f)).await
+    }
+
+    /// Describes a statement without running it.
+    pub async fn describe(&self, grant: &Grant, target: Target, sql: String) -> Result<Description> {
+        let read_only = grant.read_only;
+        blocking(move || {
+            Self::with_conn(&target, read_only, |conn| {
+                let p = conn.prepare(&sql)?;
+                Self::check_kind(p.kind(), &target, read_only)?;
+                Ok(Description { kind: p.kind(), schema: p.result_schema()?, parameters: p.parameter_schema()? })
+            })
+        })
+        .await
+    }
+
+    fn register(&self, id: Uuid, interrupter: Interrupter) -> Result<()> {
+        if lock(&self.cancelled_early).remove(&id).is_some() {
+            return Err(ServerError::Cancelled);
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(ServerError::ShuttingDown);
+        }
+        lock(&self.running).insert(id, Running { interrupter, reason: None });
+        Ok(())
+    }
+
+    /// Unregisters a query and turns an interrupt error into the reason it was interrupted.
+    fn finish<T>(&self, id: Uuid, r: Result<T>) -> Result<T> {
+        let reason = lock(&self.running).remove(&id).and_then(|r| r.reason);
+        match (r, reason) {
+            (Err(ServerError::DuckDb(e)), Some(reason)) if e.0.to_lowercase().contains("interrupt") => Err(match reason {
+                StopReason::Cancelled => ServerError::Cancelled,
+                StopReason::Timeout(d) => ServerError::Timeout(d),
+                StopReason::Shutdown => ServerError::ShuttingDown,
+            }),
+            (r, _) => r,
+        }
+    }
+
+    fn stop(&self, id: &Uuid, reason: StopReason) -> bool {
+        let mut running = lock(&self.running);
+        match running.get_mut(id) {
+            Some(r) => {
+                r.reason = Some(reason);
+                r.interrupter.interrupt();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn arm_timeout(self: &Arc<Self>, id: Uuid) {
+        if let Some(limit) = self.query_timeout {
+            let engine = Arc::downgrade(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                if let Some(engine) = engine.upgrade() {
+                    if engine.stop(&id, StopReason::Timeout(limit)) {
+                        tracing::warn!(query = %id, timeout = ?limit, "query timed out; interrupted");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Cancels query `id`, running or not yet started. Returns whether it was running.
+    pub fn cancel(&self, id: Uuid) -> bool {
+        if self.stop(&id, StopReason::Cancelled) {
+            tracing::info!(query = %id, "query cancelled by client");
+            return true;
+        }
+        let mut early = lock(&self.cancelled_early);
+        early.retain(|_, at| at.elapsed() < Duration::from_secs(3600));
+        early.insert(id, Instant::now());
+        false
+    }
+
+    /// Runs a query and streams its result. Returns once the query has started (its schema is
+    /// known) or failed. `params` holds one row per execution; all results are concatenated.
+    pub async fn query(
+        self: &Arc<Self>,
+        grant: &Grant,
+        target: Target,
+        id: Uuid,
+        sql: String,
+        params: Vec<RecordBatch>,
+    ) -> Result<(SchemaRef, mpsc::Receiver<Result<RecordBatch>>)> {
+        let read_only = grant.read_only;
+        let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef>>();
+        let (batch_tx, batch_rx) = mpsc::channel(STREAM_BUFFER);
+        let engine = self.clone();
+        self.arm_timeout(id);
+        tokio::task::spawn_blocking(move || {
+            let mut schema_tx = Some(schema_tx);
+            let r = Self::with_conn(&target, read_only, |conn| {
+                engine.register(id, conn.interrupter())?;
+                let mut stmt = conn.prepare(&sql)?;
+                Self::check_kind(stmt.kind(), &target, read_only)?;
+                let runs = param_rows(&params, stmt.parameter_count())?;
+                let mut first_schema: Option<SchemaRef> = None;
+                for (batch, row) in runs {
+                    if let Some(batch) = batch {
+                        bind_row(&mut stmt, batch, row)?;
+                    }
+                    let mut stream = stmt.execute_streaming()?;
+                    match &first_schema {
+                        None => {
+                            let schema = stream.schema();
+                            first_schema = Some(schema.clone());
+                            if let Some(tx) = schema_tx.take() {
+                                let _ = tx.send(Ok(schema));
+                            }
+                        }
+                        Some(s) if s.fields() != stream.schema().fields() => {
+                            return Err(ServerError::InvalidArgument(
+                                "parameter rows produced results of different schemas".into(),
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                    while let Some(batch) = stream.next_batch()? {
+                        if batch_tx.blocking_send(Ok(batch)).is_err() {
+                            // The client went away: stop reading; dropping the stream ends the query.
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            });
+            let r = engine.finish(id, r);
+            if let Err(e) = r {
+                match schema_tx.take() {
+                    Some(tx) => {
+                        let _ = tx.send(Err(e));
+                    }
+                    None => {
+                        let _ = batch_tx.blocking_send(Err(e));
+                    }
+                }
+            }
+        });
+        let schema = schema_rx.await.map_err(|_| ServerError::Internal("query thread ended without a result".into()))??;
+        Ok((schema, batch_rx))
+    }
+
+    /// Runs a statement for its effect; returns the number of rows changed, summed over all
+    /// parameter rows.
+    pub async fn update(self: &Arc<Self>, grant: &Grant, target: Target, sql: String, params: Vec<RecordBatch>) -> Result<i64> {
+        let read_only = grant.read_only;
+        let id = Uuid::new_v4();
+        let engine = self.clone();
+        self.arm_timeout(id);
+        blocking(move || {
+            let r = Self::with_conn(&target, read_only, |conn| {
+                engine.register(id, conn.interrupter())?;
+                let mut stmt = conn.prepare(&sql)?;
+                Self::check_kind(stmt.kind(), &target, read_only)?;
+                if read_only && stmt.kind().may_write() {
+                    return Err(ServerError::ReadOnly(format!("{:?} statement", stmt.kind())));
+                }
+                let mut total: u64 = 0;
+                for (batch, row) in param_rows(&params, stmt.parameter_count())? {
+                    if let Some(batch) = batch {
+                        bind_row(&mut stmt, batch, row)?;
+                    }
+                    total += stmt.execute_update()?;
+                }
+                Ok(total as i64)
+            });
+            engine.finish(id, r)
+        })
+        .await
+    }
+
+    /// Bulk-loads a stream of record batches into a table through DuckDB's appender, in one
+    /// DuckDB transaction (unless already inside a client transaction). Returns the row count.
+    pub async fn ingest(
+        self: &Arc<Self>,
+        grant: &Grant,
+        target: Target,
+        dest: IngestTarget,
+        schema: SchemaRef,
+        mut batches: mpsc::Receiver<Result<RecordBatch>>,
+    ) -> Result<i64> {
+        if grant.read_only {
+            return Err(ServerError::ReadOnly("bulk ingest".into()));
+        }
+        let id = Uuid::new_v4();
+        let engine = self.clone();
+        blocking(move || {
+            let r = Self::with_conn(&target, false, |conn| {
+                engine.register(id, conn.interrupter())?;
+                let own_txn = matches!(target, Target::Fresh(_));
+                if own_txn {
+                    conn.execute_batch("BEGIN TRANSACTION")?;
+                }
+                let r = (|| {
+                    prepare_ingest_table(conn, &dest, &schema)?;
+                    let mut app = conn.appender(None, dest.schema.as_deref(), &dest.table)?;
+                    let mut rows: i64 = 0;
+                    while let Some(batch) = batches.blocking_recv() {
+                        let batch = batch?;
+                        rows += batch.num_rows() as i64;
+                        app.append_batch(&batch)?;
+                    }
+                    app.close()?;
+                    Ok(rows)
+                })();
+                if own_txn {
+                    match &r {
+                        Ok(_) => conn.execute_batch("COMMIT")?,
+                        Err(_) => {
+                            let _ = conn.execute_batch("ROLLBACK");
+                        }
+                    }
+                }
+                r
+            });
+            engine.finish(id, r)
+        })
+        .await
+    }
+
+    /// Begins a transaction on `db`; returns its id.
+    pub async fn begin(&self, grant: &Grant, db: Arc<Database>) -> Result<Uuid> {
+        if !grant.allows(db.name()) {
+            return Err(ServerError::DatabaseNotGranted(db.name().to_string()));
+        }
+        let read_only = grant.read_only;
+        let conn_db = db.clone();
+        let conn = blocking(move || {
+            let conn = conn_db.connect()?;
+            conn.execute_batch(if read_only { "BEGIN TRANSACTION READ ONLY" } else { "BEGIN TRANSACTION" })?;
+            Ok(conn)
+        })
+        .await?;
+        let id = Uuid::new_v4();
+        let t = Arc::new(Transaction {
+            id,
+            database: db,
+            read_only,
+            conn: Mutex::new(conn),
+            last_used: Mutex::new(Instant::now()),
+        });
+        lock(&self.transactions).insert(id, t);
+        tracing::debug!(transaction = %id, "transaction begun");
+        Ok(id)
+    }
+
+    /// Commits or rolls back a transaction.
+    pub async fn end(&self, grant: &Grant, raw_id: &[u8], commit: bool) -> Result<()> {
+        let t = self.transaction(raw_id)?;
+        if !grant.allows(t.database.name()) {
+            return Err(ServerError::DatabaseNotGranted(t.database.name().to_string()));
+        }
+        lock(&self.transactions).remove(&t.id);
+        let id = t.id;
+        blocking(move || {
+            let conn = lock(&t.conn);
+            conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
+            Ok(())
+        })
+        .await?;
+        tracing::debug!(transaction = %id, commit, "transaction ended");
+        Ok(())
+    }
+
+    /// Rolls back transactions idle for longer than `idle`.
+    pub fn expire_transactions(&self, idle: Duration) {
+        let expired: Vec<Arc<Transaction>> = {
+            let mut map = lock(&self.transactions);
+            let ids: Vec<Uuid> =
+                map.iter().filter(|(_, t)| lock(&t.last_used).elapsed() > idle).map(|(id, _)| *id).collect();
+            ids.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        for t in expired {
+            tracing::warn!(transaction = %t.id, "rolling back idle transaction");
+            // Dropping the connection rolls the transaction back.
+            tokio::task::spawn_blocking(move || drop(t));
+        }
+    }
+
+    /// Stops accepting work and interrupts every running query.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let ids: Vec<Uuid> = lock(&self.running).keys().copied().collect();
+        for id in &ids {
+            self.stop(id, StopReason::Shutdown);
+        }
+        if !ids.is_empty() {
+            tracing::warn!(count = ids.len(), "interrupted running queries for shutdown");
+        }
+        // Open transactions are rolled back when their connections drop.
+        lock(&self.transactions).clear();
+    }
+
+    /// Number of queries running now.
+    pub fn running_count(&self) -> usize {
+        lock(&self.running).len()
+    }
+}
+
+/// The parameter row for each execution: `(None, 0)` once when nothing is bound.
+fn param_rows(params: &[RecordBatch], expected: usize) -> Result<Vec<(Option<&RecordBatch>, usize)>> {
+    let rows: Vec<_> = params.iter().flat_map(|b| (0..b.num_rows()).map(move |r| (Some(b), r))).collect();
+    if rows.is_empty() {
+        if expected > 0 {
+            return Err(ServerError::InvalidArgument(format!(
+                "statement has {expected} parameter(s) but none were bound"
+            )));
+        }
+        return Ok(vec![(None, 0)]);
+    }
+    Ok(rows)
+}
+
+fn prepare_ingest_table(conn: &Conn, dest: &IngestTarget, schema: &Schema) -> Result<()> {
+    let name = match &dest.schema {
+        Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&dest.table)),
+        None => quote_ident(&dest.table),
+    };
+    let columns = column_definitions(schema).map_err(ServerError::InvalidArgument)?;
+    let temp = if dest.temporary { "TEMPORARY " } else { "" };
+    let sql = match dest.mode {
+        IngestMode::Create => format!("CREATE {temp}TABLE {name} ({columns})"),
+        IngestMode::CreateAppend => format!("CREATE {temp}TABLE IF NOT EXISTS {name} ({columns})"),
+        IngestMode::Replace => format!("CREATE OR REPLACE {temp}TABLE {name} ({columns})"),
+        IngestMode::Append => return Ok(()),
+    };
+    conn.execute_batch(&sql)?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! One port for everything: Flight SQL over gRPC (HTTP/2) and `GET /health` (HTTP/1.1 or 2),
+//! with graceful shutdown.
+//!
+//! Shutdown: the listener stops accepting, in-flight calls get `grace` to finish, then running
+//! queries are interrupted (clients see CANCELLED/UNAVAILABLE, never a torn stream passed off as
+//! complete), and finally every database is checkpointed and closed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use axum::http::header::CONTENT_TYPE;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::auth::Authenticator;
+use crate::config::ServerConfig;
+use crate::database::Databases;
+use crate::engine::Engine;
+use crate::error::{Result, ServerError};
+use crate::service::OpenDuckService;
+
+/// A server bound to its port, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    service: OpenDuckService,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Opens the databases and binds the port (use port 0 for any free port).
+    pub async fn bind(config: ServerConfig, auth: Authenticator) -> Result<Self> {
+        let databases = Arc::new(Databases::open_dir(&config.data_dir, &config.default_database, config.duckdb.clone())?);
+        let engine = Engine::new(databases, config.query_timeout);
+        let service = OpenDuckService::new(engine.clone(), Arc::new(auth))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServerError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
+        Ok(Server { listener, engine, service, config })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(|e| ServerError::Internal(e.to_string()))
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully within `grace`.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static, grace: Duration) -> Result<()> {
+        let Server { listener, engine, service, config } = self;
+        let addr = listener.local_addr().ok();
+        let flight = FlightServiceServer::new(service)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(usize::MAX);
+        let health_engine = engine.clone();
+        let router = tonic::service::Routes::new(flight).into_axum_router().route(
+            "/health",
+            axum::routing::get(move || {
+                let engine = health_engine.clone();
+                async move {
+                    let body = serde_json::json!({
+                        "status": "ok",
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "duckdb": "v1.5.5",
+                        "databases": engine.databases().names(),
+                        "running_queries": engine.running_count(),
+                    });
+                    ([(CONTENT_TYPE, "application/json")], body.to_string())
+                }
+            }),
+        );
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop_engine = engine.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(grace = ?grace, "shutting down: no new connections; waiting for in-flight calls");
+            let _ = signalled_tx.send(());
+        };
+        // After the grace period, interrupt whatever still runs so the server can stop.
+        tokio::spawn(async move {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+                stop_engine.shutdown();
+            }
+        });
+        let sweeper_engine = Arc::downgrade(&engine);
+        let idle = config.transaction_idle_timeout;
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                match sweeper_engine.upgrade() {
+                    Some(e) => e.expire_transactions(idle),
+                    None => return,
+                }
+            }
+        });
+        tracing::info!(address = ?addr, databases = ?engine.databases().names(), "serving Flight SQL and /health");
+        let served = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_routes(tonic::service::Routes::from(router))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await;
+        sweeper.abort();
+        engine.shutdown();
+        engine.databases().close_all();
+        served.map_err(|e| ServerError::Internal(format!("server failed: {e}")))
+    }
+}

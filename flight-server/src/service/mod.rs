@@ -1,0 +1,710 @@
+//! The Flight SQL service: one trait method per protocol command, each a few lines that
+//! authenticate, resolve the target database, and hand the work to the [`Engine`].
+//!
+//! Which database a call uses, in order: the catalog named in the command (ingest, catalog
+//! queries), the transaction it runs in, the `x-openduck-database` header, the server default.
+//!
+//! Tickets are self-contained: a statement's ticket carries its SQL, database and transaction,
+//! so `GetFlightInfo` only prepares (to validate and learn the schema) and `DoGet` executes.
+
+mod catalog;
+mod info;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::XdbcTypeInfoData;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionBeginTransactionRequest, ActionBeginTransactionResult, ActionCancelQueryRequest, ActionCancelQueryResult,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    ActionEndTransactionRequest, Any, CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas,
+    CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+use crate::auth::{Authenticator, Grant};
+use crate::duck::StatementKind;
+use crate::engine::{Engine, IngestMode, IngestTarget, Target};
+use crate::error::ServerError;
+
+/// Header a client may send to pick a database other than the server default.
+pub const DATABASE_HEADER: &str = "x-openduck-database";
+
+/// What a `DoGet` ticket for a statement carries.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TicketBody {
+    /// Query id, for cancellation.
+    q: Uuid,
+    /// Database name.
+    db: String,
+    /// SQL of a plain statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sql: Option<String>,
+    /// Prepared statement handle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ps: Option<Uuid>,
+    /// Transaction id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    txn: Option<Uuid>,
+}
+
+/// A prepared statement held by the server between CreatePreparedStatement and its close.
+struct PreparedEntry {
+    kind: StatementKind,
+    database: String,
+    sql: String,
+    transaction: Option<Uuid>,
+    dataset_schema: Schema,
+    parameter_schema: Schema,
+    params: Mutex<Vec<RecordBatch>>,
+}
+
+/// The Flight SQL service.
+pub struct OpenDuckService {
+    engine: Arc<Engine>,
+    auth: Arc<Authenticator>,
+    prepared: Mutex<HashMap<Uuid, Arc<PreparedEntry>>>,
+    /// Results of writing statements, run when their FlightInfo was requested, until fetched.
+    executed: Mutex<HashMap<Uuid, Executed>>,
+    sql_info: info::SqlInfos,
+    xdbc: XdbcTypeInfoData,
+}
+
+/// A statement that was run eagerly, with its whole (small) result.
+struct Executed {
+    at: std::time::Instant,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+}
+
+/// How long an eagerly run statement's result waits for its DoGet.
+const EXECUTED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn status(e: ServerError) -> Status {
+    e.into()
+}
+
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("cannot encode schema: {e}")))?;
+    Ok(bytes)
+}
+
+fn uuid_from(bytes: &[u8], what: &str) -> Result<Uuid, Status> {
+    Uuid::from_slice(bytes).map_err(|_| Status::invalid_argument(format!("malformed {what} handle")))
+}
+
+fn header_database(metadata: &MetadataMap) -> Result<Option<String>, Status> {
+    match metadata.get(DATABASE_HEADER) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| Status::invalid_argument(format!("{DATABASE_HEADER} header is not valid ASCII"))),
+    }
+}
+
+/// Encodes a stream of batches as Flight data, mapping errors to statuses.
+fn encode(schema: SchemaRef, batches: impl Stream<Item = Result<RecordBatch, ServerError>> + Send + 'static) -> BoxStream<arrow_flight::FlightData> {
+    let input = batches.map_err(|e| FlightError::Tonic(Box::new(status(e))));
+    let stream = FlightDataEncoderBuilder::new().with_schema(schema).build(input).map_err(|e| match e {
+        FlightError::Tonic(s) => *s,
+        other => Status::internal(other.to_string()),
+    });
+    Box::pin(stream)
+}
+
+fn one_batch(batch: RecordBatch) -> BoxStream<arrow_flight::FlightData> {
+    let schema = batch.schema();
+    encode(schema, futures::stream::once(async move { Ok(batch) }))
+}
+
+/// Reads a DoPut stream into record batches.
+fn decode(request: Request<PeekableFlightDataStream>) -> FlightRecordBatchStream {
+    FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(FlightError::from))
+}
+
+async fn collect_params(request: Request<PeekableFlightDataStream>) -> Result<Vec<RecordBatch>, Status> {
+    decode(request).try_collect::<Vec<_>>().await.map_err(|e| match e {
+        FlightError::Tonic(s) => *s,
+        other => Status::invalid_argument(format!("cannot read bound parameters: {other}")),
+    })
+}
+
+impl OpenDuckService {
+    /// A service over `engine`, authenticating with `auth`.
+    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>) -> Result<Self, ServerError> {
+        Ok(OpenDuckService {
+            engine,
+            auth,
+            prepared: Mutex::new(HashMap::new()),
+            executed: Mutex::new(HashMap::new()),
+            sql_info: info::SqlInfos::new()?,
+            xdbc: info::xdbc_type_info()?,
+        })
+    }
+
+    fn grant<T>(&self, request: &Request<T>) -> Result<Grant, Status> {
+        self.auth.authenticate(request.metadata())
+    }
+
+    /// Authenticates and resolves the target for a call.
+    fn resolve<T>(&self, request: &Request<T>, catalog: Option<&str>, txn: Option<&[u8]>) -> Result<(Grant, Target), Status> {
+        let grant = self.grant(request)?;
+        let header = header_database(request.metadata())?;
+        let name = catalog.filter(|c| !c.is_empty()).map(str::to_string).or(header);
+        let target = self.engine.target(&grant, name.as_deref(), txn).map_err(status)?;
+        Ok((grant, target))
+    }
+
+    fn prepared(&self, handle: &[u8]) -> Result<(Uuid, Arc<PreparedEntry>), Status> {
+        let id = uuid_from(handle, "prepared statement")?;
+        let map = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.get(&id).cloned().ok_or_else(|| Status::not_found(format!("unknown prepared statement {id} (closed?)")))?;
+        Ok((id, entry))
+    }
+
+    fn statement_info(&self, body: &TicketBody, schema: &Schema, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+        let json = serde_json::to_vec(body).map_err(|e| Status::internal(e.to_string()))?;
+        let ticket = TicketStatementQuery { statement_handle: json.into() };
+        let ticket = Ticket::new(ticket.as_any().encode_to_vec());
+        let info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+            .with_descriptor(descriptor)
+            .with_total_records(-1)
+            .with_total_bytes(-1)
+            .with_ordered(true);
+        Ok(Response::new(info))
+    }
+
+    /// FlightInfo for a catalog command: the ticket is the command itself.
+    fn command_info(&self, command: impl ProstMessageExt, schema: &Schema, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+        let ticket = Ticket::new(command.as_any().encode_to_vec());
+        let info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+            .with_descriptor(descriptor);
+        Ok(Response::new(info))
+    }
+
+    /// Runs statements that may write right away, so their effects are visible as soon as the
+    /// client has the FlightInfo (clients need not fetch a DDL statement's result); queries run
+    /// when fetched. Returns the result schema of a statement that ran.
+    async fn maybe_execute(
+        &self,
+        grant: &Grant,
+        target: Target,
+        body: &TicketBody,
+        kind: StatementKind,
+        params: Vec<RecordBatch>,
+    ) -> Result<Option<Schema>, Status> {
+        if !kind.may_write() {
+            return Ok(None);
+        }
+        let sql = match (&body.sql, body.ps) {
+            (Some(sql), _) => sql.clone(),
+            (None, Some(ps)) => self.prepared(ps.as_bytes())?.1.sql.clone(),
+            (None, None) => return Err(Status::internal("statement without SQL")),
+        };
+        tracing::info!(query = %body.q, database = %body.db, sql = %sql, "statement");
+        let (schema, mut rx) = self.engine.query(grant, target, body.q, sql, params).await.map_err(status)?;
+        let mut batches = Vec::new();
+        while let Some(b) = rx.recv().await {
+            batches.push(b.map_err(status)?);
+        }
+        let mut executed = self.executed.lock().unwrap_or_else(|p| p.into_inner());
+        executed.retain(|_, e| e.at.elapsed() < EXECUTED_TTL);
+        executed.insert(body.q, Executed { at: std::time::Instant::now(), schema: schema.clone(), batches });
+        Ok(Some(schema.as_ref().clone()))
+    }
+
+    /// Runs a statement from a ticket and streams its result.
+    async fn run_ticket(&self, body: TicketBody, request: &Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        let done = self.executed.lock().unwrap_or_else(|p| p.into_inner()).remove(&body.q);
+        if let Some(done) = done {
+            self.grant(request)?;
+            let batches = done.batches.into_iter().map(Ok);
+            return Ok(Response::new(encode(done.schema, futures::stream::iter(batches))));
+        }
+        let txn = body.txn.map(|t| t.as_bytes().to_vec());
+        let (grant, target) = self.resolve(request, Some(&body.db), txn.as_deref())?;
+        let (sql, params) = match (&body.sql, body.ps) {
+            (Some(sql), _) => (sql.clone(), Vec::new()),
+            (None, Some(ps)) => {
+                let (_, entry) = self.prepared(ps.as_bytes())?;
+                let params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                (entry.sql.clone(), params)
+            }
+            (None, None) => return Err(Status::invalid_argument("ticket names neither SQL nor a prepared statement")),
+        };
+        tracing::info!(query = %body.q, database = %body.db, sql = %sql, "query");
+        let (schema, rx) = self.engine.query(&grant, target, body.q, sql, params).await.map_err(status)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(encode(schema, stream)))
+    }
+
+    async fn catalog_batch(&self, request: &Request<Ticket>, catalog: Option<&str>, f: catalog::Query) -> Result<RecordBatch, Status> {
+        let (grant, target) = self.resolve(request, catalog, None)?;
+        let db = target.database().name().to_string();
+        self.engine.with_connection(&grant, target, move |conn| f(conn, &db)).await.map_err(status)
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for OpenDuckService {
+    type FlightService = OpenDuckService;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
+        let token = self.auth.handshake(request.metadata())?;
+        let response = HandshakeResponse { protocol_version: 0, payload: token.clone().into() };
+        let mut resp: Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>> =
+            Response::new(Box::pin(futures::stream::iter(vec![Ok(response)])));
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        resp.metadata_mut().insert("authorization", value);
+        Ok(resp)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (grant, target) = self.resolve(&request, None, query.transaction_id.as_deref())?;
+        let db = target.database().name().to_string();
+        let txn = match &target {
+            Target::Transaction(t) => Some(t.id),
+            Target::Fresh(_) => None,
+        };
+        let description = self.engine.describe(&grant, target.clone(), query.query.clone()).await.map_err(status)?;
+        let body = TicketBody { q: Uuid::new_v4(), db, sql: Some(query.query), ps: None, txn };
+        let schema = self.maybe_execute(&grant, target, &body, description.kind, Vec::new()).await?;
+        self.statement_info(&body, schema.as_ref().unwrap_or(&description.schema), request.into_inner())
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (id, entry) = self.prepared(&cmd.prepared_statement_handle)?;
+        let txn = entry.transaction.map(|t| t.as_bytes().to_vec());
+        let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref())?;
+        let body = TicketBody { q: Uuid::new_v4(), db: entry.database.clone(), sql: None, ps: Some(id), txn: entry.transaction };
+        let params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let schema = self.maybe_execute(&grant, target, &body, entry.kind, params).await?;
+        self.statement_info(&body, schema.as_ref().unwrap_or(&entry.dataset_schema), request.into_inner())
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let body: TicketBody = serde_json::from_slice(&ticket.statement_handle)
+            .map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
+        self.run_ticket(body, &request).await
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        cmd: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let (grant, target) = self.resolve(&request, None, cmd.transaction_id.as_deref())?;
+        tracing::info!(database = target.database().name(), sql = %cmd.query, "update");
+        self.engine.update(&grant, target, cmd.query, Vec::new()).await.map_err(status)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        cmd: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let (grant, target) = self.resolve(&request, None, cmd.transaction_id.as_deref())?;
+        let database = target.database().name().to_string();
+        let transaction = match &target {
+            Target::Transaction(t) => Some(t.id),
+            Target::Fresh(_) => None,
+        };
+        let d = self.engine.describe(&grant, target, cmd.query.clone()).await.map_err(status)?;
+        let id = Uuid::new_v4();
+        let result = ActionCreatePreparedStatementResult {
+            prepared_statement_handle: id.as_bytes().to_vec().into(),
+            dataset_schema: schema_bytes(&d.schema)?,
+            parameter_schema: schema_bytes(&d.parameters)?,
+        };
+        let entry = PreparedEntry {
+            kind: d.kind,
+            database,
+            sql: cmd.query,
+            transaction,
+            dataset_schema: d.schema,
+            parameter_schema: d.parameters,
+            params: Mutex::new(Vec::new()),
+        };
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::new(entry));
+        Ok(result)
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        cmd: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        self.grant(&request)?;
+        let id = uuid_from(&cmd.prepared_statement_handle, "prepared statement")?;
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        Ok(())
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        self.grant(&request)?;
+        let (_, entry) = self.prepared(&cmd.prepared_statement_handle)?;
+        let params = collect_params(request).await?;
+        check_param_count(&entry.parameter_schema, &params)?;
+        *entry.params.lock().unwrap_or_else(|p| p.into_inner()) = params;
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(cmd.prepared_statement_handle) })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        cmd: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let (_, entry) = self.prepared(&cmd.prepared_statement_handle)?;
+        let txn = entry.transaction.map(|t| t.as_bytes().to_vec());
+        let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref())?;
+        let mut params = collect_params(request).await?;
+        if params.iter().all(|b| b.num_rows() == 0) {
+            params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        }
+        check_param_count(&entry.parameter_schema, &params)?;
+        tracing::info!(database = %entry.database, sql = %entry.sql, "prepared update");
+        self.engine.update(&grant, target, entry.sql.clone(), params).await.map_err(status)
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let (grant, target) = self.resolve(&request, cmd.catalog.as_deref(), cmd.transaction_id.as_deref())?;
+        let mode = ingest_mode(&cmd)?;
+        if cmd.table.is_empty() {
+            return Err(Status::invalid_argument("ingest needs a table name"));
+        }
+        let dest = IngestTarget { schema: cmd.schema.clone().filter(|s| !s.is_empty()), table: cmd.table.clone(), temporary: cmd.temporary, mode };
+        let mut stream = decode(request);
+        // The schema arrives before (or with) the first batch.
+        let first = stream.next().await.transpose().map_err(flight_status)?;
+        let schema = match (&first, stream.schema()) {
+            (Some(b), _) => b.schema(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => return Err(Status::invalid_argument("ingest stream carried no schema")),
+        };
+        tracing::info!(database = target.database().name(), table = %cmd.table, ?mode, "ingest");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let pump = tokio::spawn(async move {
+            if let Some(b) = first {
+                if tx.send(Ok(b)).await.is_err() {
+                    return;
+                }
+            }
+            while let Some(item) = stream.next().await {
+                let item = item.map_err(|e| ServerError::InvalidArgument(format!("ingest stream failed: {e}")));
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let rows = self.engine.ingest(&grant, target, dest, schema, rx).await.map_err(status);
+        pump.abort();
+        rows
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _cmd: ActionBeginTransactionRequest,
+        request: Request<Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        let (grant, target) = self.resolve(&request, None, None)?;
+        let id = self.engine.begin(&grant, target.database().clone()).await.map_err(status)?;
+        Ok(ActionBeginTransactionResult { transaction_id: id.as_bytes().to_vec().into() })
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        cmd: ActionEndTransactionRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let grant = self.grant(&request)?;
+        use arrow_flight::sql::EndTransaction;
+        let commit = match EndTransaction::try_from(cmd.action) {
+            Ok(EndTransaction::Commit) => true,
+            Ok(EndTransaction::Rollback) => false,
+            _ => return Err(Status::invalid_argument("EndTransaction needs COMMIT or ROLLBACK")),
+        };
+        self.engine.end(&grant, &cmd.transaction_id, commit).await.map_err(status)
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        cmd: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        self.grant(&request)?;
+        let info = FlightInfo::decode(cmd.info).map_err(|_| Status::invalid_argument("malformed FlightInfo"))?;
+        let status = self.cancel_info(&info);
+        // CancelResult: 1 = cancelled, 2 = cancelling, 3 = not cancellable.
+        let result = match status {
+            CancelStatus::Cancelled => 1,
+            CancelStatus::Cancelling => 2,
+            _ => 3,
+        };
+        Ok(ActionCancelQueryResult { result })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        if request.get_ref().r#type == "CancelFlightInfo" {
+            self.grant(&request)?;
+            let req = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
+                .map_err(|_| Status::invalid_argument("malformed CancelFlightInfoRequest"))?;
+            let info = req.info.ok_or_else(|| Status::invalid_argument("CancelFlightInfoRequest has no FlightInfo"))?;
+            let result = CancelFlightInfoResult::new(self.cancel_info(&info));
+            let body = result.encode_to_vec();
+            let out = arrow_flight::Result { body: body.into() };
+            return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(out)]))));
+        }
+        Err(Status::invalid_argument(format!("unknown action '{}'", request.get_ref().r#type)))
+    }
+
+    async fn get_flight_info_catalogs(&self, query: CommandGetCatalogs, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        let schema = query.clone().into_builder().schema();
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_catalogs(&self, query: CommandGetCatalogs, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let grant = self.grant(&request)?;
+        let mut builder = query.into_builder();
+        for name in self.engine.databases().names() {
+            if grant.allows(&name) {
+                builder.append(name);
+            }
+        }
+        Ok(Response::new(one_batch(builder.build().map_err(arrow_status)?)))
+    }
+
+    async fn get_flight_info_schemas(&self, query: CommandGetDbSchemas, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        let schema = query.clone().into_builder().schema();
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_schemas(&self, query: CommandGetDbSchemas, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::schemas(query.clone())).await?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_tables(&self, query: CommandGetTables, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        let schema = query.clone().into_builder().schema();
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_tables(&self, query: CommandGetTables, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::tables(query.clone())).await?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_table_types(&self, query: CommandGetTableTypes, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        let schema = query.clone().into_builder().schema();
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_table_types(&self, query: CommandGetTableTypes, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.grant(&request)?;
+        let mut builder = query.into_builder();
+        for t in catalog::TABLE_TYPES {
+            builder.append(t);
+        }
+        Ok(Response::new(one_batch(builder.build().map_err(arrow_status)?)))
+    }
+
+    async fn get_flight_info_sql_info(&self, query: CommandGetSqlInfo, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let grant = self.grant(&request)?;
+        let schema = query.clone().into_builder(self.sql_info.for_grant(&grant)).schema();
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_sql_info(&self, query: CommandGetSqlInfo, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let grant = self.grant(&request)?;
+        let batch = query.into_builder(self.sql_info.for_grant(&grant)).build().map_err(arrow_status)?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_primary_keys(&self, query: CommandGetPrimaryKeys, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        self.command_info(query, &catalog::primary_keys_schema(), request.into_inner())
+    }
+
+    async fn do_get_primary_keys(&self, query: CommandGetPrimaryKeys, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::primary_keys(query.clone())).await?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_exported_keys(&self, query: CommandGetExportedKeys, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        self.command_info(query, &catalog::foreign_keys_schema(), request.into_inner())
+    }
+
+    async fn do_get_exported_keys(&self, query: CommandGetExportedKeys, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let filter = catalog::KeyFilter { pk: Some((query.db_schema.clone(), query.table.clone())), fk: None };
+        let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::foreign_keys(filter)).await?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_imported_keys(&self, query: CommandGetImportedKeys, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        self.command_info(query, &catalog::foreign_keys_schema(), request.into_inner())
+    }
+
+    async fn do_get_imported_keys(&self, query: CommandGetImportedKeys, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let filter = catalog::KeyFilter { pk: None, fk: Some((query.db_schema.clone(), query.table.clone())) };
+        let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::foreign_keys(filter)).await?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_cross_reference(&self, query: CommandGetCrossReference, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        self.command_info(query, &catalog::foreign_keys_schema(), request.into_inner())
+    }
+
+    async fn do_get_cross_reference(&self, query: CommandGetCrossReference, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let filter = catalog::KeyFilter {
+            pk: Some((query.pk_db_schema.clone(), query.pk_table.clone())),
+            fk: Some((query.fk_db_schema.clone(), query.fk_table.clone())),
+        };
+        let batch = self.catalog_batch(&request, query.pk_catalog.as_deref(), catalog::foreign_keys(filter)).await?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_xdbc_type_info(&self, query: CommandGetXdbcTypeInfo, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        let schema = query.clone().into_builder(&self.xdbc).schema();
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(&self, query: CommandGetXdbcTypeInfo, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.grant(&request)?;
+        let batch = query.into_builder(&self.xdbc).build().map_err(arrow_status)?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn do_get_fallback(&self, request: Request<Ticket>, message: Any) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.grant(&request)?;
+        Err(Status::invalid_argument(format!("unsupported ticket type {}", message.type_url)))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+impl OpenDuckService {
+    /// Cancels the statement behind a FlightInfo this server issued.
+    fn cancel_info(&self, info: &FlightInfo) -> CancelStatus {
+        let mut any = false;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else { continue };
+            let Ok(msg) = Any::decode(ticket.ticket.clone()) else { continue };
+            let Ok(Some(t)) = msg.unpack::<TicketStatementQuery>() else { continue };
+            let Ok(body) = serde_json::from_slice::<TicketBody>(&t.statement_handle) else { continue };
+            self.engine.cancel(body.q);
+            any = true;
+        }
+        if any {
+            CancelStatus::Cancelled
+        } else {
+            CancelStatus::NotCancellable
+        }
+    }
+}
+
+fn check_param_count(schema: &Schema, params: &[RecordBatch]) -> Result<(), Status> {
+    if let Some(b) = params.first() {
+        if b.num_columns() != schema.fields().len() {
+            return Err(Status::invalid_argument(format!(
+                "statement has {} parameter(s) but {} were bound",
+                schema.fields().len(),
+                b.num_columns()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn ingest_mode(cmd: &CommandStatementIngest) -> Result<IngestMode, Status> {
+    use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
+    let opts = cmd.table_definition_options.clone().unwrap_or_default();
+    let exists = TableExistsOption::try_from(opts.if_exists).unwrap_or(TableExistsOption::Unspecified);
+    let not_exist = TableNotExistOption::try_from(opts.if_not_exist).unwrap_or(TableNotExistOption::Unspecified);
+    Ok(match (exists, not_exist) {
+        (TableExistsOption::Replace, _) => IngestMode::Replace,
+        (TableExistsOption::Append, TableNotExistOption::Create) => IngestMode::CreateAppend,
+        (TableExistsOption::Append, _) => IngestMode::Append,
+        (_, TableNotExistOption::Fail) => {
+            return Err(Status::invalid_argument("ingest options say fail if the table exists and fail if it does not"))
+        }
+        _ => IngestMode::Create,
+    })
+}
+
+fn arrow_status(e: FlightError) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn flight_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => Status::invalid_argument(other.to_string()),
+    }
+}
