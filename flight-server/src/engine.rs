@@ -248,6 +248,25 @@ impl Engine {
         .await
     }
 
+    /// The result schema of a query once parameters are bound, for statements whose schema
+    /// depends on parameter types (`SELECT ? AS x`). Runs the query under `LIMIT 0`.
+    pub async fn schema_with_params(&self, grant: &Grant, target: Target, sql: String, params: Vec<RecordBatch>) -> Result<Schema> {
+        let read_only = grant.read_only;
+        blocking(move || {
+            Self::with_conn(&target, read_only, |conn| {
+                let body = sql.trim_end().trim_end_matches(';');
+                let wrapped = format!("SELECT * FROM (\n{body}\n) LIMIT 0");
+                let mut stmt = conn.prepare(&wrapped)?;
+                if let Some((Some(batch), row)) = param_rows(&params, stmt.parameter_count())?.first() {
+                    bind_row(&mut stmt, batch, *row)?;
+                }
+                let stream = stmt.execute_streaming()?;
+                Ok(stream.schema().as_ref().clone())
+            })
+        })
+        .await
+    }
+
     fn register(&self, id: Uuid, interrupter: Interrupter) -> Result<()> {
         if lock(&self.cancelled_early).remove(&id).is_some() {
             return Err(ServerError::Cancelled);
@@ -431,7 +450,13 @@ impl Engine {
                 }
                 let r = (|| {
                     prepare_ingest_table(conn, &dest, &schema)?;
-                    let mut app = conn.appender(None, dest.schema.as_deref(), &dest.table)?;
+                    let mut app = conn.appender(None, dest.schema.as_deref(), &dest.table).map_err(|e| {
+                        if e.0.contains("could not be found") {
+                            ServerError::NotFound(format!("Catalog Error: Table with name {} does not exist", dest.table))
+                        } else {
+                            e.into()
+                        }
+                    })?;
                     let mut rows: i64 = 0;
                     while let Some(batch) = batches.blocking_recv() {
                         let batch = batch?;

@@ -322,7 +322,12 @@ impl FlightSqlService for OpenDuckService {
         let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref())?;
         let body = TicketBody { q: Uuid::new_v4(), db: entry.database.clone(), sql: None, ps: Some(id), txn: entry.transaction };
         let params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let schema = self.maybe_execute(&grant, target, &body, entry.kind, params).await?;
+        let mut schema = self.maybe_execute(&grant, target.clone(), &body, entry.kind, params.clone()).await?;
+        if schema.is_none() && entry.dataset_schema.fields().is_empty() && !params.is_empty() {
+            // The result's types depend on the bound parameters' types.
+            let s = self.engine.schema_with_params(&grant, target, entry.sql.clone(), params).await.map_err(status)?;
+            schema = Some(s);
+        }
         self.statement_info(&body, schema.as_ref().unwrap_or(&entry.dataset_schema), request.into_inner())
     }
 
@@ -437,7 +442,8 @@ impl FlightSqlService for OpenDuckService {
             (None, Some(s)) => s.clone(),
             (None, None) => return Err(Status::invalid_argument("ingest stream carried no schema")),
         };
-        tracing::info!(database = target.database().name(), table = %cmd.table, ?mode, "ingest");
+        let in_txn = matches!(target, Target::Transaction(_));
+        tracing::info!(database = target.database().name(), table = %cmd.table, ?mode, in_txn, "ingest");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let pump = tokio::spawn(async move {
             if let Some(b) = first {

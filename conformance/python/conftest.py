@@ -1,0 +1,149 @@
+"""Fixtures that start real `openduck serve` processes for the conformance tests.
+
+The binary comes from OPENDUCK_BIN (the test script sets it to the freshly built one).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+TOKEN = "conformance-admin-token"
+READER = "conformance-reader-token"
+SCOPED = "conformance-other-only-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running `openduck serve` process."""
+
+    def __init__(self, data_dir: Path, database: str = "mydb", extra=(), tokens=None):
+        self.data_dir = data_dir
+        self.database = database
+        self.port = free_port()
+        self.uri = f"grpc://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        binary = os.environ.get("OPENDUCK_BIN", "openduck")
+        args = [binary, "serve", "-d", database, "--data-dir", str(data_dir), "--port", str(self.port)]
+        if tokens is not None:
+            tokens_file = data_dir.parent / f"tokens-{self.port}.json"
+            tokens_file.write_text(json.dumps({"tokens": tokens}))
+            args += ["--tokens-file", str(tokens_file)]
+        else:
+            args += ["-t", TOKEN]
+        args += list(extra)
+        self.log = open(self.log_path, "w")
+        env = dict(os.environ, OPENDUCK_LOG=os.environ.get("OPENDUCK_LOG", "info"))
+        env.pop("OPENDUCK_TOKEN", None)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.wait_healthy()
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+            return json.loads(r.read())
+
+    def wait_healthy(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_path.read_text()}")
+            try:
+                self.health()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not become healthy: {self.log_path.read_text()}")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self, sig=signal.SIGTERM, timeout=30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        self.log.close()
+        return self.proc.returncode
+
+
+def adbc_connect(server: Server, token: str = TOKEN, autocommit=True, database=None, **kwargs):
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    db_kwargs = {"adbc.flight.sql.authorization_header": f"Bearer {token}"}
+    if database:
+        db_kwargs["adbc.flight.sql.rpc.call_header.x-openduck-database"] = database
+    db_kwargs.update(kwargs)
+    return flightsql.connect(server.uri, db_kwargs=db_kwargs, autocommit=autocommit)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One shared server with scoped tokens and two databases, mydb (default) and other."""
+    root = tmp_path_factory.mktemp("openduck")
+    data = root / "data"
+    data.mkdir()
+    tokens = [
+        {"token": TOKEN},
+        {"token": READER, "read_only": True},
+        {"token": SCOPED, "databases": ["other"]},
+    ]
+    # A second database file the server picks up at start.
+    import duckdb
+
+    duckdb.connect(str(data / "other.duckdb")).execute("CREATE TABLE other_t AS SELECT 7 AS x").close()
+    s = Server(data, tokens=tokens)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def conn(server):
+    c = adbc_connect(server)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def local():
+    """A local in-process DuckDB to compare results with."""
+    import duckdb
+
+    c = duckdb.connect()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    """A private server for tests that stop or strain it."""
+    servers = []
+
+    def start(**kwargs):
+        data = tmp_path / f"data{len(servers)}"
+        data.mkdir()
+        s = Server(data, **kwargs)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        if s.proc.poll() is None:
+            s.stop(signal.SIGKILL)
