@@ -149,9 +149,12 @@ impl Authenticator {
         }
         let encoded = strip_scheme(value, "basic")
             .ok_or_else(|| Status::unauthenticated("authorization header must be 'Basic …' or 'Bearer …'"))?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| Status::unauthenticated("Basic credentials are not valid base64"))?;
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+        let encoded = encoded.trim();
+        let decoded = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+            .iter()
+            .find_map(|engine| engine.decode(encoded).ok())
+            .ok_or_else(|| Status::unauthenticated("Basic credentials are not valid base64"))?;
         let decoded = String::from_utf8(decoded)
             .map_err(|_| Status::unauthenticated("Basic credentials are not valid UTF-8"))?;
         let (_user, password) = decoded

@@ -169,6 +169,9 @@ pub enum StatementKind {
     Transaction,
     /// EXPLAIN.
     Explain,
+    /// ATTACH, DETACH, LOAD, EXPORT DATABASE, COPY FROM DATABASE, UPDATE EXTENSIONS: statements
+    /// that reach beyond the database and that a server never runs for a client.
+    Forbidden,
     /// Anything else (PRAGMA, SET, CALL, CHECKPOINT, …).
     Other,
 }
@@ -187,6 +190,12 @@ impl StatementKind {
             | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_CREATE_FUNC => StatementKind::Ddl,
             ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_TRANSACTION => StatementKind::Transaction,
             ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPLAIN => StatementKind::Explain,
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_ATTACH
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_DETACH
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_LOAD
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPORT
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_COPY_DATABASE
+            | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_UPDATE_EXTENSIONS => StatementKind::Forbidden,
             _ => StatementKind::Other,
         }
     }

@@ -211,6 +211,11 @@ impl Engine {
 
     /// Refuses statements a grant or target does not allow.
     fn check_kind(kind: StatementKind, target: &Target, read_only: bool) -> Result<()> {
+        if kind == StatementKind::Forbidden {
+            return Err(ServerError::PermissionDenied(
+                "ATTACH, DETACH, LOAD, EXPORT and COPY FROM DATABASE are not allowed on an OpenDuck server".into(),
+            ));
+        }
         if kind == StatementKind::Transaction {
             if read_only {
                 return Err(ServerError::ReadOnly("transaction control".into()));

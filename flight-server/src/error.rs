@@ -26,6 +26,9 @@ pub enum ServerError {
     /// The caller's token is read-only.
     #[error("token is read-only: {0} is not allowed")]
     ReadOnly(String),
+    /// A statement the server never runs for clients.
+    #[error("Permission Error: {0}")]
+    PermissionDenied(String),
     /// A handle (ticket, prepared statement, transaction) the server does not know.
     #[error("{0}")]
     NotFound(String),
@@ -53,7 +56,9 @@ impl ServerError {
             ServerError::DuckDb(e) => duckdb_code(&e.0),
             ServerError::Arrow(_) | ServerError::Flight(_) => Code::InvalidArgument,
             ServerError::UnknownDatabase(_) => Code::NotFound,
-            ServerError::DatabaseNotGranted(_) | ServerError::ReadOnly(_) => Code::PermissionDenied,
+            ServerError::DatabaseNotGranted(_) | ServerError::ReadOnly(_) | ServerError::PermissionDenied(_) => {
+                Code::PermissionDenied
+            }
             ServerError::NotFound(_) => Code::NotFound,
             ServerError::InvalidArgument(_) => Code::InvalidArgument,
             ServerError::Timeout(_) => Code::DeadlineExceeded,

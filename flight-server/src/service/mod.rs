@@ -137,6 +137,18 @@ fn encode(schema: SchemaRef, batches: impl Stream<Item = Result<RecordBatch, Ser
     Box::pin(stream)
 }
 
+/// The schema exactly as `DoGet` will send it: the encoder expands dictionaries (DuckDB ENUMs
+/// arrive as strings) and rebuilds union fields, and clients check FlightInfo against it.
+fn wire_schema(schema: &Schema) -> Result<Schema, Status> {
+    use arrow_flight::encode::FlightDataEncoder;
+    let mut encoder: FlightDataEncoder =
+        FlightDataEncoderBuilder::new().with_schema(Arc::new(schema.clone())).build(futures::stream::empty());
+    let first = futures::executor::block_on(encoder.next())
+        .ok_or_else(|| Status::internal("encoder produced no schema"))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Schema::try_from(&first).map_err(|e| Status::internal(e.to_string()))
+}
+
 fn one_batch(batch: RecordBatch) -> BoxStream<arrow_flight::FlightData> {
     let schema = batch.schema();
     encode(schema, futures::stream::once(async move { Ok(batch) }))
@@ -188,6 +200,7 @@ impl OpenDuckService {
     }
 
     fn statement_info(&self, body: &TicketBody, schema: &Schema, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+        let schema = &wire_schema(schema)?;
         let json = serde_json::to_vec(body).map_err(|e| Status::internal(e.to_string()))?;
         let ticket = TicketStatementQuery { statement_handle: json.into() };
         let ticket = Ticket::new(ticket.as_any().encode_to_vec());
