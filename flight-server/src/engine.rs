@@ -349,7 +349,25 @@ impl Engine {
         let (batch_tx, batch_rx) = mpsc::channel(STREAM_BUFFER);
         let engine = self.clone();
         self.arm_timeout(id);
+        // When the client goes away (the receiver is dropped), stop the query even if it is
+        // busy computing and has nothing to send yet.
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let watch_tx = batch_tx.clone();
+        let watcher = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch_tx.closed() => {
+                    if let Some(engine) = watcher.upgrade() {
+                        if engine.stop(&id, StopReason::Cancelled) {
+                            tracing::info!(query = %id, "client went away; query interrupted");
+                        }
+                    }
+                }
+                _ = done_rx => {}
+            }
+        });
         tokio::task::spawn_blocking(move || {
+            let _done = done_tx;
             let mut schema_tx = Some(schema_tx);
             let r = Self::with_conn(&target, read_only, |conn| {
                 engine.register(id, conn.interrupter())?;

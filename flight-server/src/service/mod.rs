@@ -665,6 +665,24 @@ impl FlightSqlService for OpenDuckService {
         Err(Status::invalid_argument(format!("unsupported ticket type {}", message.type_url)))
     }
 
+    async fn get_flight_info_fallback(
+        &self,
+        cmd: arrow_flight::sql::Command,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.grant(&request)?;
+        Err(Status::invalid_argument(format!("unsupported Flight SQL command '{}'", cmd.type_url())))
+    }
+
+    async fn do_put_fallback(
+        &self,
+        request: Request<PeekableFlightDataStream>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        self.grant(&request)?;
+        Err(Status::invalid_argument(format!("unsupported DoPut command '{}'", message.type_url)))
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
