@@ -418,7 +418,14 @@ impl<'c> Prepared<'c> {
             let mut result: ffi::duckdb_result = std::mem::zeroed();
             let state = ffi::duckdb_execute_prepared(self.ptr, &mut result);
             let outcome = if state == ffi::DuckDBSuccess {
-                Ok(ffi::duckdb_rows_changed(&mut result))
+                // Statements that report a count (INSERT, UPDATE, DELETE, CREATE TABLE AS) return
+                // it as a single `Count` column; others changed no rows.
+                let name = c_str(ffi::duckdb_column_name(&mut result, 0), "");
+                if ffi::duckdb_column_count(&mut result) == 1 && name == "Count" && ffi::duckdb_row_count(&mut result) > 0 {
+                    Ok(ffi::duckdb_value_int64(&mut result, 0, 0).max(0) as u64)
+                } else {
+                    Ok(ffi::duckdb_rows_changed(&mut result))
+                }
             } else {
                 Err(err(c_str(ffi::duckdb_result_error(&mut result), "statement failed")))
             };

@@ -133,6 +133,7 @@ mod tests {
         bind_row(&mut p, &batch, 0).unwrap();
         let mut s = p.execute_streaming().unwrap();
         let b = s.next_batch().unwrap().unwrap();
+        drop(s);
         let text = arrow::util::pretty::pretty_format_batches(&[b]).unwrap().to_string();
         assert!(text.contains("| 42 | hi! | 2022-01-08 | 123.45 | 1970-01-01T00:00:01 | true |"), "{text}");
         let short = RecordBatch::try_from_iter(vec![("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();

@@ -63,11 +63,32 @@ pub fn tables(query: CommandGetTables) -> Query {
              WHERE database_name = current_database() AND NOT internal ORDER BY 1, 2",
         )?;
         let (schemas, names, types) = (strings(&rows, 0), strings(&rows, 1), strings(&rows, 2));
+        // Column nullability as declared (a query result marks every column nullable).
+        let mut not_null = std::collections::HashSet::new();
+        if include_schema {
+            let cols = conn.query_all(
+                "SELECT schema_name, table_name, column_name FROM duckdb_columns() \
+                 WHERE database_name = current_database() AND NOT is_nullable",
+            )?;
+            let (s, t, c) = (strings(&cols, 0), strings(&cols, 1), strings(&cols, 2));
+            for ((s, t), c) in s.into_iter().zip(t).zip(c) {
+                not_null.insert((s.unwrap_or_default(), t.unwrap_or_default(), c.unwrap_or_default()));
+            }
+        }
         for ((schema, name), kind) in schemas.into_iter().zip(names).zip(types) {
             let (schema, name, kind) = (schema.unwrap_or_default(), name.unwrap_or_default(), kind.unwrap_or_default());
             let arrow_schema = if include_schema {
                 let sql = format!("SELECT * FROM {}.{}", quote_ident(&schema), quote_ident(&name));
-                conn.prepare(&sql)?.result_schema()?
+                let s = conn.prepare(&sql)?.result_schema()?;
+                let fields: Vec<Field> = s
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let key = (schema.clone(), name.clone(), f.name().clone());
+                        f.as_ref().clone().with_nullable(!not_null.contains(&key))
+                    })
+                    .collect();
+                Schema::new(fields)
             } else {
                 Schema::empty()
             };

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -137,6 +137,36 @@ fn encode(schema: SchemaRef, batches: impl Stream<Item = Result<RecordBatch, Ser
     Box::pin(stream)
 }
 
+/// Adds the Flight SQL column metadata JDBC and ODBC clients read (`ARROW:FLIGHT:SQL:PRECISION`
+/// and `…:SCALE` for decimals) to a result schema.
+fn with_sql_metadata(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Decimal128(p, s) | DataType::Decimal64(p, s) | DataType::Decimal32(p, s) | DataType::Decimal256(p, s) => {
+                let mut md = f.metadata().clone();
+                md.insert("ARROW:FLIGHT:SQL:PRECISION".into(), p.to_string());
+                md.insert("ARROW:FLIGHT:SQL:SCALE".into(), s.to_string());
+                f.as_ref().clone().with_metadata(md)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new(fields).with_metadata(schema.metadata().clone())
+}
+
+/// The dataset schema a prepared statement announces: empty for statements whose only result is
+/// DuckDB's row count, so JDBC runs them as updates and reports the count.
+fn announced_dataset_schema(kind: StatementKind, schema: &Schema) -> Schema {
+    let only_count = schema.fields().len() == 1 && schema.field(0).name() == "Count";
+    if kind.may_write() && (only_count || schema.fields().is_empty()) {
+        Schema::empty()
+    } else {
+        with_sql_metadata(schema)
+    }
+}
+
 /// The schema exactly as `DoGet` will send it: the encoder expands dictionaries (DuckDB ENUMs
 /// arrive as strings) and rebuilds union fields, and clients check FlightInfo against it.
 fn wire_schema(schema: &Schema) -> Result<Schema, Status> {
@@ -154,9 +184,14 @@ fn one_batch(batch: RecordBatch) -> BoxStream<arrow_flight::FlightData> {
     encode(schema, futures::stream::once(async move { Ok(batch) }))
 }
 
-/// Reads a DoPut stream into record batches.
+/// Reads a DoPut stream into record batches. Messages without an IPC header (a first message
+/// carrying only the descriptor, as some clients send) are skipped.
 fn decode(request: Request<PeekableFlightDataStream>) -> FlightRecordBatchStream {
-    FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(FlightError::from))
+    let messages = request
+        .into_inner()
+        .try_filter(|m| futures::future::ready(!m.data_header.is_empty()))
+        .map_err(FlightError::from);
+    FlightRecordBatchStream::new_from_flight_data(messages)
 }
 
 async fn collect_params(request: Request<PeekableFlightDataStream>) -> Result<Vec<RecordBatch>, Status> {
@@ -200,7 +235,7 @@ impl OpenDuckService {
     }
 
     fn statement_info(&self, body: &TicketBody, schema: &Schema, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
-        let schema = &wire_schema(schema)?;
+        let schema = &wire_schema(&with_sql_metadata(schema))?;
         let json = serde_json::to_vec(body).map_err(|e| Status::internal(e.to_string()))?;
         let ticket = TicketStatementQuery { statement_handle: json.into() };
         let ticket = Ticket::new(ticket.as_any().encode_to_vec());
@@ -262,8 +297,10 @@ impl OpenDuckService {
         let done = self.executed.lock().unwrap_or_else(|p| p.into_inner()).remove(&body.q);
         if let Some(done) = done {
             self.grant(request)?;
-            let batches = done.batches.into_iter().map(Ok);
-            return Ok(Response::new(encode(done.schema, futures::stream::iter(batches))));
+            let schema = Arc::new(with_sql_metadata(&done.schema));
+            let batches: Vec<Result<RecordBatch, ServerError>> =
+                done.batches.into_iter().map(|b| b.with_schema(schema.clone()).map_err(ServerError::from)).collect();
+            return Ok(Response::new(encode(schema, futures::stream::iter(batches))));
         }
         let txn = body.txn.map(|t| t.as_bytes().to_vec());
         let (grant, target) = self.resolve(request, Some(&body.db), txn.as_deref())?;
@@ -278,7 +315,10 @@ impl OpenDuckService {
         };
         tracing::info!(query = %body.q, database = %body.db, sql = %sql, "query");
         let (schema, rx) = self.engine.query(&grant, target, body.q, sql, params).await.map_err(status)?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let schema = Arc::new(with_sql_metadata(&schema));
+        let labelled = schema.clone();
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(move |b| b.and_then(|b| b.with_schema(labelled.clone()).map_err(ServerError::from)));
         Ok(Response::new(encode(schema, stream)))
     }
 
@@ -379,7 +419,7 @@ impl FlightSqlService for OpenDuckService {
         let id = Uuid::new_v4();
         let result = ActionCreatePreparedStatementResult {
             prepared_statement_handle: id.as_bytes().to_vec().into(),
-            dataset_schema: schema_bytes(&d.schema)?,
+            dataset_schema: schema_bytes(&wire_schema(&announced_dataset_schema(d.kind, &d.schema))?)?,
             parameter_schema: schema_bytes(&d.parameters)?,
         };
         let entry = PreparedEntry {
