@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # JDBC conformance: runs the Flight SQL JDBC driver against a real `openduck serve`.
 # Needs the debug binary to be built already; the test starts and stops the server itself.
-# Extra arguments go to Maven, e.g. to also run the @Disabled tests (known server gaps):
-#   ./run.sh -Djunit.jupiter.conditions.deactivate='org.junit.*DisabledCondition'
+# Extra arguments go to Maven.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../../scripts/env.sh

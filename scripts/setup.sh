@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything OpenDuck needs to build and test, idempotently:
+# system tools (from Debian packages when missing), the official prebuilt libduckdb.so, and the
+# Python environment of the conformance tests. Safe to run again; fast when nothing is missing.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+missing=()
+command -v cargo >/dev/null || { echo "setup: Rust (cargo, rustc >= 1.85) is required: https://rustup.rs" >&2; exit 1; }
+command -v npm >/dev/null || missing+=(nodejs npm)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+command -v curl >/dev/null || missing+=(curl)
+if [ "${OPENDUCK_SKIP_JAVA:-0}" != 1 ]; then
+  command -v javac >/dev/null || missing+=(default-jdk-headless)
+  command -v mvn >/dev/null || missing+=(maven)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+bash "$OPENDUCK_ROOT/scripts/libduckdb.sh"
+bash "$OPENDUCK_ROOT/scripts/python-env.sh"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests, then the conformance suites that drive a
+# real `openduck serve` with third-party clients (ADBC and pyarrow.flight from Python, the Arrow
+# Flight SQL JDBC driver from Java). Installs what it needs first (scripts/setup.sh).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$OPENDUCK_ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+bash scripts/setup.sh
+
+step "cargo build"
+cargo build --workspace --bins --tests
+
+step "cargo test"
+cargo test --workspace
+
+export OPENDUCK_BIN="$CARGO_TARGET_DIR/debug/openduck"
+
+step "conformance: Python (ADBC, pyarrow.flight)"
+(cd conformance && "$OPENDUCK_VENV/bin/pytest" -q -p no:cacheprovider)
+
+step "conformance: JDBC"
+bash conformance/jdbc/run.sh
+
+step "all tests passed"
