@@ -293,6 +293,13 @@ def memory_gib() -> str:
     return "unknown"
 
 
+def load_average() -> str:
+    try:
+        return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def ratio(a: Result | None, b: Result | None) -> str:
     """Throughput of `a` relative to `b` (best runs): 1.00× means as fast."""
     if not a or not b or not a.ok or not b.ok:
@@ -300,7 +307,7 @@ def ratio(a: Result | None, b: Result | None) -> str:
     return f"{b.best / a.best:.2f}×"
 
 
-def report(results: dict, args, rows: int, binary_desc: str) -> str:
+def report(results: dict, args, rows: int, binary_desc: str, load_before: str) -> str:
     inproc, openduck, quack = (results.get(m) for m in MODES)
     lines = [
         f"## Bulk scan: `{QUERY}` → pyarrow Table (TPC-H sf={args.sf}, {rows:,} rows, {args.runs} run(s) per mode)",
@@ -343,6 +350,8 @@ def report(results: dict, args, rows: int, binary_desc: str) -> str:
         if "debug" in binary_desc and "release" not in binary_desc:
             lines.append("  - note: this is a debug build; the OpenDuck server is unoptimized, so its numbers understate a release build.")
     lines.append("- Client and server share the same machine (loopback); modes ran one after another.")
+    lines.append(f"- Load average (1/5/15 min) before measuring: {load_before}; after: {load_average()}"
+                 " (other work on the machine makes the numbers noisier)")
     return "\n".join(lines)
 
 
@@ -383,6 +392,7 @@ def main() -> int:
     db = data_dir / "bench.duckdb"
     logs = Path(tempfile.mkdtemp(prefix="openduck-bench-"))
 
+    load_before = load_average()
     results = {}
     for mode in MODES:
         if mode not in modes:
@@ -403,7 +413,7 @@ def main() -> int:
         gc.collect()
 
     print()
-    print(report(results, args, rows, binary_desc))
+    print(report(results, args, rows, binary_desc, load_before))
     failed = [m for m, r in results.items() if not r.ok]
     if failed:
         print(f"\nServer logs kept in {logs}")

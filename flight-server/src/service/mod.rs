@@ -77,7 +77,11 @@ struct PreparedEntry {
     dataset_schema: Schema,
     parameter_schema: Schema,
     params: Mutex<Vec<RecordBatch>>,
+    last_used: Mutex<std::time::Instant>,
 }
+
+/// How long a prepared statement that is neither used nor closed is kept.
+const PREPARED_IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The Flight SQL service.
 pub struct OpenDuckService {
@@ -230,7 +234,8 @@ impl OpenDuckService {
     fn prepared(&self, handle: &[u8]) -> Result<(Uuid, Arc<PreparedEntry>), Status> {
         let id = uuid_from(handle, "prepared statement")?;
         let map = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.get(&id).cloned().ok_or_else(|| Status::not_found(format!("unknown prepared statement {id} (closed?)")))?;
+        let entry = map.get(&id).cloned().ok_or_else(|| Status::not_found(format!("unknown prepared statement {id} (closed or expired)")))?;
+        *entry.last_used.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
         Ok((id, entry))
     }
 
@@ -430,8 +435,11 @@ impl FlightSqlService for OpenDuckService {
             dataset_schema: d.schema,
             parameter_schema: d.parameters,
             params: Mutex::new(Vec::new()),
+            last_used: Mutex::new(std::time::Instant::now()),
         };
-        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::new(entry));
+        let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        prepared.retain(|_, e| e.last_used.lock().map(|t| t.elapsed() < PREPARED_IDLE_TTL).unwrap_or(false));
+        prepared.insert(id, Arc::new(entry));
         Ok(result)
     }
 
