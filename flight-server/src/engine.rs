@@ -161,6 +161,9 @@ impl Engine {
             if !grant.allows(t.database.name()) {
                 return Err(ServerError::DatabaseNotGranted(t.database.name().to_string()));
             }
+            if grant.read_only && !t.read_only {
+                return Err(ServerError::ReadOnly("joining a read-write transaction".into()));
+            }
             if let Some(name) = database {
                 if name != t.database.name() {
                     return Err(ServerError::InvalidArgument(format!(
