@@ -226,6 +226,17 @@ def bench_openduck(binary: str, data_dir: Path, runs: int, rows: int, logs: Path
                     return cur.fetch_arrow_table()
 
                 time_scans(result, runs, fetch, rows)
+    except Exception as e:
+        # Tell a server that went away (e.g. something else on the machine signalled it)
+        # apart from a failing query.
+        server_log = log_path.read_text()
+        if proc.poll() is not None or "received SIG" in server_log:
+            raise RuntimeError(
+                f"{type(e).__name__}: {e} -- the OpenDuck server was stopped from outside the benchmark "
+                f"during the measurement (exit code {proc.poll()}; its log says "
+                f"{'received SIGTERM' if 'received SIGTERM' in server_log else 'nothing about a signal'})"
+            ) from e
+        raise
     finally:
         stop_process(proc)
     return result

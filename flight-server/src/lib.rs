@@ -4,7 +4,14 @@
 //! - [`auth`]: bearer tokens, the Basic-auth handshake and per-database grants.
 //! - [`duck`]: safe wrappers over DuckDB's C API.
 //! - [`database`]: the named DuckDB databases a server owns, opened locked down.
+//! - [`engine`]: running SQL off the async runtime: streaming, cancellation, timeouts,
+//!   transactions, bulk ingest.
+//! - [`service`]: the Flight SQL protocol, one method per command.
+//! - [`server`]: one port for gRPC and `GET /health`, graceful shutdown.
+//! - [`params`], [`arrow_types`]: Arrow values and types to DuckDB's.
 //! - [`error`]: how DuckDB and protocol errors become gRPC statuses.
+
+#![warn(missing_docs)]
 
 pub mod arrow_types;
 pub mod auth;
