@@ -1,0 +1,254 @@
+//! A blocking Flight SQL client for the extension: DuckDB calls it from its own threads, so every
+//! call runs on the client's private Tokio runtime and blocks until done. Results are streamed:
+//! [`Client::query`] returns a reader that pulls one batch at a time from the server.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch, RecordBatchReader};
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetTables, CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
+use arrow_flight::Ticket;
+use futures::StreamExt;
+use tokio::runtime::Runtime;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::conn_string::ConnInfo;
+use crate::ClientError;
+
+/// Header naming the remote database on every call.
+const DATABASE_HEADER: &str = "x-openduck-database";
+
+/// A remote table and its columns.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// Schema (namespace) name, e.g. `main`.
+    pub schema: String,
+    /// Table or view name.
+    pub name: String,
+    /// `TABLE`, `VIEW` or `LOCAL TEMPORARY`.
+    pub kind: String,
+    /// Its columns as Arrow fields.
+    pub arrow_schema: Schema,
+}
+
+/// How ingest treats an existing or missing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMode {
+    /// Create; fail if it exists.
+    Create,
+    /// Append; fail if missing.
+    Append,
+}
+
+/// A connection to one remote database.
+pub struct Client {
+    rt: Arc<Runtime>,
+    flight: FlightSqlServiceClient<Channel>,
+    info: ConnInfo,
+}
+
+fn flight_err(context: &str, e: impl std::fmt::Display) -> ClientError {
+    let text = e.to_string();
+    if text.contains("Unauthenticated") || text.contains("UNAUTHENTICATED") || text.contains("invalid token") || text.contains("missing 'authorization") {
+        ClientError::Auth(text)
+    } else {
+        ClientError::Remote(format!("{context}: {}", clean(&text)))
+    }
+}
+
+/// Extracts the server's message from a tonic status dump.
+fn clean(text: &str) -> String {
+    if let Some(start) = text.find("message: \"") {
+        let rest = &text[start + 10..];
+        if let Some(end) = rest.find("\", ") {
+            return rest[..end].replace("\\n", "\n").replace("\\\"", "\"");
+        }
+    }
+    text.to_string()
+}
+
+impl Client {
+    /// Connects and checks the token and database by listing the server's catalogs.
+    pub fn connect(info: ConnInfo) -> Result<Self, ClientError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("openduck-client")
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot start client runtime: {e}")))?;
+        let endpoint = Endpoint::from_shared(info.endpoint.clone())
+            .map_err(|e| ClientError::Config(format!("invalid endpoint '{}': {e}", info.endpoint)))?
+            .connect_timeout(Duration::from_secs(info.connect_timeout_secs))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        let channel = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(info.connect_timeout_secs), endpoint.connect()).await })
+            .map_err(|_| ClientError::Unreachable(format!("{} did not answer within {}s", info.endpoint, info.connect_timeout_secs)))?
+            .map_err(|e| ClientError::Unreachable(format!("cannot reach {}: {e}", info.endpoint)))?;
+        let mut flight = FlightSqlServiceClient::new(channel);
+        if let Some(token) = &info.token {
+            flight.set_token(token.clone());
+        }
+        flight.set_header(DATABASE_HEADER, info.database.clone());
+        let client = Client { rt: Arc::new(rt), flight, info };
+        let catalogs = client.catalogs()?;
+        if !catalogs.iter().any(|c| c == &client.info.database) {
+            return Err(ClientError::Remote(format!(
+                "the server has no database '{}' this token may use (available: {})",
+                client.info.database,
+                catalogs.join(", ")
+            )));
+        }
+        Ok(client)
+    }
+
+    /// The connection settings.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    fn catalogs(&self) -> Result<Vec<String>, ClientError> {
+        let mut flight = self.flight.clone();
+        let batches = self.rt.block_on(async move {
+            let info = flight.get_catalogs().await.map_err(|e| flight_err("listing databases", e))?;
+            collect(&mut flight, info).await
+        })?;
+        Ok(batches.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().flatten().map(str::to_string).collect::<Vec<_>>()).collect())
+    }
+
+    /// Every table and view of the remote database, with its columns.
+    pub fn tables(&self) -> Result<Vec<TableInfo>, ClientError> {
+        let mut flight = self.flight.clone();
+        let request = CommandGetTables {
+            catalog: Some(self.info.database.clone()),
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: None,
+            table_types: vec![],
+            include_schema: true,
+        };
+        let batches = self.rt.block_on(async move {
+            let info = flight.get_tables(request).await.map_err(|e| flight_err("listing tables", e))?;
+            collect(&mut flight, info).await
+        })?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let (schemas, names, kinds) = (b.column(1).as_string::<i32>(), b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>());
+            let ipc = b.column(4).as_binary::<i32>();
+            for i in 0..b.num_rows() {
+                let arrow_schema = arrow::ipc::convert::try_schema_from_ipc_buffer(ipc.value(i))
+                    .map_err(|e| ClientError::Remote(format!("bad table schema from server: {e}")))?;
+                out.push(TableInfo {
+                    schema: schemas.value(i).to_string(),
+                    name: names.value(i).to_string(),
+                    kind: kinds.value(i).to_string(),
+                    arrow_schema,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs a query on the server and streams its result.
+    pub fn query(&self, sql: &str) -> Result<QueryReader, ClientError> {
+        let mut flight = self.flight.clone();
+        let sql = sql.to_string();
+        let info = self
+            .rt
+            .block_on(async { flight.execute(sql, None).await })
+            .map_err(|e| flight_err("query failed", e))?;
+        let schema = Arc::new(info.clone().try_decode_schema().map_err(|e| ClientError::Remote(format!("bad result schema: {e}")))?);
+        let tickets = info.endpoint.into_iter().filter_map(|e| e.ticket).collect();
+        Ok(QueryReader { rt: self.rt.clone(), flight, schema, tickets, current: None })
+    }
+
+    /// Runs a statement for its effect; returns the number of rows it changed.
+    pub fn execute(&self, sql: &str) -> Result<i64, ClientError> {
+        let mut flight = self.flight.clone();
+        let sql = sql.to_string();
+        self.rt.block_on(async { flight.execute_update(sql, None).await }).map_err(|e| flight_err("statement failed", e))
+    }
+
+    /// Streams `batches` into `schema.table` through Flight SQL bulk ingest.
+    pub fn ingest(
+        &self,
+        schema: Option<&str>,
+        table: &str,
+        mode: IngestMode,
+        batches: impl Iterator<Item = Result<RecordBatch, ArrowError>> + Send + 'static,
+    ) -> Result<i64, ClientError> {
+        let mut flight = self.flight.clone();
+        let (if_not_exist, if_exists) = match mode {
+            IngestMode::Create => (TableNotExistOption::Create, TableExistsOption::Fail),
+            IngestMode::Append => (TableNotExistOption::Fail, TableExistsOption::Append),
+        };
+        let command = CommandStatementIngest {
+            table_definition_options: Some(TableDefinitionOptions { if_not_exist: if_not_exist.into(), if_exists: if_exists.into() }),
+            table: table.to_string(),
+            schema: schema.map(str::to_string),
+            catalog: Some(self.info.database.clone()),
+            temporary: false,
+            transaction_id: None,
+            options: Default::default(),
+        };
+        let stream = futures::stream::iter(batches.map(|b| b.map_err(arrow_flight::error::FlightError::from)));
+        self.rt.block_on(async { flight.execute_ingest(command, stream).await }).map_err(|e| flight_err("bulk load failed", e))
+    }
+}
+
+async fn collect(flight: &mut FlightSqlServiceClient<Channel>, info: arrow_flight::FlightInfo) -> Result<Vec<RecordBatch>, ClientError> {
+    let mut out = Vec::new();
+    for endpoint in info.endpoint {
+        let Some(ticket) = endpoint.ticket else { continue };
+        let mut stream = flight.do_get(ticket).await.map_err(|e| flight_err("fetch failed", e))?;
+        while let Some(b) = stream.next().await {
+            out.push(b.map_err(|e| flight_err("fetch failed", e))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Streams a query's result batch by batch; dropping it cancels the remote query.
+pub struct QueryReader {
+    rt: Arc<Runtime>,
+    flight: FlightSqlServiceClient<Channel>,
+    schema: SchemaRef,
+    tickets: VecDeque<Ticket>,
+    current: Option<FlightRecordBatchStream>,
+}
+
+impl Iterator for QueryReader {
+    type Item = Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.current.is_none() {
+                let ticket = self.tickets.pop_front()?;
+                let mut flight = self.flight.clone();
+                match self.rt.block_on(async { flight.do_get(ticket).await }) {
+                    Ok(s) => self.current = Some(s),
+                    Err(e) => return Some(Err(ArrowError::ExternalError(Box::new(flight_err("fetch failed", e))))),
+                }
+            }
+            let stream = self.current.as_mut()?;
+            match self.rt.block_on(stream.next()) {
+                Some(Ok(batch)) => {
+                    // Relabel with the announced schema so every batch matches it exactly.
+                    return Some(RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()));
+                }
+                Some(Err(e)) => return Some(Err(ArrowError::ExternalError(Box::new(flight_err("query failed", e))))),
+                None => self.current = None,
+            }
+        }
+    }
+}
+
+impl RecordBatchReader for QueryReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}

@@ -1,0 +1,106 @@
+//! Parsing `openduck:` connection strings.
+//!
+//! `openduck:mydb?endpoint=http://host:7878&token=…` (or the alias `od:mydb`). The endpoint and
+//! token fall back to `OPENDUCK_ENDPOINT` / `OPENDUCK_TOKEN`, then to `http://localhost:7878`
+//! and no token. Query values are percent-decoded.
+
+use crate::ClientError;
+
+/// Where and how to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Remote database name (the Flight SQL catalog).
+    pub database: String,
+    /// gRPC endpoint, `http://host:port`.
+    pub endpoint: String,
+    /// Bearer token, if any.
+    pub token: Option<String>,
+    /// Seconds to wait for the connection.
+    pub connect_timeout_secs: u64,
+}
+
+fn percent_decode(s: &str) -> Result<String, ClientError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).map_err(|_| ClientError::Config("bad percent escape".into()))?;
+                let v = u8::from_str_radix(hex, 16).map_err(|_| ClientError::Config(format!("bad percent escape %{hex}")))?;
+                out.push(v);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| ClientError::Config("connection string is not UTF-8".into()))
+}
+
+/// Parses a connection string, reading defaults with `env`.
+pub fn parse(path: &str, env: impl Fn(&str) -> Option<String>) -> Result<ConnInfo, ClientError> {
+    let rest = path
+        .strip_prefix("openduck:")
+        .or_else(|| path.strip_prefix("od:"))
+        .ok_or_else(|| ClientError::Config(format!("'{path}' is not an openduck: connection string")))?;
+    let (db, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let db = db.trim_start_matches('/');
+    if db.is_empty() {
+        return Err(ClientError::Config("connection string names no database: use openduck:<database>".into()));
+    }
+    let mut info = ConnInfo {
+        database: percent_decode(db)?,
+        endpoint: env("OPENDUCK_ENDPOINT").filter(|s| !s.is_empty()).unwrap_or_else(|| "http://localhost:7878".into()),
+        token: env("OPENDUCK_TOKEN").filter(|s| !s.is_empty()),
+        connect_timeout_secs: 5,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v)?;
+        match k {
+            "endpoint" => info.endpoint = v,
+            "token" => info.token = Some(v).filter(|s| !s.is_empty()),
+            "connect_timeout" => {
+                info.connect_timeout_secs =
+                    v.parse().map_err(|_| ClientError::Config(format!("connect_timeout must be seconds, got '{v}'")))?
+            }
+            other => return Err(ClientError::Config(format!("unknown option '{other}' in connection string"))),
+        }
+    }
+    if !info.endpoint.contains("://") {
+        info.endpoint = format!("http://{}", info.endpoint);
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn full_and_alias_forms() {
+        let i = parse("openduck:mydb?endpoint=http://h:1&token=a%2Bb", no_env).unwrap();
+        assert_eq!((i.database.as_str(), i.endpoint.as_str(), i.token.as_deref()), ("mydb", "http://h:1", Some("a+b")));
+        let env = |k: &str| match k {
+            "OPENDUCK_ENDPOINT" => Some("h2:9".to_string()),
+            "OPENDUCK_TOKEN" => Some("t".to_string()),
+            _ => None,
+        };
+        let i = parse("od:sales", env).unwrap();
+        assert_eq!((i.database.as_str(), i.endpoint.as_str(), i.token.as_deref()), ("sales", "http://h2:9", Some("t")));
+        assert!(parse("openduck:", no_env).is_err());
+        assert!(parse("md:x", no_env).is_err());
+        assert!(parse("openduck:x?bogus=1", no_env).unwrap_err().to_string().contains("bogus"));
+    }
+}

@@ -1,0 +1,221 @@
+//! The Rust half of the OpenDuck DuckDB extension.
+//!
+//! The C++ shim (DuckDB's catalog API) calls these `extern "C"` functions; everything with logic
+//! lives here: parsing connection strings, the Flight SQL client, streaming results as Arrow C
+//! streams. Conventions of the C ABI (see `include/openduck_client.h`):
+//! - functions return 0 on success; on failure they return non-zero and store a message in
+//!   `*err`, which the caller frees with [`openduck_free_string`];
+//! - handles are freed by their `*_free` function;
+//! - no panic crosses the boundary: a panic becomes an error message.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod conn_string;
+
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use arrow::ffi::FFI_ArrowSchema;
+use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
+
+use client::{Client, IngestMode, TableInfo};
+
+/// Errors of the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Bad connection string or option.
+    #[error("openduck: {0}")]
+    Config(String),
+    /// The server could not be reached.
+    #[error("openduck: server unreachable: {0}")]
+    Unreachable(String),
+    /// The server refused the token.
+    #[error("openduck: authentication failed (check the token): {0}")]
+    Auth(String),
+    /// The server reported an error.
+    #[error("{0}")]
+    Remote(String),
+}
+
+fn set_err(err: *mut *mut c_char, message: String) -> c_int {
+    if !err.is_null() {
+        let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
+        // SAFETY: the caller passes a valid out-pointer or NULL.
+        unsafe { *err = c.into_raw() };
+    }
+    1
+}
+
+fn guarded(err: *mut *mut c_char, f: impl FnOnce() -> Result<(), String>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(message)) => set_err(err, message),
+        Err(panic) => {
+            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+            set_err(err, format!("openduck: internal error: {}", what.unwrap_or_else(|| "panic".into())))
+        }
+    }
+}
+
+unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
+    if p.is_null() {
+        return Err(format!("openduck: {what} is NULL"));
+    }
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| format!("openduck: {what} is not UTF-8"))
+}
+
+/// Frees a string returned by this library.
+#[no_mangle]
+pub extern "C" fn openduck_free_string(s: *mut c_char) {
+    if !s.is_null() {
+        // SAFETY: produced by CString::into_raw above.
+        drop(unsafe { CString::from_raw(s) });
+    }
+}
+
+/// Connects to the database named by an `openduck:`/`od:` connection string. `token` (may be
+/// NULL) overrides the string's and `OPENDUCK_TOKEN`.
+#[no_mangle]
+pub extern "C" fn openduck_connect(path: *const c_char, token: *const c_char, out: *mut *mut Client, err: *mut *mut c_char) -> c_int {
+    guarded(err, || {
+        let path = unsafe { str_arg(path, "connection string") }?;
+        let mut info = conn_string::parse(path, |k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+        if !token.is_null() {
+            let t = unsafe { str_arg(token, "token") }?;
+            if !t.is_empty() {
+                info.token = Some(t.to_string());
+            }
+        }
+        let client = Client::connect(info).map_err(|e| e.to_string())?;
+        unsafe { *out = Box::into_raw(Box::new(client)) };
+        Ok(())
+    })
+}
+
+/// Closes a connection.
+#[no_mangle]
+pub extern "C" fn openduck_disconnect(client: *mut Client) {
+    if !client.is_null() {
+        drop(unsafe { Box::from_raw(client) });
+    }
+}
+
+/// The remote tables, as a list the shim walks with the `openduck_tables_*` accessors.
+pub struct Tables(Vec<(TableInfo, CString, CString, CString)>);
+
+/// Lists the remote tables and views with their columns.
+#[no_mangle]
+pub extern "C" fn openduck_tables(client: *const Client, out: *mut *mut Tables, err: *mut *mut c_char) -> c_int {
+    guarded(err, || {
+        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let tables = client.tables().map_err(|e| e.to_string())?;
+        let mut list = Vec::with_capacity(tables.len());
+        for t in tables {
+            let s = CString::new(t.schema.clone()).map_err(|e| e.to_string())?;
+            let n = CString::new(t.name.clone()).map_err(|e| e.to_string())?;
+            let k = CString::new(t.kind.clone()).map_err(|e| e.to_string())?;
+            list.push((t, s, n, k));
+        }
+        unsafe { *out = Box::into_raw(Box::new(Tables(list))) };
+        Ok(())
+    })
+}
+
+/// Number of tables in the list.
+#[no_mangle]
+pub extern "C" fn openduck_tables_len(tables: *const Tables) -> usize {
+    unsafe { tables.as_ref() }.map_or(0, |t| t.0.len())
+}
+
+/// Schema name of table `i` (owned by the list).
+#[no_mangle]
+pub extern "C" fn openduck_tables_schema(tables: *const Tables, i: usize) -> *const c_char {
+    unsafe { tables.as_ref() }.and_then(|t| t.0.get(i)).map_or(ptr::null(), |e| e.1.as_ptr())
+}
+
+/// Name of table `i` (owned by the list).
+#[no_mangle]
+pub extern "C" fn openduck_tables_name(tables: *const Tables, i: usize) -> *const c_char {
+    unsafe { tables.as_ref() }.and_then(|t| t.0.get(i)).map_or(ptr::null(), |e| e.2.as_ptr())
+}
+
+/// Kind of table `i`: `TABLE`, `VIEW` or `LOCAL TEMPORARY` (owned by the list).
+#[no_mangle]
+pub extern "C" fn openduck_tables_kind(tables: *const Tables, i: usize) -> *const c_char {
+    unsafe { tables.as_ref() }.and_then(|t| t.0.get(i)).map_or(ptr::null(), |e| e.3.as_ptr())
+}
+
+/// Exports the columns of table `i` as an Arrow C schema (a struct); the caller releases it.
+#[no_mangle]
+pub extern "C" fn openduck_tables_arrow_schema(tables: *const Tables, i: usize, out: *mut FFI_ArrowSchema, err: *mut *mut c_char) -> c_int {
+    guarded(err, || {
+        let t = unsafe { tables.as_ref() }.and_then(|t| t.0.get(i)).ok_or("openduck: table index out of range")?;
+        let schema = FFI_ArrowSchema::try_from(&t.0.arrow_schema).map_err(|e| format!("openduck: cannot export schema: {e}"))?;
+        unsafe { ptr::write(out, schema) };
+        Ok(())
+    })
+}
+
+/// Frees a table list.
+#[no_mangle]
+pub extern "C" fn openduck_tables_free(tables: *mut Tables) {
+    if !tables.is_null() {
+        drop(unsafe { Box::from_raw(tables) });
+    }
+}
+
+/// Runs `sql` on the server; its result streams through `out` (an Arrow C stream the caller
+/// releases; releasing it early cancels the remote query).
+#[no_mangle]
+pub extern "C" fn openduck_query(client: *const Client, sql: *const c_char, out: *mut FFI_ArrowArrayStream, err: *mut *mut c_char) -> c_int {
+    guarded(err, || {
+        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let sql = unsafe { str_arg(sql, "SQL") }?;
+        let reader = client.query(sql).map_err(|e| e.to_string())?;
+        let stream = FFI_ArrowArrayStream::new(Box::new(reader));
+        unsafe { ptr::write(out, stream) };
+        Ok(())
+    })
+}
+
+/// Runs a statement on the server for its effect; stores the number of changed rows.
+#[no_mangle]
+pub extern "C" fn openduck_execute(client: *const Client, sql: *const c_char, rows: *mut i64, err: *mut *mut c_char) -> c_int {
+    guarded(err, || {
+        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let sql = unsafe { str_arg(sql, "SQL") }?;
+        let n = client.execute(sql).map_err(|e| e.to_string())?;
+        if !rows.is_null() {
+            unsafe { *rows = n };
+        }
+        Ok(())
+    })
+}
+
+/// Bulk-loads the batches of `input` (an Arrow C stream, consumed) into `schema.table`;
+/// `create` non-zero creates the table, else appends. Stores the row count.
+#[no_mangle]
+pub extern "C" fn openduck_ingest(
+    client: *const Client,
+    schema: *const c_char,
+    table: *const c_char,
+    create: c_int,
+    input: *mut FFI_ArrowArrayStream,
+    rows: *mut i64,
+    err: *mut *mut c_char,
+) -> c_int {
+    guarded(err, || {
+        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let schema = if schema.is_null() { None } else { Some(unsafe { str_arg(schema, "schema") }?) };
+        let table = unsafe { str_arg(table, "table") }?;
+        let reader = unsafe { ArrowArrayStreamReader::from_raw(input) }.map_err(|e| format!("openduck: bad input stream: {e}"))?;
+        let mode = if create != 0 { IngestMode::Create } else { IngestMode::Append };
+        let n = client.ingest(schema, table, mode, reader).map_err(|e| e.to_string())?;
+        if !rows.is_null() {
+            unsafe { *rows = n };
+        }
+        Ok(())
+    })
+}
