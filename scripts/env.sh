@@ -11,3 +11,4 @@ export OPENDUCK_VENV="${OPENDUCK_VENV:-$OPENDUCK_CACHE/venv}"
 export PATH="$HOME/.cargo/bin:$PATH"
 OPENDUCK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export OPENDUCK_ROOT
+export OPENDUCK_EXTENSION_DIR="${OPENDUCK_EXTENSION_DIR:-$OPENDUCK_CACHE/extension/v1.5.5}"

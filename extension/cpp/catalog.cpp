@@ -1,0 +1,274 @@
+// ATTACH 'openduck:<db>?…' AS x: the storage extension, the catalog of remote schemas and tables,
+// and the extension's entry point.
+#include "openduck.hpp"
+
+#include "duckdb/main/attached_database.hpp"
+#include "duckdb/main/config.hpp"
+#include "duckdb/main/extension/extension_loader.hpp"
+#include "duckdb/parser/parsed_data/create_schema_info.hpp"
+#include "duckdb/parser/parsed_data/create_table_info.hpp"
+#include "duckdb/storage/database_size.hpp"
+#include "duckdb/storage/storage_extension.hpp"
+
+namespace openduck {
+
+void ThrowClientError(char *err, const string &context) {
+	string message = err ? err : "unknown error";
+	openduck_free_string(err);
+	throw IOException("%s: %s", context, message);
+}
+
+// ---- schema -------------------------------------------------------------------------------
+
+OdSchema::OdSchema(Catalog &catalog, CreateSchemaInfo &info) : SchemaCatalogEntry(catalog, info) {
+}
+
+void OdSchema::Scan(ClientContext &context, CatalogType type, const std::function<void(CatalogEntry &)> &callback) {
+	Scan(type, callback);
+}
+
+void OdSchema::Scan(CatalogType type, const std::function<void(CatalogEntry &)> &callback) {
+	if (type != CatalogType::TABLE_ENTRY) {
+		return;
+	}
+	for (auto &entry : tables) {
+		callback(*entry.second);
+	}
+}
+
+optional_ptr<CatalogEntry> OdSchema::LookupEntry(CatalogTransaction transaction, const EntryLookupInfo &lookup_info) {
+	if (lookup_info.GetCatalogType() != CatalogType::TABLE_ENTRY) {
+		return nullptr;
+	}
+	auto found = tables.find(lookup_info.GetEntryName());
+	if (found == tables.end()) {
+		return nullptr;
+	}
+	return found->second.get();
+}
+
+static NotImplementedException Unsupported(const string &what) {
+	return NotImplementedException("openduck: %s is not supported on an attached OpenDuck database yet", what);
+}
+
+optional_ptr<CatalogEntry> OdSchema::CreateIndex(CatalogTransaction, CreateIndexInfo &, TableCatalogEntry &) {
+	throw Unsupported("CREATE INDEX");
+}
+optional_ptr<CatalogEntry> OdSchema::CreateFunction(CatalogTransaction, CreateFunctionInfo &) {
+	throw Unsupported("CREATE FUNCTION");
+}
+optional_ptr<CatalogEntry> OdSchema::CreateTable(CatalogTransaction, BoundCreateTableInfo &) {
+	throw Unsupported("CREATE TABLE");
+}
+optional_ptr<CatalogEntry> OdSchema::CreateView(CatalogTransaction, CreateViewInfo &) {
+	throw Unsupported("CREATE VIEW");
+}
+optional_ptr<CatalogEntry> OdSchema::CreateSequence(CatalogTransaction, CreateSequenceInfo &) {
+	throw Unsupported("CREATE SEQUENCE");
+}
+optional_ptr<CatalogEntry> OdSchema::CreateTableFunction(CatalogTransaction, CreateTableFunctionInfo &) {
+	throw Unsupported("CREATE FUNCTION");
+}
+optional_ptr<CatalogEntry> OdSchema::CreateCopyFunction(CatalogTransaction, CreateCopyFunctionInfo &) {
+	throw Unsupported("COPY functions");
+}
+optional_ptr<CatalogEntry> OdSchema::CreatePragmaFunction(CatalogTransaction, CreatePragmaFunctionInfo &) {
+	throw Unsupported("PRAGMA functions");
+}
+optional_ptr<CatalogEntry> OdSchema::CreateCollation(CatalogTransaction, CreateCollationInfo &) {
+	throw Unsupported("CREATE COLLATION");
+}
+optional_ptr<CatalogEntry> OdSchema::CreateType(CatalogTransaction, CreateTypeInfo &) {
+	throw Unsupported("CREATE TYPE");
+}
+void OdSchema::DropEntry(ClientContext &, DropInfo &) {
+	throw Unsupported("DROP");
+}
+void OdSchema::Alter(CatalogTransaction, AlterInfo &) {
+	throw Unsupported("ALTER");
+}
+
+// ---- catalog ------------------------------------------------------------------------------
+
+OdCatalog::OdCatalog(AttachedDatabase &db, std::shared_ptr<Connection> conn_p, string path_p)
+    : Catalog(db), conn(std::move(conn_p)), path(std::move(path_p)) {
+}
+
+void OdCatalog::Initialize(bool load_builtin) {
+}
+
+void OdCatalog::Initialize(optional_ptr<ClientContext> context, bool load_builtin) {
+	if (context) {
+		Load(*context);
+	}
+}
+
+void OdCatalog::Load(ClientContext &context) {
+	OpenDuckTables *raw = nullptr;
+	char *err = nullptr;
+	if (openduck_tables(conn->Get(), &raw, &err) != 0) {
+		ThrowClientError(err, "listing remote tables");
+	}
+	std::shared_ptr<OpenDuckTables> list(raw, openduck_tables_free);
+
+	case_insensitive_map_t<unique_ptr<OdSchema>> loaded;
+	auto schema_for = [&](const string &name) -> OdSchema & {
+		auto &slot = loaded[name];
+		if (!slot) {
+			CreateSchemaInfo info;
+			info.schema = name;
+			slot = make_uniq<OdSchema>(*this, info);
+		}
+		return *slot;
+	};
+	schema_for("main");
+	for (idx_t i = 0; i < openduck_tables_len(raw); i++) {
+		auto &schema = schema_for(openduck_tables_schema(raw, i));
+		string table_name = openduck_tables_name(raw, i);
+		ArrowSchemaWrapper arrow_schema;
+		if (openduck_tables_arrow_schema(raw, i, &arrow_schema.arrow_schema, &err) != 0) {
+			ThrowClientError(err, "schema of remote table " + table_name);
+		}
+		ArrowTableSchema converted;
+		ArrowTableFunction::PopulateArrowTableSchema(context, converted, arrow_schema.arrow_schema);
+		CreateTableInfo info(schema, table_name);
+		auto &names = converted.GetNames();
+		auto &types = converted.GetTypes();
+		for (idx_t c = 0; c < names.size(); c++) {
+			info.columns.AddColumn(ColumnDefinition(names[c], types[c]));
+		}
+		schema.tables[table_name] = make_uniq<OdTable>(*this, schema, info, conn, list, i);
+	}
+	lock_guard<mutex> guard(lock);
+	// Entries of an earlier listing may still be used by running queries: keep them alive.
+	for (auto &entry : schemas) {
+		retired.push_back(std::move(entry.second));
+	}
+	schemas = std::move(loaded);
+}
+
+optional_ptr<CatalogEntry> OdCatalog::CreateSchema(CatalogTransaction, CreateSchemaInfo &) {
+	throw Unsupported("CREATE SCHEMA");
+}
+
+void OdCatalog::DropSchema(ClientContext &, DropInfo &) {
+	throw Unsupported("DROP SCHEMA");
+}
+
+optional_ptr<SchemaCatalogEntry> OdCatalog::LookupSchema(CatalogTransaction transaction,
+                                                         const EntryLookupInfo &schema_lookup,
+                                                         OnEntryNotFound if_not_found) {
+	lock_guard<mutex> guard(lock);
+	auto found = schemas.find(schema_lookup.GetEntryName());
+	if (found != schemas.end()) {
+		return found->second.get();
+	}
+	if (if_not_found == OnEntryNotFound::RETURN_NULL) {
+		return nullptr;
+	}
+	throw CatalogException("Schema with name %s does not exist in the OpenDuck database %s",
+	                       schema_lookup.GetEntryName(), GetName());
+}
+
+void OdCatalog::ScanSchemas(ClientContext &context, std::function<void(SchemaCatalogEntry &)> callback) {
+	vector<reference<SchemaCatalogEntry>> list;
+	{
+		lock_guard<mutex> guard(lock);
+		for (auto &entry : schemas) {
+			list.push_back(*entry.second);
+		}
+	}
+	for (auto &schema : list) {
+		callback(schema.get());
+	}
+}
+
+PhysicalOperator &OdCatalog::PlanCreateTableAs(ClientContext &, PhysicalPlanGenerator &, LogicalCreateTable &,
+                                               PhysicalOperator &) {
+	throw Unsupported("CREATE TABLE AS");
+}
+PhysicalOperator &OdCatalog::PlanInsert(ClientContext &, PhysicalPlanGenerator &, LogicalInsert &,
+                                        optional_ptr<PhysicalOperator>) {
+	throw Unsupported("INSERT");
+}
+PhysicalOperator &OdCatalog::PlanDelete(ClientContext &, PhysicalPlanGenerator &, LogicalDelete &,
+                                        PhysicalOperator &) {
+	throw Unsupported("DELETE");
+}
+PhysicalOperator &OdCatalog::PlanUpdate(ClientContext &, PhysicalPlanGenerator &, LogicalUpdate &,
+                                        PhysicalOperator &) {
+	throw Unsupported("UPDATE");
+}
+
+DatabaseSize OdCatalog::GetDatabaseSize(ClientContext &) {
+	return DatabaseSize();
+}
+
+// ---- transactions -------------------------------------------------------------------------
+
+Transaction &OdTransactionManager::StartTransaction(ClientContext &context) {
+	auto transaction = make_uniq<OdTransaction>(*this, context);
+	auto &result = *transaction;
+	lock_guard<mutex> guard(lock);
+	transactions[result] = std::move(transaction);
+	return result;
+}
+
+ErrorData OdTransactionManager::CommitTransaction(ClientContext &, Transaction &transaction) {
+	lock_guard<mutex> guard(lock);
+	transactions.erase(transaction);
+	return ErrorData();
+}
+
+void OdTransactionManager::RollbackTransaction(Transaction &transaction) {
+	lock_guard<mutex> guard(lock);
+	transactions.erase(transaction);
+}
+
+// ---- ATTACH -------------------------------------------------------------------------------
+
+static unique_ptr<Catalog> Attach(optional_ptr<StorageExtensionInfo>, ClientContext &context, AttachedDatabase &db,
+                                  const string &name, AttachInfo &info, AttachOptions &options) {
+	// DuckDB strips the "openduck:"/"od:" prefix unless TYPE was given; the client wants it.
+	string path = info.path;
+	if (!StringUtil::StartsWith(path, "openduck:") && !StringUtil::StartsWith(path, "od:")) {
+		path = "openduck:" + path;
+	}
+	string token;
+	for (auto &option : options.options) {
+		if (option.first == "token") {
+			token = option.second.ToString();
+		} else {
+			throw BinderException("openduck: unknown ATTACH option '%s' (known: TOKEN)", option.first);
+		}
+	}
+	OpenDuckClient *client = nullptr;
+	char *err = nullptr;
+	if (openduck_connect(path.c_str(), token.empty() ? nullptr : token.c_str(), &client, &err) != 0) {
+		ThrowClientError(err, "ATTACH '" + info.path + "'");
+	}
+	return make_uniq<OdCatalog>(db, std::make_shared<Connection>(client), path);
+}
+
+static unique_ptr<TransactionManager> CreateTransactionManager(optional_ptr<StorageExtensionInfo>,
+                                                               AttachedDatabase &db, Catalog &) {
+	return make_uniq<OdTransactionManager>(db);
+}
+
+static void Register(ExtensionLoader &loader) {
+	auto &config = DBConfig::GetConfig(loader.GetDatabaseInstance());
+	auto extension = make_shared_ptr<StorageExtension>();
+	extension->attach = Attach;
+	extension->create_transaction_manager = CreateTransactionManager;
+	StorageExtension::Register(config, "openduck", extension);
+	StorageExtension::Register(config, "od", extension);
+	loader.SetDescription("Attach OpenDuck databases served over Arrow Flight SQL");
+}
+
+} // namespace openduck
+
+extern "C" {
+DUCKDB_CPP_EXTENSION_ENTRY(openduck, loader) {
+	openduck::Register(loader);
+}
+}

@@ -1,0 +1,259 @@
+// Scans of remote tables: DuckDB's own Arrow scan reads a stream that the Rust client fills with
+// the result of `SELECT <projected columns> FROM <table> WHERE <pushed filters>` on the server.
+#include "openduck.hpp"
+
+#include "duckdb/common/enums/expression_type.hpp"
+#include "duckdb/planner/filter/conjunction_filter.hpp"
+#include "duckdb/planner/filter/constant_filter.hpp"
+#include "duckdb/planner/filter/dynamic_filter.hpp"
+#include "duckdb/planner/filter/in_filter.hpp"
+#include "duckdb/planner/filter/null_filter.hpp"
+#include "duckdb/planner/filter/optional_filter.hpp"
+#include "duckdb/planner/filter/struct_filter.hpp"
+
+namespace openduck {
+
+string QuoteIdent(const string &name) {
+	string out = "\"";
+	for (auto c : name) {
+		out += c;
+		if (c == '"') {
+			out += '"';
+		}
+	}
+	return out + "\"";
+}
+
+namespace {
+
+// A filter rendered as SQL, or nothing: optional filters (join and Top-N hints) may be skipped;
+// a required filter that cannot be rendered is an error, since DuckDB will not apply it again.
+struct Rendered {
+	bool ok;
+	string sql;
+};
+
+Rendered Render(const TableFilter &filter, const string &column);
+
+Rendered RenderRequired(const TableFilter &filter, const string &column) {
+	auto r = Render(filter, column);
+	if (!r.ok) {
+		throw NotImplementedException("openduck: cannot push filter '%s' to the server", filter.ToString(column));
+	}
+	return r;
+}
+
+Rendered Render(const TableFilter &filter, const string &column) {
+	switch (filter.filter_type) {
+	case TableFilterType::CONSTANT_COMPARISON: {
+		auto &f = filter.Cast<ConstantFilter>();
+		return {true, column + " " + ExpressionTypeToOperator(f.comparison_type) + " " + f.constant.ToSQLString()};
+	}
+	case TableFilterType::IS_NULL:
+		return {true, column + " IS NULL"};
+	case TableFilterType::IS_NOT_NULL:
+		return {true, column + " IS NOT NULL"};
+	case TableFilterType::CONJUNCTION_AND: {
+		auto &f = filter.Cast<ConjunctionAndFilter>();
+		string sql;
+		for (auto &child : f.child_filters) {
+			auto r = Render(*child, column);
+			if (!r.ok) {
+				if (child->filter_type == TableFilterType::OPTIONAL_FILTER) {
+					continue;
+				}
+				return {false, ""};
+			}
+			if (r.sql.empty()) {
+				continue;
+			}
+			sql += (sql.empty() ? "" : " AND ") + r.sql;
+		}
+		return {true, sql.empty() ? "" : "(" + sql + ")"};
+	}
+	case TableFilterType::CONJUNCTION_OR: {
+		auto &f = filter.Cast<ConjunctionOrFilter>();
+		string sql;
+		for (auto &child : f.child_filters) {
+			auto r = Render(*child, column);
+			if (!r.ok || r.sql.empty()) {
+				// An OR with an unknown branch constrains nothing we can express.
+				return {false, ""};
+			}
+			sql += (sql.empty() ? "" : " OR ") + r.sql;
+		}
+		return {true, "(" + sql + ")"};
+	}
+	case TableFilterType::IN_FILTER: {
+		auto &f = filter.Cast<InFilter>();
+		string sql = column + " IN (";
+		for (idx_t i = 0; i < f.values.size(); i++) {
+			sql += (i ? ", " : "") + f.values[i].ToSQLString();
+		}
+		return {true, sql + ")"};
+	}
+	case TableFilterType::STRUCT_EXTRACT: {
+		auto &f = filter.Cast<StructFilter>();
+		auto child = f.child_name.empty() ? "struct_extract(" + column + ", " + to_string(f.child_idx + 1) + ")"
+		                                  : "struct_extract(" + column + ", " + Value(f.child_name).ToSQLString() + ")";
+		return Render(*f.child_filter, child);
+	}
+	case TableFilterType::OPTIONAL_FILTER: {
+		// Implied by the query (e.g. the keys of a join's build side): push it when we can.
+		auto &f = filter.Cast<OptionalFilter>();
+		if (!f.child_filter) {
+			return {true, ""};
+		}
+		auto r = Render(*f.child_filter, column);
+		return r.ok ? r : Rendered {true, ""};
+	}
+	case TableFilterType::DYNAMIC_FILTER: {
+		auto &f = filter.Cast<DynamicFilter>();
+		if (!f.filter_data || !f.filter_data->initialized) {
+			return {true, ""};
+		}
+		lock_guard<mutex> guard(f.filter_data->lock);
+		return f.filter_data->filter ? Render(*f.filter_data->filter, column) : Rendered {true, ""};
+	}
+	default:
+		return {false, ""};
+	}
+}
+
+// Bind data of a remote scan: DuckDB's Arrow scan state plus what to ask the server for.
+struct OdScanData : public ArrowScanFunctionData {
+	OdScanData(std::shared_ptr<Connection> conn, std::shared_ptr<OpenDuckTables> tables, idx_t index,
+	           string table_sql);
+
+	// Exports the table's Arrow schema into schema_root and derives DuckDB's view of it.
+	void LoadSchema(ClientContext *context);
+
+	unique_ptr<FunctionData> Copy() const override;
+	bool Equals(const FunctionData &other) const override {
+		return this == &other;
+	}
+
+	std::shared_ptr<Connection> conn;
+	std::shared_ptr<OpenDuckTables> tables;
+	idx_t index;
+	// "schema"."table"
+	string table_sql;
+};
+
+unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStreamParameters &params) {
+	auto &data = *reinterpret_cast<OdScanData *>(factory);
+	string columns;
+	for (auto &name : params.projected_columns.columns) {
+		columns += (columns.empty() ? "" : ", ") + QuoteIdent(name);
+	}
+	if (columns.empty()) {
+		// Nothing projected (e.g. count(*) needs only the row count): fetch a constant column.
+		columns = "NULL::BOOLEAN AS openduck_rows";
+	}
+	string sql = "SELECT " + columns + " FROM " + data.table_sql;
+	auto where = RenderFilters(params.filters, params.projected_columns);
+	if (!where.empty()) {
+		sql += " WHERE " + where;
+	}
+	auto stream = make_uniq<ArrowArrayStreamWrapper>();
+	char *err = nullptr;
+	if (openduck_query(data.conn->Get(), sql.c_str(), &stream->arrow_array_stream, &err) != 0) {
+		ThrowClientError(err, "remote scan of " + data.table_sql);
+	}
+	stream->number_of_rows = -1;
+	return stream;
+}
+
+OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, std::shared_ptr<OpenDuckTables> tables_p, idx_t index_p,
+                       string table_sql_p)
+    : ArrowScanFunctionData(ProduceStream, 0), conn(std::move(conn_p)), tables(std::move(tables_p)), index(index_p),
+      table_sql(std::move(table_sql_p)) {
+	stream_factory_ptr = reinterpret_cast<uintptr_t>(this);
+}
+
+void OdScanData::LoadSchema(ClientContext *context) {
+	char *err = nullptr;
+	if (openduck_tables_arrow_schema(tables.get(), index, &schema_root.arrow_schema, &err) != 0) {
+		ThrowClientError(err, "schema of " + table_sql);
+	}
+	if (context) {
+		ArrowTableFunction::PopulateArrowTableSchema(*context, arrow_table, schema_root.arrow_schema);
+		all_types = arrow_table.GetTypes();
+	}
+}
+
+unique_ptr<FunctionData> OdScanData::Copy() const {
+	auto copy = make_uniq<OdScanData>(conn, tables, index, table_sql);
+	copy->LoadSchema(nullptr);
+	copy->arrow_table = arrow_table;
+	copy->all_types = all_types;
+	copy->projection_pushdown_enabled = projection_pushdown_enabled;
+	return std::move(copy);
+}
+
+virtual_column_map_t NoVirtualColumns(ClientContext &, optional_ptr<FunctionData>) {
+	return virtual_column_map_t();
+}
+
+InsertionOrderPreservingMap<string> ScanToString(TableFunctionToStringInput &input) {
+	InsertionOrderPreservingMap<string> result;
+	result["Table"] = input.bind_data->Cast<OdScanData>().table_sql;
+	result["Runs"] = "REMOTE (OpenDuck server)";
+	return result;
+}
+
+} // namespace
+
+string RenderFilters(const TableFilterSet *filters, const ArrowProjectedColumns &columns) {
+	if (!filters) {
+		return "";
+	}
+	string sql;
+	for (auto &entry : filters->filters) {
+		auto name = columns.projection_map.find(entry.first);
+		if (name == columns.projection_map.end()) {
+			throw InternalException("openduck: filter on a column that is not projected");
+		}
+		auto r = RenderRequired(*entry.second, QuoteIdent(name->second));
+		if (!r.sql.empty()) {
+			sql += (sql.empty() ? "" : " AND ") + r.sql;
+		}
+	}
+	return sql;
+}
+
+OdTable::OdTable(Catalog &catalog, SchemaCatalogEntry &schema, CreateTableInfo &info,
+                 std::shared_ptr<Connection> conn_p, std::shared_ptr<OpenDuckTables> tables_p, idx_t index_p)
+    : TableCatalogEntry(catalog, schema, info), conn(std::move(conn_p)), tables(std::move(tables_p)), index(index_p) {
+}
+
+unique_ptr<BaseStatistics> OdTable::GetStatistics(ClientContext &context, column_t column_id) {
+	return nullptr;
+}
+
+TableStorageInfo OdTable::GetStorageInfo(ClientContext &context) {
+	return TableStorageInfo();
+}
+
+virtual_column_map_t OdTable::GetVirtualColumns() const {
+	// No rowid: DuckDB's Arrow scan cannot produce one.
+	return virtual_column_map_t();
+}
+
+TableFunction OdTable::GetScanFunction(ClientContext &context, unique_ptr<FunctionData> &bind_data) {
+	auto table_sql = QuoteIdent(schema.name) + "." + QuoteIdent(name);
+	auto data = make_uniq<OdScanData>(conn, tables, index, table_sql);
+	data->LoadSchema(&context);
+	bind_data = std::move(data);
+
+	TableFunction scan("openduck_scan", {}, ArrowTableFunction::ArrowScanFunction, nullptr,
+	                   ArrowTableFunction::ArrowScanInitGlobal, ArrowTableFunction::ArrowScanInitLocal);
+	scan.projection_pushdown = true;
+	scan.filter_pushdown = true;
+	scan.filter_prune = true;
+	scan.get_virtual_columns = NoVirtualColumns;
+	scan.to_string = ScanToString;
+	return scan;
+}
+
+} // namespace openduck

@@ -1,0 +1,48 @@
+/* The C ABI of OpenDuck's Rust client library (extension/src/lib.rs), used by the C++ shim.
+ *
+ * Conventions: functions return 0 on success; on failure non-zero, with a message in *err that
+ * the caller frees with openduck_free_string. Handles are freed with their *_free function.
+ * Arrow data crosses as the Arrow C data and stream interfaces.
+ */
+#ifndef OPENDUCK_CLIENT_H
+#define OPENDUCK_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ArrowSchema;
+struct ArrowArrayStream;
+
+typedef struct OpenDuckClient OpenDuckClient;
+typedef struct OpenDuckTables OpenDuckTables;
+
+void openduck_free_string(char *s);
+
+/* path: "openduck:<db>?endpoint=…&token=…" or "od:<db>"; token may be NULL. */
+int openduck_connect(const char *path, const char *token, OpenDuckClient **out, char **err);
+void openduck_disconnect(OpenDuckClient *client);
+
+int openduck_tables(const OpenDuckClient *client, OpenDuckTables **out, char **err);
+size_t openduck_tables_len(const OpenDuckTables *tables);
+const char *openduck_tables_schema(const OpenDuckTables *tables, size_t i);
+const char *openduck_tables_name(const OpenDuckTables *tables, size_t i);
+const char *openduck_tables_kind(const OpenDuckTables *tables, size_t i);
+int openduck_tables_arrow_schema(const OpenDuckTables *tables, size_t i, struct ArrowSchema *out, char **err);
+void openduck_tables_free(OpenDuckTables *tables);
+
+/* Streams the result of sql; releasing the stream early cancels the remote query. */
+int openduck_query(const OpenDuckClient *client, const char *sql, struct ArrowArrayStream *out, char **err);
+int openduck_execute(const OpenDuckClient *client, const char *sql, int64_t *rows, char **err);
+/* Consumes input. create != 0 creates the table, else appends. schema may be NULL. */
+int openduck_ingest(const OpenDuckClient *client, const char *schema, const char *table, int create,
+                    struct ArrowArrayStream *input, int64_t *rows, char **err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
