@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests, then the conformance suites that drive a
 # real `openduck serve` with third-party clients (ADBC and pyarrow.flight from Python, the Arrow
-# Flight SQL JDBC driver from Java). Installs what it needs first (scripts/setup.sh).
+# Flight SQL JDBC driver from Java, DuckDB itself with the OpenDuck extension). Installs what it needs first (scripts/setup.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$OPENDUCK_ROOT"
@@ -17,9 +17,12 @@ cargo build --workspace --bins --tests
 step "cargo test"
 cargo test --workspace
 
+step "build the DuckDB extension"
+bash scripts/build-extension.sh
+
 export OPENDUCK_BIN="$CARGO_TARGET_DIR/debug/openduck"
 
-step "conformance: Python (ADBC, pyarrow.flight)"
+step "conformance: Python (ADBC, pyarrow.flight, the DuckDB extension)"
 (cd conformance && "$OPENDUCK_VENV/bin/pytest" -q -p no:cacheprovider)
 
 step "conformance: JDBC"

@@ -28,10 +28,10 @@ def free_port() -> int:
 class Server:
     """A running `openduck serve` process."""
 
-    def __init__(self, data_dir: Path, database: str = "mydb", extra=(), tokens=None):
+    def __init__(self, data_dir: Path, database: str = "mydb", extra=(), tokens=None, port=None):
         self.data_dir = data_dir
         self.database = database
-        self.port = free_port()
+        self.port = port or free_port()
         self.uri = f"grpc://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         binary = os.environ.get("OPENDUCK_BIN", "openduck")
@@ -43,7 +43,7 @@ class Server:
         else:
             args += ["-t", TOKEN]
         args += list(extra)
-        self.log = open(self.log_path, "w")
+        self.log = open(self.log_path, "a")
         env = dict(os.environ, OPENDUCK_LOG=os.environ.get("OPENDUCK_LOG", "info"))
         env.pop("OPENDUCK_TOKEN", None)
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -147,3 +147,28 @@ def fresh_server(tmp_path):
     for s in servers:
         if s.proc.poll() is None:
             s.stop(signal.SIGKILL)
+
+
+def extension_path() -> str:
+    path = os.environ.get("OPENDUCK_EXTENSION_PATH") or os.path.join(
+        os.environ.get("OPENDUCK_EXTENSION_DIR", os.path.expanduser("~/.cache/openduck/extension/v1.5.5")),
+        "openduck.duckdb_extension",
+    )
+    if not os.path.exists(path):
+        pytest.fail(f"extension not built at {path}: run scripts/build-extension.sh")
+    return path
+
+
+@pytest.fixture
+def duck():
+    """A local DuckDB (the Python package) with the OpenDuck extension loaded."""
+    import duckdb
+
+    c = duckdb.connect(config={"allow_unsigned_extensions": True})
+    c.execute(f"LOAD '{extension_path()}'")
+    yield c
+    c.close()
+
+
+def attach_sql(server, alias="cloud", token=TOKEN, database="mydb") -> str:
+    return f"ATTACH 'openduck:{database}?endpoint=http://127.0.0.1:{server.port}&token={token}' AS {alias}"
