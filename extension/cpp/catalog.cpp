@@ -15,6 +15,21 @@ namespace openduck {
 void ThrowClientError(char *err, const string &context) {
 	string message = err ? err : "unknown error";
 	openduck_free_string(err);
+	// The server's DuckDB error class survives the trip: raise the same kind of exception here.
+	auto at = message.find(": ");
+	auto rest = at == string::npos ? message : message.substr(at + 2);
+	auto has_class = [&](const char *cls) {
+		return rest.rfind(cls, 0) == 0;
+	};
+	if (has_class("Catalog Error: ")) {
+		throw CatalogException("%s (remote, %s)", rest.substr(15), context);
+	}
+	if (has_class("Constraint Error: ")) {
+		throw ConstraintException("%s (remote, %s)", rest.substr(18), context);
+	}
+	if (has_class("Parser Error: ") || has_class("Binder Error: ") || has_class("Conversion Error: ")) {
+		throw InvalidInputException("%s (remote, %s)", rest, context);
+	}
 	throw IOException("%s: %s", context, message);
 }
 
@@ -57,9 +72,6 @@ optional_ptr<CatalogEntry> OdSchema::CreateIndex(CatalogTransaction, CreateIndex
 optional_ptr<CatalogEntry> OdSchema::CreateFunction(CatalogTransaction, CreateFunctionInfo &) {
 	throw Unsupported("CREATE FUNCTION");
 }
-optional_ptr<CatalogEntry> OdSchema::CreateTable(CatalogTransaction, BoundCreateTableInfo &) {
-	throw Unsupported("CREATE TABLE");
-}
 optional_ptr<CatalogEntry> OdSchema::CreateView(CatalogTransaction, CreateViewInfo &) {
 	throw Unsupported("CREATE VIEW");
 }
@@ -80,9 +92,6 @@ optional_ptr<CatalogEntry> OdSchema::CreateCollation(CatalogTransaction, CreateC
 }
 optional_ptr<CatalogEntry> OdSchema::CreateType(CatalogTransaction, CreateTypeInfo &) {
 	throw Unsupported("CREATE TYPE");
-}
-void OdSchema::DropEntry(ClientContext &, DropInfo &) {
-	throw Unsupported("DROP");
 }
 void OdSchema::Alter(CatalogTransaction, AlterInfo &) {
 	throw Unsupported("ALTER");
@@ -122,6 +131,9 @@ void OdCatalog::Load(ClientContext &context) {
 		return *slot;
 	};
 	schema_for("main");
+	for (idx_t i = 0; i < openduck_schemas_len(raw); i++) {
+		schema_for(openduck_schemas_name(raw, i));
+	}
 	for (idx_t i = 0; i < openduck_tables_len(raw); i++) {
 		auto &schema = schema_for(openduck_tables_schema(raw, i));
 		string table_name = openduck_tables_name(raw, i);
@@ -145,14 +157,6 @@ void OdCatalog::Load(ClientContext &context) {
 		retired.push_back(std::move(entry.second));
 	}
 	schemas = std::move(loaded);
-}
-
-optional_ptr<CatalogEntry> OdCatalog::CreateSchema(CatalogTransaction, CreateSchemaInfo &) {
-	throw Unsupported("CREATE SCHEMA");
-}
-
-void OdCatalog::DropSchema(ClientContext &, DropInfo &) {
-	throw Unsupported("DROP SCHEMA");
 }
 
 optional_ptr<SchemaCatalogEntry> OdCatalog::LookupSchema(CatalogTransaction transaction,
@@ -183,14 +187,6 @@ void OdCatalog::ScanSchemas(ClientContext &context, std::function<void(SchemaCat
 	}
 }
 
-PhysicalOperator &OdCatalog::PlanCreateTableAs(ClientContext &, PhysicalPlanGenerator &, LogicalCreateTable &,
-                                               PhysicalOperator &) {
-	throw Unsupported("CREATE TABLE AS");
-}
-PhysicalOperator &OdCatalog::PlanInsert(ClientContext &, PhysicalPlanGenerator &, LogicalInsert &,
-                                        optional_ptr<PhysicalOperator>) {
-	throw Unsupported("INSERT");
-}
 PhysicalOperator &OdCatalog::PlanDelete(ClientContext &, PhysicalPlanGenerator &, LogicalDelete &,
                                         PhysicalOperator &) {
 	throw Unsupported("DELETE");

@@ -22,6 +22,10 @@ using namespace duckdb;
 // Quotes an SQL identifier: "name" with inner quotes doubled.
 string QuoteIdent(const string &name);
 
+class Connection;
+// Runs a statement on the server; returns the rows it changed.
+int64_t RunRemote(const Connection &conn, const string &sql);
+
 // A connection to a remote database, shared by the catalog and running scans.
 class Connection {
 public:

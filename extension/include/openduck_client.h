@@ -33,13 +33,23 @@ const char *openduck_tables_name(const OpenDuckTables *tables, size_t i);
 const char *openduck_tables_kind(const OpenDuckTables *tables, size_t i);
 int openduck_tables_arrow_schema(const OpenDuckTables *tables, size_t i, struct ArrowSchema *out, char **err);
 void openduck_tables_free(OpenDuckTables *tables);
+/* The remote schemas (including those without tables), listed with the tables. */
+size_t openduck_schemas_len(const OpenDuckTables *tables);
+const char *openduck_schemas_name(const OpenDuckTables *tables, size_t i);
 
 /* Streams the result of sql; releasing the stream early cancels the remote query. */
 int openduck_query(const OpenDuckClient *client, const char *sql, struct ArrowArrayStream *out, char **err);
 int openduck_execute(const OpenDuckClient *client, const char *sql, int64_t *rows, char **err);
-/* Consumes input. create != 0 creates the table, else appends. schema may be NULL. */
-int openduck_ingest(const OpenDuckClient *client, const char *schema, const char *table, int create,
-                    struct ArrowArrayStream *input, int64_t *rows, char **err);
+/* Bulk load: begin (consumes arrow_schema, a struct schema; create != 0 creates the table, else
+ * appends; schema may be NULL), push struct arrays (consumed; blocks while the server is behind),
+ * then finish (commits, frees the handle) or abort (the server discards the load). */
+typedef struct OpenDuckUpload OpenDuckUpload;
+struct ArrowArray;
+int openduck_ingest_begin(const OpenDuckClient *client, const char *schema, const char *table, int create,
+                          struct ArrowSchema *arrow_schema, OpenDuckUpload **out, char **err);
+int openduck_ingest_push(OpenDuckUpload *upload, struct ArrowArray *array, char **err);
+int openduck_ingest_finish(OpenDuckUpload *upload, int64_t *rows, char **err);
+void openduck_ingest_abort(OpenDuckUpload *upload);
 
 #ifdef __cplusplus
 }

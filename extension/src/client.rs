@@ -11,8 +11,12 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetTables, CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
-use arrow_flight::Ticket;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::{DoPutUpdateResult, ProstMessageExt};
+use arrow_flight::{FlightDescriptor, Ticket};
+use prost::Message;
 use futures::StreamExt;
 use tokio::runtime::Runtime;
 use tonic::transport::{Channel, Endpoint};
@@ -61,15 +65,26 @@ fn flight_err(context: &str, e: impl std::fmt::Display) -> ClientError {
     }
 }
 
-/// Extracts the server's message from a tonic status dump.
+/// Extracts the server's message from a gRPC status as arrow-flight prints it
+/// (`… code: '…', message: "…"` with the message escaped, possibly followed by more fields).
 fn clean(text: &str) -> String {
-    if let Some(start) = text.find("message: \"") {
-        let rest = &text[start + 10..];
-        if let Some(end) = rest.find("\", ") {
-            return rest[..end].replace("\\n", "\n").replace("\\\"", "\"");
+    let Some(start) = text.find("message: \"") else { return text.to_string() };
+    let rest = &text[start + 10..];
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => break,
+            },
+            '"' => return out,
+            c => out.push(c),
         }
     }
-    text.to_string()
+    out
 }
 
 impl Client {
@@ -119,6 +134,17 @@ impl Client {
             collect(&mut flight, info).await
         })?;
         Ok(batches.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().flatten().map(str::to_string).collect::<Vec<_>>()).collect())
+    }
+
+    /// The schemas (namespaces) of the remote database.
+    pub fn schemas(&self) -> Result<Vec<String>, ClientError> {
+        let mut flight = self.flight.clone();
+        let request = CommandGetDbSchemas { catalog: Some(self.info.database.clone()), db_schema_filter_pattern: None };
+        let batches = self.rt.block_on(async move {
+            let info = flight.get_db_schemas(request).await.map_err(|e| flight_err("listing schemas", e))?;
+            collect(&mut flight, info).await
+        })?;
+        Ok(batches.iter().flat_map(|b| b.column(1).as_string::<i32>().iter().flatten().map(str::to_string).collect::<Vec<_>>()).collect())
     }
 
     /// Every table and view of the remote database, with its columns.
@@ -179,8 +205,30 @@ impl Client {
         schema: Option<&str>,
         table: &str,
         mode: IngestMode,
-        batches: impl Iterator<Item = Result<RecordBatch, ArrowError>> + Send + 'static,
+        batches: impl Iterator<Item = Result<RecordBatch, ArrowError>>,
     ) -> Result<i64, ClientError> {
+        let mut batches = batches.peekable();
+        let arrow_schema = match batches.peek() {
+            Some(Ok(b)) => b.schema(),
+            Some(Err(_)) => return Err(ClientError::Remote(format!("{}", batches.next().and_then(Result::err).map_or_else(String::new, |e| e.to_string())))),
+            None => return Ok(0),
+        };
+        let mut upload = self.ingest_begin(schema, table, mode, arrow_schema)?;
+        for b in batches {
+            match b {
+                Ok(b) => upload.push(b)?,
+                Err(e) => {
+                    upload.abort(&e.to_string());
+                    return Err(ClientError::Remote(format!("bulk load aborted: {e}")));
+                }
+            }
+        }
+        upload.finish()
+    }
+
+    /// Starts a bulk load into `schema.table`; batches of `arrow_schema` are then pushed one at a
+    /// time (with backpressure) and [`Upload::finish`] commits them.
+    pub fn ingest_begin(&self, schema: Option<&str>, table: &str, mode: IngestMode, arrow_schema: SchemaRef) -> Result<Upload, ClientError> {
         let mut flight = self.flight.clone();
         let (if_not_exist, if_exists) = match mode {
             IngestMode::Create => (TableNotExistOption::Create, TableExistsOption::Fail),
@@ -195,8 +243,78 @@ impl Client {
             transaction_id: None,
             options: Default::default(),
         };
-        let stream = futures::stream::iter(batches.map(|b| b.map_err(arrow_flight::error::FlightError::from)));
-        self.rt.block_on(async { flight.execute_ingest(command, stream).await }).map_err(|e| flight_err("bulk load failed", e))
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(2);
+        let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(arrow_schema.clone())
+            .with_flight_descriptor(Some(descriptor))
+            .build(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .filter_map(|m| futures::future::ready(m.ok()));
+        let task = self.rt.spawn(async move {
+            let mut results = flight.do_put(data).await.map_err(|e| flight_err("bulk load failed", e))?;
+            let first = results.next().await.transpose().map_err(|e| flight_err("bulk load failed", e))?;
+            let first = first.ok_or_else(|| ClientError::Remote("bulk load: the server sent no result".into()))?;
+            let result = DoPutUpdateResult::decode(first.app_metadata).map_err(|e| ClientError::Remote(format!("bulk load: bad result: {e}")))?;
+            Ok(result.record_count)
+        });
+        Ok(Upload { rt: self.rt.clone(), tx: Some(tx), task: Some(task), schema: arrow_schema })
+    }
+}
+
+/// A bulk load in progress. Dropping it without [`Upload::finish`] aborts it: the server rolls
+/// the load back.
+pub struct Upload {
+    rt: Arc<Runtime>,
+    tx: Option<tokio::sync::mpsc::Sender<Result<RecordBatch, FlightError>>>,
+    task: Option<tokio::task::JoinHandle<Result<i64, ClientError>>>,
+    schema: SchemaRef,
+}
+
+impl Upload {
+    /// The schema batches must have.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Sends one batch; waits while the server is behind.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<(), ClientError> {
+        let tx = self.tx.as_ref().ok_or_else(|| ClientError::Remote("bulk load already finished".into()))?;
+        if tx.blocking_send(Ok(batch)).is_err() {
+            // The upload ended early: report why.
+            return Err(self.outcome().err().unwrap_or_else(|| ClientError::Remote("bulk load ended early".into())));
+        }
+        Ok(())
+    }
+
+    fn outcome(&mut self) -> Result<i64, ClientError> {
+        self.tx = None;
+        match self.task.take() {
+            Some(task) => self.rt.block_on(task).map_err(|e| ClientError::Remote(format!("bulk load task failed: {e}")))?,
+            None => Err(ClientError::Remote("bulk load already finished".into())),
+        }
+    }
+
+    /// Ends the stream and waits for the server to commit; returns the rows loaded.
+    pub fn finish(mut self) -> Result<i64, ClientError> {
+        self.outcome()
+    }
+
+    /// Aborts the load; the server discards what it received.
+    pub fn abort(&mut self, reason: &str) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.blocking_send(Err(FlightError::ExternalError(reason.to_string().into())));
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.abort("bulk load abandoned");
+        }
     }
 }
 
@@ -250,5 +368,19 @@ impl Iterator for QueryReader {
 impl RecordBatchReader for QueryReader {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn status_messages_are_unescaped() {
+        let dump = r#"Tonic error: code: 'Already exists', message: "Catalog Error: Table with name \"t\" already exists!\nLINE 1""#;
+        assert_eq!(clean(dump), "Catalog Error: Table with name \"t\" already exists!\nLINE 1");
+        let with_more = r#"Status { code: NotFound, message: "Catalog Error: x", details: [] }"#;
+        assert_eq!(clean(with_more), "Catalog Error: x");
+        assert_eq!(clean("plain"), "plain");
     }
 }

@@ -17,8 +17,8 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-use arrow::ffi::FFI_ArrowSchema;
-use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
+use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
+use arrow::ffi_stream::FFI_ArrowArrayStream;
 
 use client::{Client, IngestMode, TableInfo};
 
@@ -102,8 +102,9 @@ pub extern "C" fn openduck_disconnect(client: *mut Client) {
     }
 }
 
-/// The remote tables, as a list the shim walks with the `openduck_tables_*` accessors.
-pub struct Tables(Vec<(TableInfo, CString, CString, CString)>);
+/// The remote tables and schemas, as lists the shim walks with the `openduck_tables_*` and
+/// `openduck_schemas_*` accessors.
+pub struct Tables(Vec<(TableInfo, CString, CString, CString)>, Vec<CString>);
 
 /// Lists the remote tables and views with their columns.
 #[no_mangle]
@@ -111,6 +112,8 @@ pub extern "C" fn openduck_tables(client: *const Client, out: *mut *mut Tables, 
     guarded(err, || {
         let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
         let tables = client.tables().map_err(|e| e.to_string())?;
+        let schemas = client.schemas().map_err(|e| e.to_string())?;
+        let schemas = schemas.into_iter().map(|s| CString::new(s).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
         let mut list = Vec::with_capacity(tables.len());
         for t in tables {
             let s = CString::new(t.schema.clone()).map_err(|e| e.to_string())?;
@@ -118,7 +121,7 @@ pub extern "C" fn openduck_tables(client: *const Client, out: *mut *mut Tables, 
             let k = CString::new(t.kind.clone()).map_err(|e| e.to_string())?;
             list.push((t, s, n, k));
         }
-        unsafe { *out = Box::into_raw(Box::new(Tables(list))) };
+        unsafe { *out = Box::into_raw(Box::new(Tables(list, schemas))) };
         Ok(())
     })
 }
@@ -158,6 +161,18 @@ pub extern "C" fn openduck_tables_arrow_schema(tables: *const Tables, i: usize, 
     })
 }
 
+/// Number of remote schemas.
+#[no_mangle]
+pub extern "C" fn openduck_schemas_len(tables: *const Tables) -> usize {
+    unsafe { tables.as_ref() }.map_or(0, |t| t.1.len())
+}
+
+/// Name of schema `i` (owned by the list).
+#[no_mangle]
+pub extern "C" fn openduck_schemas_name(tables: *const Tables, i: usize) -> *const c_char {
+    unsafe { tables.as_ref() }.and_then(|t| t.1.get(i)).map_or(ptr::null(), |s| s.as_ptr())
+}
+
 /// Frees a table list.
 #[no_mangle]
 pub extern "C" fn openduck_tables_free(tables: *mut Tables) {
@@ -194,28 +209,74 @@ pub extern "C" fn openduck_execute(client: *const Client, sql: *const c_char, ro
     })
 }
 
-/// Bulk-loads the batches of `input` (an Arrow C stream, consumed) into `schema.table`;
-/// `create` non-zero creates the table, else appends. Stores the row count.
+/// Starts a bulk load into `schema.table` (`schema` may be NULL) of batches shaped like
+/// `arrow_schema` (a struct schema, consumed); `create` non-zero creates the table, else appends.
 #[no_mangle]
-pub extern "C" fn openduck_ingest(
+pub extern "C" fn openduck_ingest_begin(
     client: *const Client,
     schema: *const c_char,
     table: *const c_char,
     create: c_int,
-    input: *mut FFI_ArrowArrayStream,
-    rows: *mut i64,
+    arrow_schema: *mut FFI_ArrowSchema,
+    out: *mut *mut client::Upload,
     err: *mut *mut c_char,
 ) -> c_int {
     guarded(err, || {
         let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
-        let schema = if schema.is_null() { None } else { Some(unsafe { str_arg(schema, "schema") }?) };
+        let schema_name = if schema.is_null() { None } else { Some(unsafe { str_arg(schema, "schema") }?) };
         let table = unsafe { str_arg(table, "table") }?;
-        let reader = unsafe { ArrowArrayStreamReader::from_raw(input) }.map_err(|e| format!("openduck: bad input stream: {e}"))?;
+        if arrow_schema.is_null() {
+            return Err("openduck: Arrow schema is NULL".into());
+        }
+        // SAFETY: the caller hands over a valid schema; reading it moves ownership here.
+        let ffi_schema = unsafe { ptr::replace(arrow_schema, FFI_ArrowSchema::empty()) };
+        let arrow = arrow::datatypes::Schema::try_from(&ffi_schema).map_err(|e| format!("openduck: bad Arrow schema: {e}"))?;
         let mode = if create != 0 { IngestMode::Create } else { IngestMode::Append };
-        let n = client.ingest(schema, table, mode, reader).map_err(|e| e.to_string())?;
+        let upload = client.ingest_begin(schema_name, table, mode, std::sync::Arc::new(arrow)).map_err(|e| e.to_string())?;
+        unsafe { *out = Box::into_raw(Box::new(upload)) };
+        Ok(())
+    })
+}
+
+/// Sends one batch (a struct array of the load's schema, consumed) of a bulk load.
+#[no_mangle]
+pub extern "C" fn openduck_ingest_push(upload: *mut client::Upload, array: *mut FFI_ArrowArray, err: *mut *mut c_char) -> c_int {
+    guarded(err, || {
+        let upload = unsafe { upload.as_mut() }.ok_or("openduck: upload is NULL")?;
+        if array.is_null() {
+            return Err("openduck: Arrow array is NULL".into());
+        }
+        let ffi_array = unsafe { ptr::replace(array, FFI_ArrowArray::empty()) };
+        let struct_type = arrow::datatypes::DataType::Struct(upload.schema().fields().clone());
+        let ffi_schema = FFI_ArrowSchema::try_from(&struct_type).map_err(|e| format!("openduck: {e}"))?;
+        let data = unsafe { arrow::ffi::from_ffi(ffi_array, &ffi_schema) }.map_err(|e| format!("openduck: bad Arrow data: {e}"))?;
+        let batch = arrow::array::RecordBatch::from(arrow::array::StructArray::from(data));
+        let batch = batch.with_schema(upload.schema().clone()).map_err(|e| format!("openduck: {e}"))?;
+        upload.push(batch).map_err(|e| e.to_string())
+    })
+}
+
+/// Ends a bulk load, waits for the server to commit it and frees the handle; stores the rows.
+#[no_mangle]
+pub extern "C" fn openduck_ingest_finish(upload: *mut client::Upload, rows: *mut i64, err: *mut *mut c_char) -> c_int {
+    guarded(err, || {
+        if upload.is_null() {
+            return Err("openduck: upload is NULL".into());
+        }
+        let upload = unsafe { Box::from_raw(upload) };
+        let n = upload.finish().map_err(|e| e.to_string())?;
         if !rows.is_null() {
             unsafe { *rows = n };
         }
         Ok(())
     })
+}
+
+/// Aborts a bulk load (the server discards it) and frees the handle.
+#[no_mangle]
+pub extern "C" fn openduck_ingest_abort(upload: *mut client::Upload) {
+    if !upload.is_null() {
+        let mut upload = unsafe { Box::from_raw(upload) };
+        upload.abort("cancelled by the client");
+    }
 }

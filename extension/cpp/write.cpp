@@ -1,0 +1,272 @@
+// Writes to an attached OpenDuck database: DDL runs as SQL on the server; INSERT and
+// CREATE TABLE AS stream their rows to the server as Arrow batches through Flight SQL bulk
+// ingest (never row-by-row INSERTs).
+#include "openduck.hpp"
+
+#include "duckdb/common/arrow/arrow_appender.hpp"
+#include "duckdb/common/arrow/arrow_converter.hpp"
+#include "duckdb/execution/physical_operator.hpp"
+#include "duckdb/execution/physical_plan_generator.hpp"
+#include "duckdb/parser/parsed_data/create_schema_info.hpp"
+#include "duckdb/parser/parsed_data/create_table_info.hpp"
+#include "duckdb/parser/parsed_data/drop_info.hpp"
+#include "duckdb/planner/operator/logical_create_table.hpp"
+#include "duckdb/planner/operator/logical_insert.hpp"
+#include "duckdb/planner/parsed_data/bound_create_table_info.hpp"
+
+namespace openduck {
+
+int64_t RunRemote(const Connection &conn, const string &sql) {
+	int64_t rows = 0;
+	char *err = nullptr;
+	if (openduck_execute(conn.Get(), sql.c_str(), &rows, &err) != 0) {
+		ThrowClientError(err, "remote statement");
+	}
+	return rows;
+}
+
+static string CreatePrefix(OnCreateConflict on_conflict, const string &kind) {
+	switch (on_conflict) {
+	case OnCreateConflict::REPLACE_ON_CONFLICT:
+		return "CREATE OR REPLACE " + kind + " ";
+	case OnCreateConflict::IGNORE_ON_CONFLICT:
+		return "CREATE " + kind + " IF NOT EXISTS ";
+	default:
+		return "CREATE " + kind + " ";
+	}
+}
+
+// CREATE TABLE on the server from a table definition, columns with their exact DuckDB types.
+static string CreateTableSQL(const string &schema, CreateTableInfo &info) {
+	if (info.temporary) {
+		throw NotImplementedException("openduck: temporary tables cannot be created in a remote database");
+	}
+	return CreatePrefix(info.on_conflict, "TABLE") + QuoteIdent(schema) + "." + QuoteIdent(info.table) +
+	       TableCatalogEntry::ColumnsToSQL(info.columns, info.constraints);
+}
+
+// ---- DDL ----------------------------------------------------------------------------------
+
+optional_ptr<CatalogEntry> OdSchema::CreateTable(CatalogTransaction transaction, BoundCreateTableInfo &info) {
+	auto &base = info.Base();
+	auto &od = catalog.Cast<OdCatalog>();
+	RunRemote(*od.conn, CreateTableSQL(name, base));
+	od.Load(transaction.GetContext());
+	auto schema = od.LookupSchema(transaction, EntryLookupInfo(CatalogType::SCHEMA_ENTRY, name),
+	                              OnEntryNotFound::THROW_EXCEPTION);
+	return schema->LookupEntry(transaction, EntryLookupInfo(CatalogType::TABLE_ENTRY, base.table));
+}
+
+void OdSchema::DropEntry(ClientContext &context, DropInfo &info) {
+	string kind;
+	switch (info.type) {
+	case CatalogType::TABLE_ENTRY:
+		kind = "TABLE";
+		break;
+	case CatalogType::VIEW_ENTRY:
+		kind = "VIEW";
+		break;
+	default:
+		throw NotImplementedException("openduck: DROP of this kind of object is not supported");
+	}
+	string sql = "DROP " + kind + (info.if_not_found == OnEntryNotFound::RETURN_NULL ? " IF EXISTS " : " ") +
+	             QuoteIdent(name) + "." + QuoteIdent(info.name) + (info.cascade ? " CASCADE" : "");
+	auto &od = catalog.Cast<OdCatalog>();
+	RunRemote(*od.conn, sql);
+	od.Load(context);
+}
+
+optional_ptr<CatalogEntry> OdCatalog::CreateSchema(CatalogTransaction transaction, CreateSchemaInfo &info) {
+	RunRemote(*conn, CreatePrefix(info.on_conflict, "SCHEMA") + QuoteIdent(info.schema));
+	// Schemas without tables are listed too, so the new one appears.
+	Load(transaction.GetContext());
+	auto schema = LookupSchema(transaction, EntryLookupInfo(CatalogType::SCHEMA_ENTRY, info.schema),
+	                           OnEntryNotFound::RETURN_NULL);
+	return schema ? optional_ptr<CatalogEntry>(schema.get()) : nullptr;
+}
+
+void OdCatalog::DropSchema(ClientContext &context, DropInfo &info) {
+	string sql = string("DROP SCHEMA ") + (info.if_not_found == OnEntryNotFound::RETURN_NULL ? "IF EXISTS " : "") +
+	             QuoteIdent(info.name) + (info.cascade ? " CASCADE" : "");
+	RunRemote(*conn, sql);
+	Load(context);
+}
+
+// ---- bulk writes --------------------------------------------------------------------------
+
+// Rows per Arrow batch sent to the server.
+static constexpr idx_t BATCH_ROWS = 122880;
+
+class OdInsertState : public GlobalSinkState {
+public:
+	~OdInsertState() override {
+		if (upload) {
+			// Not finished: the query failed or was interrupted; the server discards the rows.
+			openduck_ingest_abort(upload);
+		}
+	}
+
+	OpenDuckUpload *upload = nullptr;
+	unique_ptr<ArrowAppender> appender;
+	ClientProperties properties;
+	vector<LogicalType> types;
+	int64_t rows = 0;
+};
+
+// Streams its input into a remote table; outputs the row count. For CREATE TABLE AS it first
+// creates the table.
+class OdInsert : public PhysicalOperator {
+public:
+	OdInsert(PhysicalPlan &plan, vector<LogicalType> types, idx_t estimated_cardinality, OdCatalog &catalog,
+	         string schema, string table, vector<string> names, string create_sql)
+	    : PhysicalOperator(plan, PhysicalOperatorType::EXTENSION, std::move(types), estimated_cardinality),
+	      catalog(catalog), schema(std::move(schema)), table(std::move(table)), names(std::move(names)),
+	      create_sql(std::move(create_sql)) {
+	}
+
+	string GetName() const override {
+		return "OPENDUCK_INSERT";
+	}
+	InsertionOrderPreservingMap<string> ParamsToString() const override {
+		InsertionOrderPreservingMap<string> result;
+		result["Table"] = QuoteIdent(schema) + "." + QuoteIdent(table);
+		result["Runs"] = "REMOTE (bulk load over Flight SQL)";
+		return result;
+	}
+	bool IsSink() const override {
+		return true;
+	}
+	bool ParallelSink() const override {
+		return false;
+	}
+	bool IsSource() const override {
+		return true;
+	}
+
+	unique_ptr<GlobalSinkState> GetGlobalSinkState(ClientContext &context) const override {
+		auto state = make_uniq<OdInsertState>();
+		state->properties = context.GetClientProperties();
+		if (!create_sql.empty()) {
+			RunRemote(*catalog.conn, create_sql);
+		}
+		return std::move(state);
+	}
+
+	SinkResultType Sink(ExecutionContext &context, DataChunk &chunk, OperatorSinkInput &input) const override {
+		auto &state = input.global_state.Cast<OdInsertState>();
+		if (!state.upload) {
+			Begin(state, chunk.GetTypes());
+		}
+		state.appender->Append(chunk, 0, chunk.size(), chunk.size());
+		if (state.appender->RowCount() >= BATCH_ROWS) {
+			Flush(state);
+		}
+		return SinkResultType::NEED_MORE_INPUT;
+	}
+
+	SinkFinalizeType Finalize(Pipeline &pipeline, Event &event, ClientContext &context,
+	                          OperatorSinkFinalizeInput &input) const override {
+		auto &state = input.global_state.Cast<OdInsertState>();
+		if (state.upload) {
+			if (state.appender->RowCount() > 0) {
+				Flush(state);
+			}
+			auto upload = state.upload;
+			state.upload = nullptr;
+			char *err = nullptr;
+			if (openduck_ingest_finish(upload, &state.rows, &err) != 0) {
+				ThrowClientError(err, "bulk load into " + QuoteIdent(schema) + "." + QuoteIdent(table));
+			}
+		}
+		if (!create_sql.empty()) {
+			catalog.Load(context);
+		}
+		return SinkFinalizeType::READY;
+	}
+
+protected:
+	SourceResultType GetDataInternal(ExecutionContext &context, DataChunk &chunk,
+	                                 OperatorSourceInput &input) const override {
+		auto &state = sink_state->Cast<OdInsertState>();
+		chunk.SetCardinality(1);
+		chunk.SetValue(0, 0, Value::BIGINT(state.rows));
+		return SourceResultType::FINISHED;
+	}
+
+private:
+	void Begin(OdInsertState &state, const vector<LogicalType> &types) const {
+		state.types = types;
+		ArrowSchema arrow_schema;
+		ArrowConverter::ToArrowSchema(&arrow_schema, types, names, state.properties);
+		char *err = nullptr;
+		auto rc = openduck_ingest_begin(catalog.conn->Get(), schema.c_str(), table.c_str(), 0, &arrow_schema,
+		                                &state.upload, &err);
+		if (arrow_schema.release) {
+			arrow_schema.release(&arrow_schema);
+		}
+		if (rc != 0) {
+			ThrowClientError(err, "bulk load into " + QuoteIdent(schema) + "." + QuoteIdent(table));
+		}
+		NewAppender(state);
+	}
+
+	void NewAppender(OdInsertState &state) const {
+		state.appender = make_uniq<ArrowAppender>(state.types, STANDARD_VECTOR_SIZE, state.properties,
+		                                          unordered_map<idx_t, const shared_ptr<ArrowTypeExtensionData>>());
+	}
+
+	void Flush(OdInsertState &state) const {
+		auto array = state.appender->Finalize();
+		char *err = nullptr;
+		auto rc = openduck_ingest_push(state.upload, &array, &err);
+		if (array.release) {
+			array.release(&array);
+		}
+		if (rc != 0) {
+			ThrowClientError(err, "bulk load into " + QuoteIdent(schema) + "." + QuoteIdent(table));
+		}
+		NewAppender(state);
+	}
+
+	OdCatalog &catalog;
+	string schema;
+	string table;
+	vector<string> names;
+	string create_sql;
+};
+
+PhysicalOperator &OdCatalog::PlanInsert(ClientContext &context, PhysicalPlanGenerator &planner, LogicalInsert &op,
+                                        optional_ptr<PhysicalOperator> plan) {
+	if (op.return_chunk) {
+		throw NotImplementedException("openduck: INSERT ... RETURNING is not supported on a remote table");
+	}
+	if (op.on_conflict_info.action_type != OnConflictAction::THROW) {
+		throw NotImplementedException("openduck: INSERT ... ON CONFLICT is not supported on a remote table");
+	}
+	if (!plan) {
+		throw InternalException("openduck: INSERT without input");
+	}
+	if (!op.column_index_map.empty()) {
+		// Reorder and fill defaults so the rows have every column in table order.
+		plan = planner.ResolveDefaultsProjection(op, *plan);
+	}
+	auto &table = op.table.Cast<OdTable>();
+	auto names = table.GetColumns().GetColumnNames();
+	auto &insert = planner.Make<OdInsert>(op.types, op.estimated_cardinality, *this, table.schema.name, table.name,
+	                                      std::move(names), "");
+	insert.children.push_back(*plan);
+	return insert;
+}
+
+PhysicalOperator &OdCatalog::PlanCreateTableAs(ClientContext &context, PhysicalPlanGenerator &planner,
+                                               LogicalCreateTable &op, PhysicalOperator &plan) {
+	auto &base = op.info->Base();
+	auto sql = CreateTableSQL(op.schema.name, base);
+	auto names = base.columns.GetColumnNames();
+	auto &insert = planner.Make<OdInsert>(op.types, op.estimated_cardinality, *this, op.schema.name, base.table,
+	                                      std::move(names), sql);
+	insert.children.push_back(plan);
+	return insert;
+}
+
+} // namespace openduck
