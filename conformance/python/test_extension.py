@@ -123,6 +123,20 @@ def test_token_option(server, remote, duck):
     assert duck.sql("SELECT max(id) FROM cloud3.ext_users").fetchone() == (999,)
 
 
+def test_token_from_secret(server, remote, duck, monkeypatch):
+    monkeypatch.delenv("OPENDUCK_TOKEN", raising=False)
+    duck.execute(f"CREATE SECRET od_secret (TYPE openduck, TOKEN '{TOKEN}')")
+    duck.execute(f"ATTACH 'openduck:mydb?endpoint=http://127.0.0.1:{server.port}' AS cloud4")
+    assert duck.sql("SELECT count(*) FROM cloud4.ext_users").fetchone() == (1000,)
+    secrets = duck.sql("SELECT secret_string FROM duckdb_secrets() WHERE name = 'od_secret'").fetchone()[0]
+    assert TOKEN not in secrets and "token=redacted" in secrets
+    # A secret scoped to another database does not apply.
+    duck.execute("DROP SECRET od_secret")
+    duck.execute(f"CREATE SECRET (TYPE openduck, TOKEN '{TOKEN}', SCOPE 'openduck:elsewhere')")
+    with pytest.raises(Exception, match="authentication failed"):
+        duck.execute(f"ATTACH 'openduck:mydb?endpoint=http://127.0.0.1:{server.port}' AS cloud5")
+
+
 def test_wrong_token(server, duck):
     with pytest.raises(Exception, match="authentication failed"):
         duck.execute(attach_sql(server, token="wrong"))

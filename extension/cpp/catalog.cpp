@@ -8,6 +8,8 @@
 #include "duckdb/parser/parsed_data/create_schema_info.hpp"
 #include "duckdb/parser/parsed_data/create_table_info.hpp"
 #include "duckdb/storage/database_size.hpp"
+#include "duckdb/main/secret/secret.hpp"
+#include "duckdb/main/secret/secret_manager.hpp"
 #include "duckdb/storage/storage_extension.hpp"
 
 namespace openduck {
@@ -223,6 +225,36 @@ void OdTransactionManager::RollbackTransaction(Transaction &transaction) {
 
 // ---- ATTACH -------------------------------------------------------------------------------
 
+// CREATE SECRET (TYPE openduck, TOKEN '…' [, SCOPE 'openduck:mydb']).
+static unique_ptr<BaseSecret> CreateSecret(ClientContext &context, CreateSecretInput &input) {
+	auto scope = input.scope;
+	if (scope.empty()) {
+		scope = {"openduck:", "od:"};
+	}
+	auto secret = make_uniq<KeyValueSecret>(scope, input.type, input.provider, input.name);
+	for (auto &option : input.options) {
+		auto key = StringUtil::Lower(option.first);
+		if (key != "token") {
+			throw InvalidInputException("openduck secret: unknown parameter '%s' (known: TOKEN)", option.first);
+		}
+		secret->secret_map["token"] = option.second;
+	}
+	secret->redact_keys.insert("token");
+	return std::move(secret);
+}
+
+static string SecretToken(ClientContext &context, const string &path) {
+	auto &manager = SecretManager::Get(context);
+	auto transaction = CatalogTransaction::GetSystemCatalogTransaction(context);
+	auto match = manager.LookupSecret(transaction, path, "openduck");
+	if (!match.HasMatch()) {
+		return "";
+	}
+	auto &secret = dynamic_cast<const KeyValueSecret &>(match.GetSecret());
+	Value token;
+	return secret.TryGetValue("token", token) && !token.IsNull() ? token.ToString() : "";
+}
+
 static unique_ptr<Catalog> Attach(optional_ptr<StorageExtensionInfo>, ClientContext &context, AttachedDatabase &db,
                                   const string &name, AttachInfo &info, AttachOptions &options) {
 	// DuckDB strips the "openduck:"/"od:" prefix unless TYPE was given; the client wants it.
@@ -237,6 +269,11 @@ static unique_ptr<Catalog> Attach(optional_ptr<StorageExtensionInfo>, ClientCont
 		} else {
 			throw BinderException("openduck: unknown ATTACH option '%s' (known: TOKEN)", option.first);
 		}
+	}
+	// Token precedence: the TOKEN option, the connection string's token=, a secret of type
+	// openduck whose scope matches the path, then OPENDUCK_TOKEN (read by the client).
+	if (token.empty() && path.find("token=") == string::npos) {
+		token = SecretToken(context, path);
 	}
 	OpenDuckClient *client = nullptr;
 	char *err = nullptr;
@@ -258,6 +295,16 @@ static void Register(ExtensionLoader &loader) {
 	extension->create_transaction_manager = CreateTransactionManager;
 	StorageExtension::Register(config, "openduck", extension);
 	StorageExtension::Register(config, "od", extension);
+
+	SecretType secret_type;
+	secret_type.name = "openduck";
+	secret_type.deserializer = KeyValueSecret::Deserialize<KeyValueSecret>;
+	secret_type.default_provider = "config";
+	secret_type.extension = "openduck";
+	loader.RegisterSecretType(secret_type);
+	CreateSecretFunction secret_function = {"openduck", "config", CreateSecret, {}};
+	secret_function.named_parameters["token"] = LogicalType::VARCHAR;
+	loader.RegisterFunction(secret_function);
 	loader.SetDescription("Attach OpenDuck databases served over Arrow Flight SQL");
 }
 
