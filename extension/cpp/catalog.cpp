@@ -48,8 +48,15 @@ void OdSchema::Scan(CatalogType type, const std::function<void(CatalogEntry &)> 
 	if (type != CatalogType::TABLE_ENTRY) {
 		return;
 	}
-	for (auto &entry : tables) {
-		callback(*entry.second);
+	vector<reference<CatalogEntry>> list;
+	{
+		lock_guard<mutex> guard(lock);
+		for (auto &entry : tables) {
+			list.push_back(*entry.second);
+		}
+	}
+	for (auto &entry : list) {
+		callback(entry.get());
 	}
 }
 
@@ -57,11 +64,46 @@ optional_ptr<CatalogEntry> OdSchema::LookupEntry(CatalogTransaction transaction,
 	if (lookup_info.GetCatalogType() != CatalogType::TABLE_ENTRY) {
 		return nullptr;
 	}
-	auto found = tables.find(lookup_info.GetEntryName());
-	if (found == tables.end()) {
+	auto found = Find(lookup_info.GetEntryName());
+	if (found || !transaction.context) {
+		return found.get();
+	}
+	// Not in the last listing: another client may have created it since. List again (unless this
+	// transaction ran DDL on the server, whose effects a listing from outside it cannot see).
+	auto &context = *transaction.context;
+	auto &od = catalog.Cast<OdCatalog>();
+	if (Transaction::Get(context, od).Cast<OdTransaction>().ran_ddl) {
 		return nullptr;
 	}
-	return found->second.get();
+	od.Load(context);
+	auto fresh = od.LookupSchema(transaction, EntryLookupInfo(CatalogType::SCHEMA_ENTRY, name),
+	                             OnEntryNotFound::RETURN_NULL);
+	auto entry = fresh ? fresh->Cast<OdSchema>().Find(lookup_info.GetEntryName()) : nullptr;
+	return entry.get();
+}
+
+optional_ptr<OdTable> OdSchema::Find(const string &table) {
+	lock_guard<mutex> guard(lock);
+	auto found = tables.find(table);
+	return found == tables.end() ? nullptr : found->second.get();
+}
+
+void OdSchema::Put(unique_ptr<OdTable> table) {
+	lock_guard<mutex> guard(lock);
+	auto &slot = tables[table->name];
+	if (slot) {
+		retired.push_back(std::move(slot));
+	}
+	slot = std::move(table);
+}
+
+void OdSchema::Forget(const string &table) {
+	lock_guard<mutex> guard(lock);
+	auto found = tables.find(table);
+	if (found != tables.end()) {
+		retired.push_back(std::move(found->second));
+		tables.erase(found);
+	}
 }
 
 static NotImplementedException Unsupported(const string &what) {
@@ -120,7 +162,7 @@ void OdCatalog::Load(ClientContext &context) {
 	if (openduck_tables(conn->Get(), &raw, &err) != 0) {
 		ThrowClientError(err, "listing remote tables");
 	}
-	std::shared_ptr<OpenDuckTables> list(raw, openduck_tables_free);
+	std::unique_ptr<OpenDuckTables, void (*)(OpenDuckTables *)> list(raw, openduck_tables_free);
 
 	case_insensitive_map_t<unique_ptr<OdSchema>> loaded;
 	auto schema_for = [&](const string &name) -> OdSchema & {
@@ -139,19 +181,11 @@ void OdCatalog::Load(ClientContext &context) {
 	for (idx_t i = 0; i < openduck_tables_len(raw); i++) {
 		auto &schema = schema_for(openduck_tables_schema(raw, i));
 		string table_name = openduck_tables_name(raw, i);
-		ArrowSchemaWrapper arrow_schema;
-		if (openduck_tables_arrow_schema(raw, i, &arrow_schema.arrow_schema, &err) != 0) {
+		ArrowSchema arrow_schema;
+		if (openduck_tables_arrow_schema(raw, i, &arrow_schema, &err) != 0) {
 			ThrowClientError(err, "schema of remote table " + table_name);
 		}
-		ArrowTableSchema converted;
-		ArrowTableFunction::PopulateArrowTableSchema(context, converted, arrow_schema.arrow_schema);
-		CreateTableInfo info(schema, table_name);
-		auto &names = converted.GetNames();
-		auto &types = converted.GetTypes();
-		for (idx_t c = 0; c < names.size(); c++) {
-			info.columns.AddColumn(ColumnDefinition(names[c], types[c]));
-		}
-		schema.tables[table_name] = make_uniq<OdTable>(*this, schema, info, conn, list, i);
+		schema.Put(OdTable::FromArrow(context, schema, table_name, arrow_schema, conn));
 	}
 	lock_guard<mutex> guard(lock);
 	// Entries of an earlier listing may still be used by running queries: keep them alive.
@@ -159,15 +193,41 @@ void OdCatalog::Load(ClientContext &context) {
 		retired.push_back(std::move(entry.second));
 	}
 	schemas = std::move(loaded);
+	stale = false;
+}
+
+void OdCatalog::ReloadIfStale(optional_ptr<ClientContext> context) {
+	if (stale && context) {
+		Load(*context);
+	}
+}
+
+OdSchema &OdCatalog::PutSchema(const string &name) {
+	lock_guard<mutex> guard(lock);
+	auto &slot = schemas[name];
+	if (!slot) {
+		CreateSchemaInfo info;
+		info.schema = name;
+		slot = make_uniq<OdSchema>(*this, info);
+	}
+	return *slot;
 }
 
 optional_ptr<SchemaCatalogEntry> OdCatalog::LookupSchema(CatalogTransaction transaction,
                                                          const EntryLookupInfo &schema_lookup,
                                                          OnEntryNotFound if_not_found) {
-	lock_guard<mutex> guard(lock);
-	auto found = schemas.find(schema_lookup.GetEntryName());
-	if (found != schemas.end()) {
-		return found->second.get();
+	ReloadIfStale(transaction.context);
+	auto found = FindSchema(schema_lookup.GetEntryName());
+	if (found) {
+		return found;
+	}
+	// Perhaps created by another client since the last listing (see OdSchema::LookupEntry).
+	if (transaction.context && !Transaction::Get(*transaction.context, *this).Cast<OdTransaction>().ran_ddl) {
+		Load(*transaction.context);
+		found = FindSchema(schema_lookup.GetEntryName());
+		if (found) {
+			return found;
+		}
 	}
 	if (if_not_found == OnEntryNotFound::RETURN_NULL) {
 		return nullptr;
@@ -176,7 +236,14 @@ optional_ptr<SchemaCatalogEntry> OdCatalog::LookupSchema(CatalogTransaction tran
 	                       schema_lookup.GetEntryName(), GetName());
 }
 
+optional_ptr<SchemaCatalogEntry> OdCatalog::FindSchema(const string &name) {
+	lock_guard<mutex> guard(lock);
+	auto found = schemas.find(name);
+	return found == schemas.end() ? nullptr : found->second.get();
+}
+
 void OdCatalog::ScanSchemas(ClientContext &context, std::function<void(SchemaCatalogEntry &)> callback) {
+	ReloadIfStale(&context);
 	vector<reference<SchemaCatalogEntry>> list;
 	{
 		lock_guard<mutex> guard(lock);
@@ -204,23 +271,76 @@ DatabaseSize OdCatalog::GetDatabaseSize(ClientContext &) {
 
 // ---- transactions -------------------------------------------------------------------------
 
+string OdTransaction::Remote(ClientContext &context) {
+	if (context.transaction.IsAutoCommit()) {
+		return "";
+	}
+	lock_guard<mutex> guard(lock);
+	if (remote.empty()) {
+		char *id = nullptr;
+		char *err = nullptr;
+		if (openduck_begin(catalog.conn->Get(), &id, &err) != 0) {
+			ThrowClientError(err, "BEGIN on the server");
+		}
+		remote = id;
+		openduck_free_string(id);
+	}
+	return remote;
+}
+
+string OdTransaction::Of(ClientContext &context, Catalog &catalog) {
+	return Transaction::Get(context, catalog).Cast<OdTransaction>().Remote(context);
+}
+
 Transaction &OdTransactionManager::StartTransaction(ClientContext &context) {
-	auto transaction = make_uniq<OdTransaction>(*this, context);
+	auto transaction = make_uniq<OdTransaction>(*this, context, catalog);
 	auto &result = *transaction;
 	lock_guard<mutex> guard(lock);
 	transactions[result] = std::move(transaction);
 	return result;
 }
 
-ErrorData OdTransactionManager::CommitTransaction(ClientContext &, Transaction &transaction) {
+unique_ptr<OdTransaction> OdTransactionManager::Take(Transaction &transaction) {
 	lock_guard<mutex> guard(lock);
-	transactions.erase(transaction);
+	auto found = transactions.find(transaction);
+	if (found == transactions.end()) {
+		return nullptr;
+	}
+	auto result = std::move(found->second);
+	transactions.erase(found);
+	return result;
+}
+
+ErrorData OdTransactionManager::CommitTransaction(ClientContext &, Transaction &transaction) {
+	auto t = Take(transaction);
+	if (!t || t->remote.empty()) {
+		return ErrorData();
+	}
+	if (t->ran_ddl) {
+		catalog.MarkStale();
+	}
+	char *err = nullptr;
+	if (openduck_end(catalog.conn->Get(), t->remote.c_str(), 1, &err) != 0) {
+		string message = err ? err : "unknown error";
+		openduck_free_string(err);
+		return ErrorData(IOException("COMMIT on the OpenDuck server failed: %s", message));
+	}
 	return ErrorData();
 }
 
 void OdTransactionManager::RollbackTransaction(Transaction &transaction) {
-	lock_guard<mutex> guard(lock);
-	transactions.erase(transaction);
+	auto t = Take(transaction);
+	if (!t || t->remote.empty()) {
+		return;
+	}
+	if (t->ran_ddl) {
+		catalog.MarkStale();
+	}
+	char *err = nullptr;
+	if (openduck_end(catalog.conn->Get(), t->remote.c_str(), 0, &err) != 0) {
+		// The server rolls back transactions whose connection ends or that idle out.
+		openduck_free_string(err);
+	}
 }
 
 // ---- ATTACH -------------------------------------------------------------------------------
@@ -284,8 +404,8 @@ static unique_ptr<Catalog> Attach(optional_ptr<StorageExtensionInfo>, ClientCont
 }
 
 static unique_ptr<TransactionManager> CreateTransactionManager(optional_ptr<StorageExtensionInfo>,
-                                                               AttachedDatabase &db, Catalog &) {
-	return make_uniq<OdTransactionManager>(db);
+                                                               AttachedDatabase &db, Catalog &catalog) {
+	return make_uniq<OdTransactionManager>(db, catalog.Cast<OdCatalog>());
 }
 
 static void Register(ExtensionLoader &loader) {

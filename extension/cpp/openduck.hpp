@@ -24,7 +24,14 @@ string QuoteIdent(const string &name);
 
 class Connection;
 // Runs a statement on the server; returns the rows it changed.
-int64_t RunRemote(const Connection &conn, const string &sql);
+// Runs a statement on the server (inside server transaction `txn` unless empty); returns the rows
+// it changed.
+int64_t RunRemote(const Connection &conn, const string &sql, const string &txn);
+
+// NULL for an empty transaction id.
+inline const char *TxnArg(const string &txn) {
+	return txn.empty() ? nullptr : txn.c_str();
+}
 
 // A connection to a remote database, shared by the catalog and running scans.
 class Connection {
@@ -43,13 +50,17 @@ private:
 };
 
 class OdSchema;
+class OdCatalog;
 
 // A remote table or view. Its columns are the remote Arrow schema's, converted the way DuckDB's
 // Arrow scan converts them, so scans and the catalog always agree.
 class OdTable : public TableCatalogEntry {
 public:
-	OdTable(Catalog &catalog, SchemaCatalogEntry &schema, CreateTableInfo &info, std::shared_ptr<Connection> conn,
-	        std::shared_ptr<OpenDuckTables> tables, idx_t index);
+	OdTable(Catalog &catalog, SchemaCatalogEntry &schema, CreateTableInfo &info, std::shared_ptr<Connection> conn);
+
+	// A table entry for `name` from its remote Arrow schema (consumed).
+	static unique_ptr<OdTable> FromArrow(ClientContext &context, OdSchema &schema, const string &name,
+	                                     ArrowSchema &arrow_schema, std::shared_ptr<Connection> conn);
 
 	unique_ptr<BaseStatistics> GetStatistics(ClientContext &context, column_t column_id) override;
 	TableFunction GetScanFunction(ClientContext &context, unique_ptr<FunctionData> &bind_data) override;
@@ -57,9 +68,6 @@ public:
 	virtual_column_map_t GetVirtualColumns() const override;
 
 	std::shared_ptr<Connection> conn;
-	// The table list this table came from; holds its Arrow schema.
-	std::shared_ptr<OpenDuckTables> tables;
-	idx_t index;
 };
 
 // One remote schema and its tables, listed when the catalog loads.
@@ -84,7 +92,17 @@ public:
 	void DropEntry(ClientContext &context, DropInfo &info) override;
 	void Alter(CatalogTransaction transaction, AlterInfo &info) override;
 
+	// Adds (replacing) a table entry; entries replaced stay alive for queries still using them.
+	void Put(unique_ptr<OdTable> table);
+	// Forgets a table entry (it stays alive, see above).
+	void Forget(const string &table);
+	// The entry of `table` in this listing, without asking the server.
+	optional_ptr<OdTable> Find(const string &table);
+
+private:
+	mutex lock;
 	case_insensitive_map_t<unique_ptr<OdTable>> tables;
+	vector<unique_ptr<OdTable>> retired;
 };
 
 // The attached remote database.
@@ -117,31 +135,56 @@ public:
 		return path;
 	}
 
-	// Lists the remote tables again (after DDL, or when a lookup misses).
+	// Lists the remote tables again.
 	void Load(ClientContext &context);
+	// Reloads at the next lookup (after a transaction that ran DDL ended).
+	void MarkStale() {
+		stale = true;
+	}
+	// The schema entry `name` of the current listing, or null.
+	optional_ptr<SchemaCatalogEntry> FindSchema(const string &name);
+	// The schema entry `name`, added (empty) if missing: for DDL inside a transaction.
+	OdSchema &PutSchema(const string &name);
 
 	std::shared_ptr<Connection> conn;
 
 private:
 	void DropSchema(ClientContext &context, DropInfo &info) override;
 
+	void ReloadIfStale(optional_ptr<ClientContext> context);
+
 	string path;
+	atomic<bool> stale {false};
 	mutex lock;
 	case_insensitive_map_t<unique_ptr<OdSchema>> schemas;
 	// Schemas of earlier listings, kept until DETACH because bound queries may still use them.
 	vector<unique_ptr<OdSchema>> retired;
 };
 
+// A DuckDB transaction on an attached OpenDuck database. In auto-commit mode every statement
+// autocommits on the server; inside BEGIN … COMMIT the first statement that touches the database
+// begins a server transaction that all later statements join, and COMMIT/ROLLBACK end it.
 class OdTransaction : public Transaction {
 public:
-	OdTransaction(TransactionManager &manager, ClientContext &context) : Transaction(manager, context) {
+	OdTransaction(TransactionManager &manager, ClientContext &context, OdCatalog &catalog)
+	    : Transaction(manager, context), catalog(catalog) {
 	}
+
+	// The server transaction id for a statement now, or "" in auto-commit mode.
+	string Remote(ClientContext &context);
+	// The id for `context`'s current transaction on `catalog`.
+	static string Of(ClientContext &context, Catalog &catalog);
+
+	OdCatalog &catalog;
+	mutex lock;
+	string remote;
+	// Whether DDL ran inside the server transaction (the catalog is then reloaded at its end).
+	atomic<bool> ran_ddl {false};
 };
 
-// Statements on an attached OpenDuck database run in the server's autocommit mode for now.
 class OdTransactionManager : public TransactionManager {
 public:
-	explicit OdTransactionManager(AttachedDatabase &db) : TransactionManager(db) {
+	OdTransactionManager(AttachedDatabase &db, OdCatalog &catalog) : TransactionManager(db), catalog(catalog) {
 	}
 	Transaction &StartTransaction(ClientContext &context) override;
 	ErrorData CommitTransaction(ClientContext &context, Transaction &transaction) override;
@@ -150,6 +193,9 @@ public:
 	}
 
 private:
+	unique_ptr<OdTransaction> Take(Transaction &transaction);
+
+	OdCatalog &catalog;
 	mutex lock;
 	reference_map_t<Transaction, unique_ptr<OdTransaction>> transactions;
 };

@@ -3,6 +3,7 @@
 #include "openduck.hpp"
 
 #include "duckdb/common/enums/expression_type.hpp"
+#include "duckdb/parser/parsed_data/create_table_info.hpp"
 #include "duckdb/planner/filter/conjunction_filter.hpp"
 #include "duckdb/planner/filter/constant_filter.hpp"
 #include "duckdb/planner/filter/dynamic_filter.hpp"
@@ -122,8 +123,7 @@ Rendered Render(const TableFilter &filter, const string &column) {
 
 // Bind data of a remote scan: DuckDB's Arrow scan state plus what to ask the server for.
 struct OdScanData : public ArrowScanFunctionData {
-	OdScanData(std::shared_ptr<Connection> conn, std::shared_ptr<OpenDuckTables> tables, idx_t index,
-	           string table_sql);
+	OdScanData(std::shared_ptr<Connection> conn, string schema, string table, string txn);
 
 	// Exports the table's Arrow schema into schema_root and derives DuckDB's view of it.
 	void LoadSchema(ClientContext *context);
@@ -132,10 +132,16 @@ struct OdScanData : public ArrowScanFunctionData {
 	bool Equals(const FunctionData &other) const override {
 		return this == &other;
 	}
+	// Bound to one transaction: a cached plan must be bound again.
+	bool SupportStatementCache() const override {
+		return false;
+	}
 
 	std::shared_ptr<Connection> conn;
-	std::shared_ptr<OpenDuckTables> tables;
-	idx_t index;
+	string schema;
+	string table;
+	// Server transaction the scan runs in ("" = autocommit).
+	string txn;
 	// "schema"."table"
 	string table_sql;
 };
@@ -157,23 +163,23 @@ unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStream
 	}
 	auto stream = make_uniq<ArrowArrayStreamWrapper>();
 	char *err = nullptr;
-	if (openduck_query(data.conn->Get(), sql.c_str(), &stream->arrow_array_stream, &err) != 0) {
+	if (openduck_query(data.conn->Get(), sql.c_str(), TxnArg(data.txn), &stream->arrow_array_stream, &err) != 0) {
 		ThrowClientError(err, "remote scan of " + data.table_sql);
 	}
 	stream->number_of_rows = -1;
 	return stream;
 }
 
-OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, std::shared_ptr<OpenDuckTables> tables_p, idx_t index_p,
-                       string table_sql_p)
-    : ArrowScanFunctionData(ProduceStream, 0), conn(std::move(conn_p)), tables(std::move(tables_p)), index(index_p),
-      table_sql(std::move(table_sql_p)) {
+OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, string table_p, string txn_p)
+    : ArrowScanFunctionData(ProduceStream, 0), conn(std::move(conn_p)), schema(std::move(schema_p)),
+      table(std::move(table_p)), txn(std::move(txn_p)), table_sql(QuoteIdent(schema) + "." + QuoteIdent(table)) {
 	stream_factory_ptr = reinterpret_cast<uintptr_t>(this);
 }
 
 void OdScanData::LoadSchema(ClientContext *context) {
 	char *err = nullptr;
-	if (openduck_tables_arrow_schema(tables.get(), index, &schema_root.arrow_schema, &err) != 0) {
+	if (openduck_table_schema(conn->Get(), schema.c_str(), table.c_str(), TxnArg(txn), &schema_root.arrow_schema,
+	                          &err) != 0) {
 		ThrowClientError(err, "schema of " + table_sql);
 	}
 	if (context) {
@@ -183,7 +189,7 @@ void OdScanData::LoadSchema(ClientContext *context) {
 }
 
 unique_ptr<FunctionData> OdScanData::Copy() const {
-	auto copy = make_uniq<OdScanData>(conn, tables, index, table_sql);
+	auto copy = make_uniq<OdScanData>(conn, schema, table, txn);
 	copy->LoadSchema(nullptr);
 	copy->arrow_table = arrow_table;
 	copy->all_types = all_types;
@@ -223,8 +229,24 @@ string RenderFilters(const TableFilterSet *filters, const ArrowProjectedColumns 
 }
 
 OdTable::OdTable(Catalog &catalog, SchemaCatalogEntry &schema, CreateTableInfo &info,
-                 std::shared_ptr<Connection> conn_p, std::shared_ptr<OpenDuckTables> tables_p, idx_t index_p)
-    : TableCatalogEntry(catalog, schema, info), conn(std::move(conn_p)), tables(std::move(tables_p)), index(index_p) {
+                 std::shared_ptr<Connection> conn_p)
+    : TableCatalogEntry(catalog, schema, info), conn(std::move(conn_p)) {
+}
+
+unique_ptr<OdTable> OdTable::FromArrow(ClientContext &context, OdSchema &schema, const string &name,
+                                       ArrowSchema &arrow_schema, std::shared_ptr<Connection> conn) {
+	ArrowSchemaWrapper owned;
+	owned.arrow_schema = arrow_schema;
+	arrow_schema.release = nullptr;
+	ArrowTableSchema converted;
+	ArrowTableFunction::PopulateArrowTableSchema(context, converted, owned.arrow_schema);
+	CreateTableInfo info(schema, name);
+	auto &names = converted.GetNames();
+	auto &types = converted.GetTypes();
+	for (idx_t c = 0; c < names.size(); c++) {
+		info.columns.AddColumn(ColumnDefinition(names[c], types[c]));
+	}
+	return make_uniq<OdTable>(schema.catalog, schema, info, std::move(conn));
 }
 
 unique_ptr<BaseStatistics> OdTable::GetStatistics(ClientContext &context, column_t column_id) {
@@ -241,9 +263,14 @@ virtual_column_map_t OdTable::GetVirtualColumns() const {
 }
 
 TableFunction OdTable::GetScanFunction(ClientContext &context, unique_ptr<FunctionData> &bind_data) {
-	auto table_sql = QuoteIdent(schema.name) + "." + QuoteIdent(name);
-	auto data = make_uniq<OdScanData>(conn, tables, index, table_sql);
+	auto data = make_uniq<OdScanData>(conn, schema.name, name, OdTransaction::Of(context, catalog));
 	data->LoadSchema(&context);
+	// The catalog entry's columns must be the ones the scan produces.
+	if (data->all_types != GetColumns().GetColumnTypes()) {
+		catalog.Cast<OdCatalog>().MarkStale();
+		throw CatalogException("openduck: table %s changed on the server since it was listed; run the query again",
+		                       data->table_sql);
+	}
 	bind_data = std::move(data);
 
 	TableFunction scan("openduck_scan", {}, ArrowTableFunction::ArrowScanFunction, nullptr,

@@ -16,10 +16,10 @@
 
 namespace openduck {
 
-int64_t RunRemote(const Connection &conn, const string &sql) {
+int64_t RunRemote(const Connection &conn, const string &sql, const string &txn) {
 	int64_t rows = 0;
 	char *err = nullptr;
-	if (openduck_execute(conn.Get(), sql.c_str(), &rows, &err) != 0) {
+	if (openduck_execute(conn.Get(), sql.c_str(), TxnArg(txn), &rows, &err) != 0) {
 		ThrowClientError(err, "remote statement");
 	}
 	return rows;
@@ -47,14 +47,49 @@ static string CreateTableSQL(const string &schema, CreateTableInfo &info) {
 
 // ---- DDL ----------------------------------------------------------------------------------
 
+// The server transaction of `context` on `catalog` ("" in auto-commit mode), noting that DDL runs.
+static string DdlTransaction(ClientContext &context, OdCatalog &catalog) {
+	auto &transaction = Transaction::Get(context, catalog).Cast<OdTransaction>();
+	auto txn = transaction.Remote(context);
+	if (!txn.empty()) {
+		transaction.ran_ddl = true;
+	}
+	return txn;
+}
+
+// Makes a table created on the server visible: outside a transaction by listing again; inside
+// one (where listings cannot see it) by describing it in the transaction.
+static optional_ptr<CatalogEntry> AfterCreate(ClientContext &context, OdCatalog &catalog, OdSchema &schema,
+                                              const string &table, const string &txn) {
+	if (txn.empty()) {
+		catalog.Load(context);
+		auto fresh = catalog.LookupSchema(catalog.GetCatalogTransaction(context),
+		                                  EntryLookupInfo(CatalogType::SCHEMA_ENTRY, schema.name),
+		                                  OnEntryNotFound::THROW_EXCEPTION);
+		return fresh->LookupEntry(catalog.GetCatalogTransaction(context),
+		                          EntryLookupInfo(CatalogType::TABLE_ENTRY, table));
+	}
+	ArrowSchema arrow_schema;
+	char *err = nullptr;
+	if (openduck_table_schema(catalog.conn->Get(), schema.name.c_str(), table.c_str(), txn.c_str(), &arrow_schema,
+	                          &err) != 0) {
+		ThrowClientError(err, "schema of new table " + table);
+	}
+	// `schema` may be an entry of an older listing: add the table to the current one.
+	auto &current = catalog.PutSchema(schema.name);
+	auto entry = OdTable::FromArrow(context, current, table, arrow_schema, catalog.conn);
+	optional_ptr<CatalogEntry> result = entry.get();
+	current.Put(std::move(entry));
+	return result;
+}
+
 optional_ptr<CatalogEntry> OdSchema::CreateTable(CatalogTransaction transaction, BoundCreateTableInfo &info) {
 	auto &base = info.Base();
 	auto &od = catalog.Cast<OdCatalog>();
-	RunRemote(*od.conn, CreateTableSQL(name, base));
-	od.Load(transaction.GetContext());
-	auto schema = od.LookupSchema(transaction, EntryLookupInfo(CatalogType::SCHEMA_ENTRY, name),
-	                              OnEntryNotFound::THROW_EXCEPTION);
-	return schema->LookupEntry(transaction, EntryLookupInfo(CatalogType::TABLE_ENTRY, base.table));
+	auto &context = transaction.GetContext();
+	auto txn = DdlTransaction(context, od);
+	RunRemote(*od.conn, CreateTableSQL(name, base), txn);
+	return AfterCreate(context, od, *this, base.table, txn);
 }
 
 void OdSchema::DropEntry(ClientContext &context, DropInfo &info) {
@@ -72,14 +107,24 @@ void OdSchema::DropEntry(ClientContext &context, DropInfo &info) {
 	string sql = "DROP " + kind + (info.if_not_found == OnEntryNotFound::RETURN_NULL ? " IF EXISTS " : " ") +
 	             QuoteIdent(name) + "." + QuoteIdent(info.name) + (info.cascade ? " CASCADE" : "");
 	auto &od = catalog.Cast<OdCatalog>();
-	RunRemote(*od.conn, sql);
-	od.Load(context);
+	auto txn = DdlTransaction(context, od);
+	RunRemote(*od.conn, sql, txn);
+	if (txn.empty()) {
+		od.Load(context);
+	} else {
+		od.PutSchema(name).Forget(info.name);
+	}
 }
 
 optional_ptr<CatalogEntry> OdCatalog::CreateSchema(CatalogTransaction transaction, CreateSchemaInfo &info) {
-	RunRemote(*conn, CreatePrefix(info.on_conflict, "SCHEMA") + QuoteIdent(info.schema));
+	auto &context = transaction.GetContext();
+	auto txn = DdlTransaction(context, *this);
+	RunRemote(*conn, CreatePrefix(info.on_conflict, "SCHEMA") + QuoteIdent(info.schema), txn);
+	if (!txn.empty()) {
+		return &PutSchema(info.schema);
+	}
 	// Schemas without tables are listed too, so the new one appears.
-	Load(transaction.GetContext());
+	Load(context);
 	auto schema = LookupSchema(transaction, EntryLookupInfo(CatalogType::SCHEMA_ENTRY, info.schema),
 	                           OnEntryNotFound::RETURN_NULL);
 	return schema ? optional_ptr<CatalogEntry>(schema.get()) : nullptr;
@@ -88,8 +133,11 @@ optional_ptr<CatalogEntry> OdCatalog::CreateSchema(CatalogTransaction transactio
 void OdCatalog::DropSchema(ClientContext &context, DropInfo &info) {
 	string sql = string("DROP SCHEMA ") + (info.if_not_found == OnEntryNotFound::RETURN_NULL ? "IF EXISTS " : "") +
 	             QuoteIdent(info.name) + (info.cascade ? " CASCADE" : "");
-	RunRemote(*conn, sql);
-	Load(context);
+	auto txn = DdlTransaction(context, *this);
+	RunRemote(*conn, sql, txn);
+	if (txn.empty()) {
+		Load(context);
+	}
 }
 
 // ---- bulk writes --------------------------------------------------------------------------
@@ -107,6 +155,8 @@ public:
 	}
 
 	OpenDuckUpload *upload = nullptr;
+	// Server transaction of the statement ("" = autocommit).
+	string txn;
 	unique_ptr<ArrowAppender> appender;
 	ClientProperties properties;
 	vector<LogicalType> types;
@@ -146,8 +196,11 @@ public:
 	unique_ptr<GlobalSinkState> GetGlobalSinkState(ClientContext &context) const override {
 		auto state = make_uniq<OdInsertState>();
 		state->properties = context.GetClientProperties();
-		if (!create_sql.empty()) {
-			RunRemote(*catalog.conn, create_sql);
+		if (create_sql.empty()) {
+			state->txn = OdTransaction::Of(context, catalog);
+		} else {
+			state->txn = DdlTransaction(context, catalog);
+			RunRemote(*catalog.conn, create_sql, state->txn);
 		}
 		return std::move(state);
 	}
@@ -179,7 +232,8 @@ public:
 			}
 		}
 		if (!create_sql.empty()) {
-			catalog.Load(context);
+			auto &target = catalog.PutSchema(schema);
+			AfterCreate(context, catalog, target, table, state.txn);
 		}
 		return SinkFinalizeType::READY;
 	}
@@ -199,8 +253,8 @@ private:
 		ArrowSchema arrow_schema;
 		ArrowConverter::ToArrowSchema(&arrow_schema, types, names, state.properties);
 		char *err = nullptr;
-		auto rc = openduck_ingest_begin(catalog.conn->Get(), schema.c_str(), table.c_str(), 0, &arrow_schema,
-		                                &state.upload, &err);
+		auto rc = openduck_ingest_begin(catalog.conn->Get(), schema.c_str(), table.c_str(), 0, TxnArg(state.txn),
+		                                &arrow_schema, &state.upload, &err);
 		if (arrow_schema.release) {
 			arrow_schema.release(&arrow_schema);
 		}

@@ -37,16 +37,25 @@ void openduck_tables_free(OpenDuckTables *tables);
 size_t openduck_schemas_len(const OpenDuckTables *tables);
 const char *openduck_schemas_name(const OpenDuckTables *tables, size_t i);
 
+/* Remote transactions: ids are hex text; begin's id is freed with openduck_free_string. Every
+ * txn parameter below may be NULL (autocommit). */
+int openduck_begin(const OpenDuckClient *client, char **txn, char **err);
+int openduck_end(const OpenDuckClient *client, const char *txn, int commit, char **err);
+
+/* The columns of schema.table as an Arrow struct schema (caller releases). */
+int openduck_table_schema(const OpenDuckClient *client, const char *schema, const char *table, const char *txn,
+                          struct ArrowSchema *out, char **err);
 /* Streams the result of sql; releasing the stream early cancels the remote query. */
-int openduck_query(const OpenDuckClient *client, const char *sql, struct ArrowArrayStream *out, char **err);
-int openduck_execute(const OpenDuckClient *client, const char *sql, int64_t *rows, char **err);
+int openduck_query(const OpenDuckClient *client, const char *sql, const char *txn, struct ArrowArrayStream *out,
+                   char **err);
+int openduck_execute(const OpenDuckClient *client, const char *sql, const char *txn, int64_t *rows, char **err);
 /* Bulk load: begin (consumes arrow_schema, a struct schema; create != 0 creates the table, else
  * appends; schema may be NULL), push struct arrays (consumed; blocks while the server is behind),
  * then finish (commits, frees the handle) or abort (the server discards the load). */
 typedef struct OpenDuckUpload OpenDuckUpload;
 struct ArrowArray;
 int openduck_ingest_begin(const OpenDuckClient *client, const char *schema, const char *table, int create,
-                          struct ArrowSchema *arrow_schema, OpenDuckUpload **out, char **err);
+                          const char *txn, struct ArrowSchema *arrow_schema, OpenDuckUpload **out, char **err);
 int openduck_ingest_push(OpenDuckUpload *upload, struct ArrowArray *array, char **err);
 int openduck_ingest_finish(OpenDuckUpload *upload, int64_t *rows, char **err);
 void openduck_ingest_abort(OpenDuckUpload *upload);

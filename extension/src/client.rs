@@ -11,7 +11,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, EndTransaction, CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::{DoPutUpdateResult, ProstMessageExt};
@@ -40,6 +40,9 @@ pub struct TableInfo {
     pub arrow_schema: Schema,
 }
 
+/// A remote transaction's id, as the server issued it.
+pub type TxnId = bytes::Bytes;
+
 /// How ingest treats an existing or missing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestMode {
@@ -54,6 +57,13 @@ pub struct Client {
     rt: Arc<Runtime>,
     flight: FlightSqlServiceClient<Channel>,
     info: ConnInfo,
+    /// The last table listing, for table schemas outside transactions.
+    listing: std::sync::Mutex<Vec<TableInfo>>,
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn flight_err(context: &str, e: impl std::fmt::Display) -> ClientError {
@@ -110,7 +120,7 @@ impl Client {
             flight.set_token(token.clone());
         }
         flight.set_header(DATABASE_HEADER, info.database.clone());
-        let client = Client { rt: Arc::new(rt), flight, info };
+        let client = Client { rt: Arc::new(rt), flight, info, listing: Default::default() };
         let catalogs = client.catalogs()?;
         if !catalogs.iter().any(|c| c == &client.info.database) {
             return Err(ClientError::Remote(format!(
@@ -176,27 +186,58 @@ impl Client {
                 });
             }
         }
+        *self.listing.lock().unwrap_or_else(|p| p.into_inner()) = out.clone();
         Ok(out)
     }
 
-    /// Runs a query on the server and streams its result.
-    pub fn query(&self, sql: &str) -> Result<QueryReader, ClientError> {
+    /// Begins a remote transaction.
+    pub fn begin(&self) -> Result<TxnId, ClientError> {
+        let mut flight = self.flight.clone();
+        self.rt.block_on(async { flight.begin_transaction().await }).map_err(|e| flight_err("BEGIN failed", e))
+    }
+
+    /// Commits (`commit`) or rolls back a remote transaction.
+    pub fn end(&self, txn: TxnId, commit: bool) -> Result<(), ClientError> {
+        let mut flight = self.flight.clone();
+        let action = if commit { EndTransaction::Commit } else { EndTransaction::Rollback };
+        self.rt
+            .block_on(async { flight.end_transaction(txn, action).await })
+            .map_err(|e| flight_err(if commit { "COMMIT failed" } else { "ROLLBACK failed" }, e))
+    }
+
+    /// The columns of `schema.table` as the server sees them (inside `txn` if given).
+    pub fn table_schema(&self, schema: &str, table: &str, txn: Option<TxnId>) -> Result<Schema, ClientError> {
+        if txn.is_none() {
+            let cached = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = cached.iter().find(|t| t.schema == schema && t.name == table) {
+                return Ok(t.arrow_schema.clone());
+            }
+        }
+        let sql = format!("SELECT * FROM {}.{} LIMIT 0", quote_ident(schema), quote_ident(table));
+        let mut flight = self.flight.clone();
+        // Preparing a query is enough to learn its schema; nothing is fetched.
+        let info = self.rt.block_on(async { flight.execute(sql, txn).await }).map_err(|e| flight_err("describing table", e))?;
+        info.try_decode_schema().map_err(|e| ClientError::Remote(format!("bad table schema from server: {e}")))
+    }
+
+    /// Runs a query on the server (inside `txn` if given) and streams its result.
+    pub fn query(&self, sql: &str, txn: Option<TxnId>) -> Result<QueryReader, ClientError> {
         let mut flight = self.flight.clone();
         let sql = sql.to_string();
         let info = self
             .rt
-            .block_on(async { flight.execute(sql, None).await })
+            .block_on(async { flight.execute(sql, txn).await })
             .map_err(|e| flight_err("query failed", e))?;
         let schema = Arc::new(info.clone().try_decode_schema().map_err(|e| ClientError::Remote(format!("bad result schema: {e}")))?);
         let tickets = info.endpoint.into_iter().filter_map(|e| e.ticket).collect();
         Ok(QueryReader { rt: self.rt.clone(), flight, schema, tickets, current: None })
     }
 
-    /// Runs a statement for its effect; returns the number of rows it changed.
-    pub fn execute(&self, sql: &str) -> Result<i64, ClientError> {
+    /// Runs a statement for its effect (inside `txn` if given); returns the rows it changed.
+    pub fn execute(&self, sql: &str, txn: Option<TxnId>) -> Result<i64, ClientError> {
         let mut flight = self.flight.clone();
         let sql = sql.to_string();
-        self.rt.block_on(async { flight.execute_update(sql, None).await }).map_err(|e| flight_err("statement failed", e))
+        self.rt.block_on(async { flight.execute_update(sql, txn).await }).map_err(|e| flight_err("statement failed", e))
     }
 
     /// Streams `batches` into `schema.table` through Flight SQL bulk ingest.
@@ -213,7 +254,7 @@ impl Client {
             Some(Err(_)) => return Err(ClientError::Remote(format!("{}", batches.next().and_then(Result::err).map_or_else(String::new, |e| e.to_string())))),
             None => return Ok(0),
         };
-        let mut upload = self.ingest_begin(schema, table, mode, arrow_schema)?;
+        let mut upload = self.ingest_begin(schema, table, mode, arrow_schema, None)?;
         for b in batches {
             match b {
                 Ok(b) => upload.push(b)?,
@@ -228,7 +269,14 @@ impl Client {
 
     /// Starts a bulk load into `schema.table`; batches of `arrow_schema` are then pushed one at a
     /// time (with backpressure) and [`Upload::finish`] commits them.
-    pub fn ingest_begin(&self, schema: Option<&str>, table: &str, mode: IngestMode, arrow_schema: SchemaRef) -> Result<Upload, ClientError> {
+    pub fn ingest_begin(
+        &self,
+        schema: Option<&str>,
+        table: &str,
+        mode: IngestMode,
+        arrow_schema: SchemaRef,
+        txn: Option<TxnId>,
+    ) -> Result<Upload, ClientError> {
         let mut flight = self.flight.clone();
         let (if_not_exist, if_exists) = match mode {
             IngestMode::Create => (TableNotExistOption::Create, TableExistsOption::Fail),
@@ -240,7 +288,7 @@ impl Client {
             schema: schema.map(str::to_string),
             catalog: Some(self.info.database.clone()),
             temporary: false,
-            transaction_id: None,
+            transaction_id: txn,
             options: Default::default(),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(2);

@@ -59,6 +59,25 @@ fn guarded(err: *mut *mut c_char, f: impl FnOnce() -> Result<(), String>) -> c_i
     }
 }
 
+/// Decodes an optional transaction id (hex text, NULL or empty for none).
+unsafe fn txn_arg(p: *const c_char) -> Result<Option<client::TxnId>, String> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    let hex = unsafe { str_arg(p, "transaction id") }?;
+    if hex.is_empty() {
+        return Ok(None);
+    }
+    if hex.len() % 2 != 0 {
+        return Err("openduck: malformed transaction id".into());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| "openduck: malformed transaction id".to_string()))
+        .collect::<Result<Vec<u8>, _>>()
+        .map(|v| Some(bytes::Bytes::from(v)))
+}
+
 unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
     if p.is_null() {
         return Err(format!("openduck: {what} is NULL"));
@@ -181,27 +200,78 @@ pub extern "C" fn openduck_tables_free(tables: *mut Tables) {
     }
 }
 
-/// Runs `sql` on the server; its result streams through `out` (an Arrow C stream the caller
-/// releases; releasing it early cancels the remote query).
+/// Begins a remote transaction; stores its id (hex text, freed with [`openduck_free_string`]).
 #[no_mangle]
-pub extern "C" fn openduck_query(client: *const Client, sql: *const c_char, out: *mut FFI_ArrowArrayStream, err: *mut *mut c_char) -> c_int {
+pub extern "C" fn openduck_begin(client: *const Client, txn: *mut *mut c_char, err: *mut *mut c_char) -> c_int {
+    guarded(err, || {
+        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let id = client.begin().map_err(|e| e.to_string())?;
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let c = CString::new(hex).map_err(|e| e.to_string())?;
+        unsafe { *txn = c.into_raw() };
+        Ok(())
+    })
+}
+
+/// Commits (`commit` non-zero) or rolls back a remote transaction.
+#[no_mangle]
+pub extern "C" fn openduck_end(client: *const Client, txn: *const c_char, commit: c_int, err: *mut *mut c_char) -> c_int {
+    guarded(err, || {
+        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let id = unsafe { txn_arg(txn) }?.ok_or("openduck: no transaction to end")?;
+        client.end(id, commit != 0).map_err(|e| e.to_string())
+    })
+}
+
+/// Exports the columns of `schema.table` (inside transaction `txn`, may be NULL) as an Arrow C
+/// schema (a struct); the caller releases it.
+#[no_mangle]
+pub extern "C" fn openduck_table_schema(
+    client: *const Client,
+    schema: *const c_char,
+    table: *const c_char,
+    txn: *const c_char,
+    out: *mut FFI_ArrowSchema,
+    err: *mut *mut c_char,
+) -> c_int {
+    guarded(err, || {
+        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let (schema, table) = (unsafe { str_arg(schema, "schema") }?, unsafe { str_arg(table, "table") }?);
+        let arrow = client.table_schema(schema, table, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
+        let ffi = FFI_ArrowSchema::try_from(&arrow).map_err(|e| format!("openduck: cannot export schema: {e}"))?;
+        unsafe { ptr::write(out, ffi) };
+        Ok(())
+    })
+}
+
+/// Runs `sql` on the server (inside transaction `txn`, may be NULL); its result streams through
+/// `out` (an Arrow C stream the caller releases; releasing it early cancels the remote query).
+#[no_mangle]
+pub extern "C" fn openduck_query(
+    client: *const Client,
+    sql: *const c_char,
+    txn: *const c_char,
+    out: *mut FFI_ArrowArrayStream,
+    err: *mut *mut c_char,
+) -> c_int {
     guarded(err, || {
         let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
         let sql = unsafe { str_arg(sql, "SQL") }?;
-        let reader = client.query(sql).map_err(|e| e.to_string())?;
+        let reader = client.query(sql, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
         let stream = FFI_ArrowArrayStream::new(Box::new(reader));
         unsafe { ptr::write(out, stream) };
         Ok(())
     })
 }
 
-/// Runs a statement on the server for its effect; stores the number of changed rows.
+/// Runs a statement on the server (inside transaction `txn`, may be NULL) for its effect; stores
+/// the number of changed rows.
 #[no_mangle]
-pub extern "C" fn openduck_execute(client: *const Client, sql: *const c_char, rows: *mut i64, err: *mut *mut c_char) -> c_int {
+pub extern "C" fn openduck_execute(client: *const Client, sql: *const c_char, txn: *const c_char, rows: *mut i64, err: *mut *mut c_char) -> c_int {
     guarded(err, || {
         let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
         let sql = unsafe { str_arg(sql, "SQL") }?;
-        let n = client.execute(sql).map_err(|e| e.to_string())?;
+        let n = client.execute(sql, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
         if !rows.is_null() {
             unsafe { *rows = n };
         }
@@ -209,7 +279,8 @@ pub extern "C" fn openduck_execute(client: *const Client, sql: *const c_char, ro
     })
 }
 
-/// Starts a bulk load into `schema.table` (`schema` may be NULL) of batches shaped like
+/// Starts a bulk load into `schema.table` (`schema` may be NULL; inside transaction `txn`, may be
+/// NULL) of batches shaped like
 /// `arrow_schema` (a struct schema, consumed); `create` non-zero creates the table, else appends.
 #[no_mangle]
 pub extern "C" fn openduck_ingest_begin(
@@ -217,6 +288,7 @@ pub extern "C" fn openduck_ingest_begin(
     schema: *const c_char,
     table: *const c_char,
     create: c_int,
+    txn: *const c_char,
     arrow_schema: *mut FFI_ArrowSchema,
     out: *mut *mut client::Upload,
     err: *mut *mut c_char,
@@ -232,7 +304,8 @@ pub extern "C" fn openduck_ingest_begin(
         let ffi_schema = unsafe { ptr::replace(arrow_schema, FFI_ArrowSchema::empty()) };
         let arrow = arrow::datatypes::Schema::try_from(&ffi_schema).map_err(|e| format!("openduck: bad Arrow schema: {e}"))?;
         let mode = if create != 0 { IngestMode::Create } else { IngestMode::Append };
-        let upload = client.ingest_begin(schema_name, table, mode, std::sync::Arc::new(arrow)).map_err(|e| e.to_string())?;
+        let txn = unsafe { txn_arg(txn) }?;
+        let upload = client.ingest_begin(schema_name, table, mode, std::sync::Arc::new(arrow), txn).map_err(|e| e.to_string())?;
         unsafe { *out = Box::into_raw(Box::new(upload)) };
         Ok(())
     })

@@ -44,13 +44,13 @@ fn info(endpoint: &str, token: Option<&str>) -> ConnInfo {
 fn tables_query_execute_and_ingest() {
     let (_dir, endpoint) = start();
     let c = Client::connect(info(&endpoint, Some(TOKEN))).unwrap();
-    assert_eq!(c.execute("CREATE TABLE t AS SELECT range AS id FROM range(100000)").unwrap(), 100000);
+    assert_eq!(c.execute("CREATE TABLE t AS SELECT range AS id FROM range(100000)", None).unwrap(), 100000);
     let tables = c.tables().unwrap();
     assert_eq!(tables.len(), 1);
     assert_eq!((tables[0].schema.as_str(), tables[0].name.as_str()), ("main", "t"));
     assert_eq!(tables[0].arrow_schema.field(0).name(), "id");
 
-    let reader = c.query("SELECT id FROM t WHERE id % 2 = 0").unwrap();
+    let reader = c.query("SELECT id FROM t WHERE id % 2 = 0", None).unwrap();
     let mut rows = 0;
     let mut sum = 0i64;
     for b in reader {
@@ -65,7 +65,7 @@ fn tables_query_execute_and_ingest() {
     assert_eq!(c.ingest(None, "fresh", IngestMode::Create, vec![Ok(batch)].into_iter()).unwrap(), 2);
     assert_eq!(c.tables().unwrap().len(), 2);
 
-    let err = c.query("SELECT * FROM missing").err().unwrap().to_string();
+    let err = c.query("SELECT * FROM missing", None).err().unwrap().to_string();
     assert!(err.contains("does not exist"), "{err}");
 }
 
@@ -94,4 +94,33 @@ fn unreachable_endpoint_fails_fast() {
     let err = Client::connect(info(&format!("http://127.0.0.1:{port}"), Some(TOKEN))).err().unwrap();
     assert!(matches!(err, ClientError::Unreachable(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn transactions_and_aborted_uploads() {
+    let (_dir, endpoint) = start();
+    let c = Client::connect(info(&endpoint, Some(TOKEN))).unwrap();
+    let txn = c.begin().unwrap();
+    c.execute("CREATE TABLE tx (v BIGINT)", Some(txn.clone())).unwrap();
+    let schema = c.table_schema("main", "tx", Some(txn.clone())).unwrap();
+    assert_eq!(schema.field(0).name(), "v");
+    let batch = RecordBatch::try_from_iter(vec![("v", std::sync::Arc::new(Int64Array::from(vec![1, 2, 3])) as _)]).unwrap();
+    let mut up = c.ingest_begin(None, "tx", IngestMode::Append, batch.schema(), Some(txn.clone())).unwrap();
+    up.push(batch.clone()).unwrap();
+    assert_eq!(up.finish().unwrap(), 3);
+    let n: usize = c.query("SELECT * FROM tx", Some(txn.clone())).unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(n, 3);
+    assert!(c.table_schema("main", "tx", None).is_err(), "invisible outside the transaction");
+    c.end(txn, false).unwrap();
+    assert!(c.query("SELECT * FROM tx", None).is_err(), "rolled back");
+
+    // An aborted upload leaves nothing behind.
+    c.execute("CREATE TABLE ab (v BIGINT)", None).unwrap();
+    let mut up = c.ingest_begin(None, "ab", IngestMode::Append, batch.schema(), None).unwrap();
+    up.push(batch).unwrap();
+    up.abort("test");
+    drop(up);
+    std::thread::sleep(Duration::from_millis(200));
+    let n: usize = c.query("SELECT * FROM ab", None).unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(n, 0);
 }
