@@ -40,6 +40,12 @@ def local_copy(remote):
     c.close()
 
 
+def server_queries_all(server) -> list:
+    """Every SQL text the server logged (queries and statements)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", server.log_path.read_text())
+    return [line.split("sql=", 1)[1] for line in text.splitlines() if "sql=" in line]
+
+
 def server_queries(server) -> list:
     text = re.sub(r"\x1b\[[0-9;]*m", "", server.log_path.read_text())
     return [line.split("sql=", 1)[1] for line in text.splitlines() if " query " in line and "sql=" in line]
@@ -301,15 +307,51 @@ def test_tables_created_elsewhere_appear(server, duck):
     other.close()
 
 
-def test_update_and_delete_are_refused_clearly_for_now(server, duck):
+def test_update_and_delete_run_on_the_server(server, remote, duck):
     duck.execute(attach_sql(server))
-    duck.execute("CREATE OR REPLACE TABLE cloud.w_ud AS SELECT 1 AS x")
-    # DuckDB's binder refuses them (remote tables expose no rowid yet); nothing changes remotely.
-    with pytest.raises(Exception, match="(?i)update|not supported"):
-        duck.execute("UPDATE cloud.w_ud SET x = 2")
-    with pytest.raises(Exception, match="(?i)delete|not supported"):
-        duck.execute("DELETE FROM cloud.w_ud")
-    assert duck.sql("SELECT x FROM cloud.w_ud").fetchall() == [(1,)]
+    duck.execute("CREATE OR REPLACE TABLE cloud.w_ud AS SELECT range AS x, range % 2 = 0 AS y FROM range(10)")
+    duck.execute("UPDATE cloud.w_ud SET x = 1 WHERE y")
+    assert duck.sql("SELECT sum(x) FROM cloud.w_ud").fetchone() == (5 + 1 + 3 + 5 + 7 + 9,)
+    duck.execute("DELETE FROM cloud.w_ud WHERE x > 5")
+    assert duck.sql("SELECT count(*) FROM cloud.w_ud").fetchone() == (8,)
+    # Aliases, subqueries and FROM over other tables of the same database.
+    duck.execute("UPDATE cloud.w_ud AS z SET x = z.x + 100 WHERE NOT y")
+    duck.execute("DELETE FROM cloud.w_ud WHERE x IN (SELECT id + 100 FROM cloud.ext_users WHERE id < 4)")
+    duck.execute("UPDATE cloud.w_ud SET x = u.id + 1000 FROM cloud.main.ext_users u WHERE u.id = w_ud.x + 104")
+    assert sorted(duck.sql("SELECT x FROM cloud.w_ud").fetchall()) == [(1105,)] * 5 + [(1209,)]
+    # The whole statement ran on the server, in the user's transaction.
+    duck.execute("BEGIN")
+    duck.execute("DELETE FROM cloud.w_ud")
+    assert duck.sql("SELECT count(*) FROM cloud.w_ud").fetchone() == (0,)
+    duck.execute("ROLLBACK")
+    assert duck.sql("SELECT count(*) FROM cloud.w_ud").fetchone() == (6,)
+    assert any(q.startswith("DELETE FROM w_ud WHERE") for q in server_queries_all(server)), "statement shipped"
+    with pytest.raises(Exception, match="RETURNING"):
+        duck.execute("DELETE FROM cloud.w_ud RETURNING *")
+    # Local tables are untouched by all this.
+    duck.execute("CREATE TABLE loc AS SELECT 1 AS a")
+    duck.execute("UPDATE loc SET a = 2")
+    assert duck.sql("SELECT a FROM loc").fetchall() == [(2,)]
+
+
+def test_views(server, remote, duck):
+    duck.execute(attach_sql(server))
+    duck.execute("DROP VIEW IF EXISTS cloud.w_view")
+    duck.execute(
+        "CREATE VIEW cloud.w_view AS SELECT u.region, count(*) AS n FROM cloud.ext_users u "
+        "JOIN cloud.ext_sales s USING (id) GROUP BY 1"
+    )
+    assert duck.sql("SELECT * FROM cloud.w_view ORDER BY region").fetchall() == [(0, 6680), (1, 6660), (2, 6660)]
+    # Another client (ADBC) sees the view on the server.
+    c = adbc_connect(server)
+    cur = c.cursor()
+    cur.execute("SELECT sum(n) FROM w_view")
+    assert cur.fetchall() == [(20000,)]
+    c.close()
+    duck.execute("CREATE OR REPLACE VIEW cloud.w_view AS SELECT 1 AS one")
+    assert duck.sql("SELECT * FROM cloud.w_view").fetchall() == [(1,)]
+    duck.execute("DROP VIEW cloud.w_view")
+    assert duck.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'w_view'").fetchone() == (0,)
 
 
 TYPE_SQL = (

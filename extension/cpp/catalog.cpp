@@ -8,7 +8,9 @@
 #include "duckdb/parser/parsed_data/create_schema_info.hpp"
 #include "duckdb/parser/parsed_data/create_table_info.hpp"
 #include "duckdb/storage/database_size.hpp"
+#include "duckdb/catalog/catalog_entry/view_catalog_entry.hpp"
 #include "duckdb/main/secret/secret.hpp"
+#include "duckdb/parser/parsed_data/create_view_info.hpp"
 #include "duckdb/main/secret/secret_manager.hpp"
 #include "duckdb/storage/storage_extension.hpp"
 
@@ -61,6 +63,10 @@ void OdSchema::Scan(CatalogType type, const std::function<void(CatalogEntry &)> 
 }
 
 optional_ptr<CatalogEntry> OdSchema::LookupEntry(CatalogTransaction transaction, const EntryLookupInfo &lookup_info) {
+	if (lookup_info.GetCatalogType() == CatalogType::VIEW_ENTRY) {
+		auto table = Find(lookup_info.GetEntryName());
+		return table && table->is_view ? ViewEntry(*table) : nullptr;
+	}
 	if (lookup_info.GetCatalogType() != CatalogType::TABLE_ENTRY) {
 		return nullptr;
 	}
@@ -80,6 +86,18 @@ optional_ptr<CatalogEntry> OdSchema::LookupEntry(CatalogTransaction transaction,
 	                             OnEntryNotFound::RETURN_NULL);
 	auto entry = fresh ? fresh->Cast<OdSchema>().Find(lookup_info.GetEntryName()) : nullptr;
 	return entry.get();
+}
+
+optional_ptr<CatalogEntry> OdSchema::ViewEntry(OdTable &table) {
+	CreateViewInfo info(*this, table.name);
+	info.query = CreateViewInfo::ParseSelect("SELECT 1");
+	info.names = table.GetColumns().GetColumnNames();
+	info.types = table.GetColumns().GetColumnTypes();
+	auto view = make_uniq<ViewCatalogEntry>(catalog, *this, info);
+	optional_ptr<CatalogEntry> result = view.get();
+	lock_guard<mutex> guard(lock);
+	views.push_back(std::move(view));
+	return result;
 }
 
 optional_ptr<OdTable> OdSchema::Find(const string &table) {
@@ -115,9 +133,6 @@ optional_ptr<CatalogEntry> OdSchema::CreateIndex(CatalogTransaction, CreateIndex
 }
 optional_ptr<CatalogEntry> OdSchema::CreateFunction(CatalogTransaction, CreateFunctionInfo &) {
 	throw Unsupported("CREATE FUNCTION");
-}
-optional_ptr<CatalogEntry> OdSchema::CreateView(CatalogTransaction, CreateViewInfo &) {
-	throw Unsupported("CREATE VIEW");
 }
 optional_ptr<CatalogEntry> OdSchema::CreateSequence(CatalogTransaction, CreateSequenceInfo &) {
 	throw Unsupported("CREATE SEQUENCE");
@@ -185,7 +200,8 @@ void OdCatalog::Load(ClientContext &context) {
 		if (openduck_tables_arrow_schema(raw, i, &arrow_schema, &err) != 0) {
 			ThrowClientError(err, "schema of remote table " + table_name);
 		}
-		schema.Put(OdTable::FromArrow(context, schema, table_name, arrow_schema, conn));
+		bool is_view = string(openduck_tables_kind(raw, i)) == "VIEW";
+		schema.Put(OdTable::FromArrow(context, schema, table_name, arrow_schema, conn, is_view));
 	}
 	lock_guard<mutex> guard(lock);
 	// Entries of an earlier listing may still be used by running queries: keep them alive.
@@ -415,6 +431,7 @@ static void Register(ExtensionLoader &loader) {
 	extension->create_transaction_manager = CreateTransactionManager;
 	StorageExtension::Register(config, "openduck", extension);
 	StorageExtension::Register(config, "od", extension);
+	RegisterRemoteStatements(config);
 
 	SecretType secret_type;
 	secret_type.name = "openduck";

@@ -58,9 +58,10 @@ class OdTable : public TableCatalogEntry {
 public:
 	OdTable(Catalog &catalog, SchemaCatalogEntry &schema, CreateTableInfo &info, std::shared_ptr<Connection> conn);
 
-	// A table entry for `name` from its remote Arrow schema (consumed).
+	// A table entry for `name` (a remote table, or view when `is_view`) from its remote Arrow
+	// schema (consumed).
 	static unique_ptr<OdTable> FromArrow(ClientContext &context, OdSchema &schema, const string &name,
-	                                     ArrowSchema &arrow_schema, std::shared_ptr<Connection> conn);
+	                                     ArrowSchema &arrow_schema, std::shared_ptr<Connection> conn, bool is_view);
 
 	unique_ptr<BaseStatistics> GetStatistics(ClientContext &context, column_t column_id) override;
 	TableFunction GetScanFunction(ClientContext &context, unique_ptr<FunctionData> &bind_data) override;
@@ -68,6 +69,8 @@ public:
 	virtual_column_map_t GetVirtualColumns() const override;
 
 	std::shared_ptr<Connection> conn;
+	// Whether the remote object is a view (scanned like a table; dropped with DROP VIEW).
+	bool is_view = false;
 };
 
 // One remote schema and its tables, listed when the catalog loads.
@@ -100,9 +103,13 @@ public:
 	optional_ptr<OdTable> Find(const string &table);
 
 private:
+	// A view entry for DROP VIEW, which looks views up as views (queries see them as tables).
+	optional_ptr<CatalogEntry> ViewEntry(OdTable &table);
+
 	mutex lock;
 	case_insensitive_map_t<unique_ptr<OdTable>> tables;
 	vector<unique_ptr<OdTable>> retired;
+	vector<unique_ptr<CatalogEntry>> views;
 };
 
 // The attached remote database.
@@ -199,6 +206,12 @@ private:
 	mutex lock;
 	reference_map_t<Transaction, unique_ptr<OdTransaction>> transactions;
 };
+
+// Removes references to the local catalog `catalog` from a query, so the server can run it.
+void StripCatalog(QueryNode &node, const string &catalog);
+
+// Lets UPDATE and DELETE of remote tables run on the server (statement.cpp).
+void RegisterRemoteStatements(DBConfig &config);
 
 // Renders the filters DuckDB pushed into a scan as an SQL condition ("" for none).
 string RenderFilters(const TableFilterSet *filters, const ArrowProjectedColumns &columns);

@@ -234,7 +234,7 @@ OdTable::OdTable(Catalog &catalog, SchemaCatalogEntry &schema, CreateTableInfo &
 }
 
 unique_ptr<OdTable> OdTable::FromArrow(ClientContext &context, OdSchema &schema, const string &name,
-                                       ArrowSchema &arrow_schema, std::shared_ptr<Connection> conn) {
+                                       ArrowSchema &arrow_schema, std::shared_ptr<Connection> conn, bool is_view) {
 	ArrowSchemaWrapper owned;
 	owned.arrow_schema = arrow_schema;
 	arrow_schema.release = nullptr;
@@ -246,7 +246,9 @@ unique_ptr<OdTable> OdTable::FromArrow(ClientContext &context, OdSchema &schema,
 	for (idx_t c = 0; c < names.size(); c++) {
 		info.columns.AddColumn(ColumnDefinition(names[c], types[c]));
 	}
-	return make_uniq<OdTable>(schema.catalog, schema, info, std::move(conn));
+	auto table = make_uniq<OdTable>(schema.catalog, schema, info, std::move(conn));
+	table->is_view = is_view;
+	return table;
 }
 
 unique_ptr<BaseStatistics> OdTable::GetStatistics(ClientContext &context, column_t column_id) {

@@ -9,6 +9,8 @@
 #include "duckdb/execution/physical_plan_generator.hpp"
 #include "duckdb/parser/parsed_data/create_schema_info.hpp"
 #include "duckdb/parser/parsed_data/create_table_info.hpp"
+#include "duckdb/parser/parsed_data/create_view_info.hpp"
+#include "duckdb/parser/statement/select_statement.hpp"
 #include "duckdb/parser/parsed_data/drop_info.hpp"
 #include "duckdb/planner/operator/logical_create_table.hpp"
 #include "duckdb/planner/operator/logical_insert.hpp"
@@ -60,7 +62,7 @@ static string DdlTransaction(ClientContext &context, OdCatalog &catalog) {
 // Makes a table created on the server visible: outside a transaction by listing again; inside
 // one (where listings cannot see it) by describing it in the transaction.
 static optional_ptr<CatalogEntry> AfterCreate(ClientContext &context, OdCatalog &catalog, OdSchema &schema,
-                                              const string &table, const string &txn) {
+                                              const string &table, const string &txn, bool is_view = false) {
 	if (txn.empty()) {
 		catalog.Load(context);
 		auto fresh = catalog.LookupSchema(catalog.GetCatalogTransaction(context),
@@ -77,7 +79,7 @@ static optional_ptr<CatalogEntry> AfterCreate(ClientContext &context, OdCatalog 
 	}
 	// `schema` may be an entry of an older listing: add the table to the current one.
 	auto &current = catalog.PutSchema(schema.name);
-	auto entry = OdTable::FromArrow(context, current, table, arrow_schema, catalog.conn);
+	auto entry = OdTable::FromArrow(context, current, table, arrow_schema, catalog.conn, is_view);
 	optional_ptr<CatalogEntry> result = entry.get();
 	current.Put(std::move(entry));
 	return result;
@@ -90,6 +92,28 @@ optional_ptr<CatalogEntry> OdSchema::CreateTable(CatalogTransaction transaction,
 	auto txn = DdlTransaction(context, od);
 	RunRemote(*od.conn, CreateTableSQL(name, base), txn);
 	return AfterCreate(context, od, *this, base.table, txn);
+}
+
+optional_ptr<CatalogEntry> OdSchema::CreateView(CatalogTransaction transaction, CreateViewInfo &info) {
+	if (info.temporary) {
+		throw NotImplementedException("openduck: temporary views cannot be created in a remote database");
+	}
+	auto &od = catalog.Cast<OdCatalog>();
+	auto query = unique_ptr_cast<SQLStatement, SelectStatement>(info.query->Copy());
+	StripCatalog(*query->node, od.GetName());
+	string sql = CreatePrefix(info.on_conflict, "VIEW") + QuoteIdent(name) + "." + QuoteIdent(info.view_name);
+	if (!info.aliases.empty()) {
+		string aliases;
+		for (auto &alias : info.aliases) {
+			aliases += (aliases.empty() ? "" : ", ") + QuoteIdent(alias);
+		}
+		sql += " (" + aliases + ")";
+	}
+	sql += " AS " + query->ToString();
+	auto &context = transaction.GetContext();
+	auto txn = DdlTransaction(context, od);
+	RunRemote(*od.conn, sql, txn);
+	return AfterCreate(context, od, *this, info.view_name, txn, true);
 }
 
 void OdSchema::DropEntry(ClientContext &context, DropInfo &info) {
