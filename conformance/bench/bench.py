@@ -1,13 +1,30 @@
-"""Bulk-scan throughput: `SELECT * FROM lineitem` into a pyarrow Table, three ways.
+"""OpenDuck throughput benchmark: bulk scans, the DuckDB extension, remote INSERT, filters.
 
+Bulk scan, `SELECT * FROM lineitem` into a pyarrow Table:
   inprocess  DuckDB in this Python process (the ceiling: no network, no server)
   openduck   OpenDuck (`openduck serve`) over Arrow Flight SQL, through the ADBC driver
   quack      DuckDB's own Quack protocol: a DuckDB server process, the client ATTACHes it
+  attach     the OpenDuck DuckDB extension: `ATTACH 'openduck:bench?...' AS cloud`, then
+             `SELECT * FROM cloud.lineitem` in a local DuckDB
+
+Writes and filters:
+  insert     `INSERT INTO <t> SELECT range, range * 0.5, 'row' || (range % 1000) FROM range(N)`
+             into a local in-memory table (the ceiling), a local file-backed table, a remote
+             table through the extension (Flight SQL bulk ingest) and a table of a read-write
+             Quack server
+  filter     a selective filter on lineitem (default `l_quantity = 7`, about 2% of the rows)
+             in-process, through ADBC, and through the extension with and without filter
+             pushdown; the remote SQL the server logged for each is reported
 
 The TPC-H `lineitem` table is generated once into <data>/bench.duckdb and reused while
 the scale factor stays the same. Every mode opens its connection once and then times
-`--runs` full scans (query + fetching every row into Arrow); connection setup is not
-timed. Modes run one after another so they never compete for the machine's cores.
+`--runs` runs (query + fetching every row into Arrow, or the whole INSERT statement);
+connection setup is not timed. Modes run one after another so they never compete for
+the machine's cores. Writes go to scratch databases that are deleted afterwards, never
+to the cached bench.duckdb.
+
+The extension is $OPENDUCK_EXTENSION_PATH, else the optimized build in
+$OPENDUCK_CACHE/extension-release/v1.5.5 if present, else $OPENDUCK_EXTENSION_DIR's.
 
 Run it through run.sh, which uses the project's Python environment.
 """
@@ -28,6 +45,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,11 +55,28 @@ import pyarrow
 HERE = Path(__file__).resolve().parent
 QUERY = "SELECT * FROM lineitem"
 TOKEN = "bench-token"
-MODES = ("inprocess", "openduck", "quack")
+SCAN_MODES = ("inprocess", "openduck", "quack", "attach")
+MODES = SCAN_MODES + ("insert", "filter")
 LABELS = {
     "inprocess": "DuckDB in-process",
     "openduck": "OpenDuck (Flight SQL, ADBC)",
     "quack": "DuckDB Quack (ATTACH)",
+    "attach": "OpenDuck extension (ATTACH)",
+}
+# The rows the insert mode writes; `{n}` is --insert-rows.
+INSERT_SELECT = "SELECT range, range * 0.5, 'row' || (range % 1000) FROM range({n})"
+INSERT_TABLE = "bench_insert (id BIGINT, a DOUBLE, s VARCHAR)"
+INSERT_TARGETS = {
+    "memory": "DuckDB in-process, in-memory table",
+    "file": "DuckDB in-process, file-backed table",
+    "attach": "OpenDuck extension (ATTACH, Flight SQL ingest)",
+    "quack": "DuckDB Quack (ATTACH, read-write server)",
+}
+FILTER_MODES = {
+    "inprocess": "DuckDB in-process",
+    "openduck": "OpenDuck (Flight SQL, ADBC)",
+    "pushdown": "OpenDuck extension, filter pushdown (default)",
+    "no_pushdown": "OpenDuck extension, `disabled_optimizers = 'filter_pushdown'`",
 }
 
 
@@ -140,6 +175,7 @@ class Result:
     nbytes: int = 0  # Arrow table size of the last run
     error: str = ""
     note: str = ""
+    remote_sql: str = ""  # what the OpenDuck server logged for the timed queries
 
     @property
     def ok(self) -> bool:
@@ -197,14 +233,45 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
             proc.wait()
 
 
-def bench_openduck(binary: str, data_dir: Path, runs: int, rows: int, logs: Path) -> Result:
-    import adbc_driver_flightsql.dbapi as flightsql
+@dataclass
+class Server:
+    port: int
+    log_path: Path
+    proc: subprocess.Popen
+    offset: int = 0  # how much of the log `new_sql()` has already read
 
-    result = Result("openduck")
+    def new_sql(self) -> list:
+        """What the server logged since the last call, in order: the SQL of each query or
+        statement (its JSON log's `sql` fields) and a `<bulk ingest …>` line per ingest."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        # Only whole lines; a line still being written is read next time.
+        data = data[: data.rfind(b"\n") + 1]
+        self.offset += len(data)
+        found = []
+        for line in data.decode("utf-8", "replace").splitlines():
+            try:
+                fields = json.loads(line).get("fields", {})
+            except ValueError:
+                continue
+            if not isinstance(fields, dict):
+                continue
+            if "sql" in fields:
+                found.append(fields["sql"])
+            elif fields.get("message") == "ingest":
+                found.append(f"<Flight SQL bulk ingest into {fields.get('table')}, mode {fields.get('mode')}>")
+        return found
+
+
+@contextmanager
+def openduck_server(binary: str, data_dir: Path, logs: Path, name: str):
+    """Run `openduck serve` for database `bench` in `data_dir` while the block runs. The
+    server logs JSON so that the remote SQL of every query can be read back."""
     port = free_port()
-    log_path = logs / "openduck.log"
+    log_path = logs / f"{name}.log"
     args = [binary, "serve", "-d", "bench", "-t", TOKEN, "--data-dir", str(data_dir),
-            "--port", str(port), "--host", "127.0.0.1"]
+            "--port", str(port), "--host", "127.0.0.1", "--log-format", "json"]
     env = {k: v for k, v in os.environ.items() if k != "OPENDUCK_TOKEN"}
     with open(log_path, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -218,14 +285,9 @@ def bench_openduck(binary: str, data_dir: Path, runs: int, rows: int, logs: Path
 
     try:
         wait_for(healthy, proc, "openduck serve", log_path)
-        db_kwargs = {"adbc.flight.sql.authorization_header": f"Bearer {TOKEN}"}
-        with flightsql.connect(f"grpc://127.0.0.1:{port}", db_kwargs=db_kwargs, autocommit=True) as conn:
-            with conn.cursor() as cur:
-                def fetch():
-                    cur.execute(QUERY)
-                    return cur.fetch_arrow_table()
-
-                time_scans(result, runs, fetch, rows)
+        server = Server(port, log_path, proc)
+        server.new_sql()  # skip start-up
+        yield server
     except Exception as e:
         # Tell a server that went away (e.g. something else on the machine signalled it)
         # apart from a failing query.
@@ -239,30 +301,249 @@ def bench_openduck(binary: str, data_dir: Path, runs: int, rows: int, logs: Path
         raise
     finally:
         stop_process(proc)
+
+
+def adbc_connect(port: int):
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    db_kwargs = {"adbc.flight.sql.authorization_header": f"Bearer {TOKEN}"}
+    return flightsql.connect(f"grpc://127.0.0.1:{port}", db_kwargs=db_kwargs, autocommit=True)
+
+
+def bench_openduck(binary: str, data_dir: Path, runs: int, rows: int, logs: Path) -> Result:
+    result = Result("openduck")
+    with openduck_server(binary, data_dir, logs, "openduck") as server:
+        with adbc_connect(server.port) as conn:
+            with conn.cursor() as cur:
+                def fetch():
+                    cur.execute(QUERY)
+                    return cur.fetch_arrow_table()
+
+                time_scans(result, runs, fetch, rows)
     return result
 
 
-def bench_quack(db: Path, runs: int, rows: int, logs: Path) -> Result:
-    result = Result("quack")
+@contextmanager
+def quack_server(db: Path, logs: Path, name: str, read_write: bool = False):
+    """Run quack_server.py on `db` while the block runs; yields (port, extension paths)."""
     extensions = [extension_path("httpfs"), extension_path("quack")]
     port = free_port()
-    log_path = logs / "quack-server.log"
+    log_path = logs / f"{name}.log"
     args = [sys.executable, str(HERE / "quack_server.py"), "--db", str(db), "--port", str(port),
             "--token", TOKEN]
+    if read_write:
+        args.append("--read-write")
     for ext in extensions:
         args += ["--load", ext]
     with open(log_path, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: "READY" in log_path.read_text(), proc, "Quack server", log_path)
-        with duckdb.connect() as con:
-            for ext in extensions:  # the client needs httpfs for the HTTP transport
-                con.execute(f"LOAD {sql_string(ext)}")
-            con.execute(f"ATTACH {sql_string(f'quack:localhost:{port}')} AS q (TOKEN {sql_string(TOKEN)})")
-            time_scans(result, runs, lambda: to_arrow(con.sql("SELECT * FROM q.lineitem")), rows)
+        yield port, extensions
     finally:
         stop_process(proc)
+
+
+def quack_client(port: int, extensions: list) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    for ext in extensions:  # the client needs httpfs for the HTTP transport
+        con.execute(f"LOAD {sql_string(ext)}")
+    con.execute(f"ATTACH {sql_string(f'quack:localhost:{port}')} AS q (TOKEN {sql_string(TOKEN)})")
+    return con
+
+
+def bench_quack(db: Path, runs: int, rows: int, logs: Path) -> Result:
+    result = Result("quack")
+    with quack_server(db, logs, "quack-server") as (port, extensions):
+        with quack_client(port, extensions) as con:
+            time_scans(result, runs, lambda: to_arrow(con.sql("SELECT * FROM q.lineitem")), rows)
     return result
+
+
+# --- the OpenDuck DuckDB extension ---------------------------------------------------------
+
+def pick_extension() -> tuple[str, str]:
+    """The openduck.duckdb_extension to load and a description of where it came from."""
+    if os.environ.get("OPENDUCK_EXTENSION_PATH"):
+        path = os.environ["OPENDUCK_EXTENSION_PATH"]
+        source = "from OPENDUCK_EXTENSION_PATH"
+    else:
+        cache = Path(os.environ.get("OPENDUCK_CACHE", Path.home() / ".cache" / "openduck"))
+        release = cache / "extension-release" / f"v{duckdb.__version__}" / "openduck.duckdb_extension"
+        default_dir = Path(os.environ.get("OPENDUCK_EXTENSION_DIR", cache / "extension" / f"v{duckdb.__version__}"))
+        path = str(release if release.exists() else default_dir / "openduck.duckdb_extension")
+        source = "default: extension-release build if present, else $OPENDUCK_EXTENSION_DIR"
+    if "extension-release" in Path(path).parts:
+        profile = "release (optimized Rust client)"
+    elif Path(path).parent == Path(os.environ.get("OPENDUCK_EXTENSION_DIR", "/nonexistent")):
+        profile = "$OPENDUCK_EXTENSION_DIR, debug build unless built with OPENDUCK_PROFILE=release"
+    else:
+        profile = "unknown profile"
+    return path, f"{path} [{profile}; {source}]"
+
+
+def attach_openduck(extension: str, port: int) -> duckdb.DuckDBPyConnection:
+    """A local in-memory DuckDB with the extension loaded and the server's `bench`
+    database attached as `cloud`."""
+    if not Path(extension).exists():
+        raise RuntimeError(f"no OpenDuck extension at {extension} (build it with scripts/build-extension.sh "
+                           "or set OPENDUCK_EXTENSION_PATH)")
+    con = duckdb.connect(config={"allow_unsigned_extensions": True})
+    con.execute(f"LOAD {sql_string(extension)}")
+    con.execute(f"ATTACH {sql_string(f'openduck:bench?endpoint=http://127.0.0.1:{port}&token={TOKEN}')} AS cloud")
+    return con
+
+
+def remote_sql_note(sqls: list) -> str:
+    unique = list(dict.fromkeys(sqls))
+    if not unique:
+        return "no query in the server log"
+    return " ; ".join(unique)
+
+
+def bench_attach(binary: str, extension: str, data_dir: Path, runs: int, rows: int, logs: Path) -> Result:
+    result = Result("attach")
+    with openduck_server(binary, data_dir, logs, "attach") as server:
+        with attach_openduck(extension, server.port) as con:
+            time_scans(result, runs, lambda: to_arrow(con.sql("SELECT * FROM cloud.lineitem")), rows)
+            result.remote_sql = remote_sql_note(server.new_sql())
+    return result
+
+
+# --- insert ----------------------------------------------------------------------------------
+
+def time_inserts(result: Result, runs: int, con, catalog: str, n: int, nbytes: int) -> None:
+    """`runs` times: (re)create `<catalog>bench_insert` untimed, time `INSERT INTO ... SELECT`
+    of `n` rows, then check (untimed) that the table holds `n` rows."""
+    select = INSERT_SELECT.format(n=n)
+    table = f"{catalog}bench_insert"
+    for i in range(runs):
+        con.execute(f"CREATE OR REPLACE TABLE {catalog}{INSERT_TABLE}")
+        gc.collect()
+        started = time.perf_counter()
+        con.execute(f"INSERT INTO {table} {select}").fetchall()
+        elapsed = time.perf_counter() - started
+        count = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        if count != n:
+            raise RuntimeError(f"{table} holds {count:,} rows after the INSERT, expected {n:,}")
+        result.rows, result.nbytes = n, nbytes
+        result.times.append(elapsed)
+        log(f"  insert into {table} run {i + 1}/{runs}: {elapsed:.3f} s, {n:,} rows")
+
+
+def measure(result: Result, fn) -> Result:
+    """Run fn(result); a failure is recorded in the result instead of raised."""
+    try:
+        fn(result)
+    except Exception as e:
+        log(f"  {result.mode} failed: {type(e).__name__}: {e}")
+        result.error = f"{type(e).__name__}: {e}".strip()
+    return result
+
+
+def bench_insert(binary: str, extension: str, runs: int, n: int, logs: Path) -> dict:
+    results = {key: Result(key) for key in INSERT_TARGETS}
+    select = INSERT_SELECT.format(n=n)
+    with duckdb.connect() as con:
+        table = to_arrow(con.sql(select))
+        nbytes = table.nbytes
+        del table
+    log(f"  the {n:,} rows are {nbytes / 1e6:.0f} MB as Arrow")
+    # Scratch databases, deleted afterwards: the OpenDuck server and the Quack server write
+    # to files, so the local file-backed table is their fair comparison.
+    with tempfile.TemporaryDirectory(prefix="openduck-bench-insert-") as scratch:
+        scratch = Path(scratch)
+
+        def memory(r):
+            with duckdb.connect() as con:
+                time_inserts(r, runs, con, "", n, nbytes)
+
+        def file(r):
+            with duckdb.connect(str(scratch / "local.duckdb")) as con:
+                time_inserts(r, runs, con, "", n, nbytes)
+
+        def attach(r):
+            data = scratch / "openduck"
+            data.mkdir()
+            with openduck_server(binary, data, logs, "insert") as server:
+                with attach_openduck(extension, server.port) as con:
+                    time_inserts(r, runs, con, "cloud.", n, nbytes)
+                    seen = server.new_sql()
+                    r.remote_sql = remote_sql_note(seen)
+                    ingests = sum(s.startswith("<Flight SQL bulk ingest") for s in seen)
+                    r.note = (f"server logged {ingests} bulk ingest(s) for {runs} INSERT(s)" if ingests
+                              else "the server logged no bulk ingest")
+
+        def quack(r):
+            with quack_server(scratch / "quack.duckdb", logs, "quack-insert", read_write=True) as (port, exts):
+                with quack_client(port, exts) as con:
+                    time_inserts(r, runs, con, "q.", n, nbytes)
+
+        for key, fn in (("memory", memory), ("file", file), ("attach", attach), ("quack", quack)):
+            log(f"  {INSERT_TARGETS[key]} ...")
+            measure(results[key], fn)
+            gc.collect()
+    return results
+
+
+# --- filter ----------------------------------------------------------------------------------
+
+def bench_filter(binary: str, extension: str, data_dir: Path, runs: int, rows: int, predicate: str,
+                 logs: Path) -> dict:
+    results = {key: Result(key) for key in FILTER_MODES}
+    query = f"SELECT * FROM lineitem WHERE {predicate}"
+    db = data_dir / "bench.duckdb"
+    # In-process first: the server holds the database file open while it runs.
+    with duckdb.connect(str(db), read_only=True) as con:
+        matches = con.execute(f"SELECT count(*) FROM lineitem WHERE {predicate}").fetchone()[0]
+        log(f"  {predicate}: {matches:,} of {rows:,} rows ({100 * matches / rows:.2f}%)")
+        if matches == 0:
+            raise RuntimeError(f"the predicate {predicate!r} matches no rows")
+        measure(results["inprocess"], lambda r: time_scans(r, runs, lambda: to_arrow(con.sql(query)), matches))
+    for r in results.values():
+        r.rows = matches
+
+    def adbc(r):
+        with adbc_connect(server.port) as conn:
+            with conn.cursor() as cur:
+                def fetch():
+                    cur.execute(query)
+                    return cur.fetch_arrow_table()
+
+                time_scans(r, runs, fetch, matches)
+                r.remote_sql = remote_sql_note(server.new_sql())
+
+    def extension_scan(r, pushdown: bool):
+        with attach_openduck(extension, server.port) as con:
+            if not pushdown:
+                con.execute("SET disabled_optimizers = 'filter_pushdown'")
+            server.new_sql()
+            cloud_query = f"SELECT * FROM cloud.lineitem WHERE {predicate}"
+            time_scans(r, runs, lambda: to_arrow(con.sql(cloud_query)), matches)
+            sqls = server.new_sql()
+            r.remote_sql = remote_sql_note(sqls)
+            has_where = [" WHERE " in sql.upper() for sql in sqls]
+            if not sqls:
+                r.note = "NOT verified: the server logged no query"
+            elif pushdown:
+                r.note = ("verified: the remote SQL has the WHERE" if all(has_where)
+                          else "NOT pushed down: the remote SQL has no WHERE")
+            else:
+                r.note = ("verified: the remote SQL has no WHERE" if not any(has_where)
+                          else "NOT disabled: the remote SQL still has a WHERE")
+
+    try:
+        with openduck_server(binary, data_dir, logs, "filter") as server:
+            for key, fn in (("openduck", adbc), ("pushdown", lambda r: extension_scan(r, True)),
+                            ("no_pushdown", lambda r: extension_scan(r, False))):
+                log(f"  {FILTER_MODES[key]} ...")
+                measure(results[key], fn)
+                gc.collect()
+    except Exception as e:  # the server did not start or went away
+        for key in ("openduck", "pushdown", "no_pushdown"):
+            if not results[key].error and not results[key].ok:
+                results[key].error = f"{type(e).__name__}: {e}".strip()
+    return results
 
 
 # --- reporting ---------------------------------------------------------------------------
@@ -318,15 +599,38 @@ def ratio(a: Result | None, b: Result | None) -> str:
     return f"{b.best / a.best:.2f}×"
 
 
-def report(results: dict, args, rows: int, binary_desc: str, load_before: str) -> str:
-    inproc, openduck, quack = (results.get(m) for m in MODES)
+def cell(text: str) -> str:
+    """Text made safe for one Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def runs_note(r: Result) -> str:
+    return f"runs: {', '.join(f'{t:.3f}' for t in r.times)}{'; ' + r.note if r.note else ''}"
+
+
+def flatten(results: dict) -> list:
+    """Every Result of a run: a mode's own, or each of a grouped mode's (insert, filter)."""
+    out = []
+    for r in results.values():
+        out.extend(r.values() if isinstance(r, dict) else [r])
+    return out
+
+
+def group_failure(results: dict, mode: str) -> list:
+    """Lines for a grouped mode that failed as a whole (e.g. its server did not start)."""
+    r = results[mode]
+    return ["", f"## {mode}: FAILED", "", cell(r.error)]
+
+
+def report_scan(results: dict, args, rows: int) -> list:
+    inproc, openduck, quack = (results.get(m) for m in ("inprocess", "openduck", "quack"))
     lines = [
         f"## Bulk scan: `{QUERY}` → pyarrow Table (TPC-H sf={args.sf}, {rows:,} rows, {args.runs} run(s) per mode)",
         "",
-        "| Mode | Best (s) | Median (s) | Rows/s (best) | MB/s (best) | Arrow MB | vs in-process | vs Quack | Notes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| Mode | Best (s) | Median (s) | Rows/s (best) | MB/s (best) | Arrow MB | vs in-process | vs ADBC | vs Quack | Notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for mode in MODES:
+    for mode in SCAN_MODES:
         r = results.get(mode)
         if r is None:
             continue
@@ -334,21 +638,109 @@ def report(results: dict, args, rows: int, binary_desc: str, load_before: str) -
             mb = r.nbytes / 1e6
             lines.append(
                 f"| {LABELS[mode]} | {r.best:.3f} | {r.median:.3f} | {r.rows / r.best:,.0f} | "
-                f"{mb / r.best:,.0f} | {mb:,.0f} | {ratio(r, inproc)} | {ratio(r, quack)} | "
-                f"runs: {', '.join(f'{t:.3f}' for t in r.times)}{'; ' + r.note if r.note else ''} |"
+                f"{mb / r.best:,.0f} | {mb:,.0f} | {ratio(r, inproc)} | {ratio(r, openduck)} | {ratio(r, quack)} | "
+                f"{runs_note(r)} |"
             )
         else:
-            error = r.error.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {LABELS[mode]} | n/a | n/a | n/a | n/a | n/a | – | – | FAILED: {error} |")
+            lines.append(f"| {LABELS[mode]} | n/a | n/a | n/a | n/a | n/a | – | – | – | FAILED: {cell(r.error)} |")
     lines += [
         "",
-        "`vs in-process` and `vs Quack` are throughput ratios of the best runs (higher is faster; 1.00× = same speed).",
+        "`vs …` columns are throughput ratios of the best runs (higher is faster; 1.00× = same speed);"
+        " `vs ADBC` compares with OpenDuck through the ADBC Flight SQL driver.",
         "MB = 10^6 bytes of the resulting Arrow table (`Table.nbytes`); each mode's own table size is used for its MB/s.",
     ]
     if openduck and quack and openduck.ok and quack.ok:
         faster = quack.best / openduck.best
         word = "faster" if faster >= 1 else "slower"
         lines.append(f"OpenDuck / Quack: OpenDuck's throughput is {faster:.2f}× Quack's ({word}).")
+    attach = results.get("attach")
+    if attach and attach.remote_sql:
+        lines.append(f"Remote SQL the server logged for the extension's scan: `{attach.remote_sql}`")
+    return lines
+
+
+def report_insert(results: dict, args) -> list:
+    group = results["insert"]
+    if isinstance(group, Result):
+        return group_failure(results, "insert")
+    n = args.insert_rows
+    memory, file, quack = group["memory"], group["file"], group["quack"]
+    nbytes = next((r.nbytes for r in group.values() if r.nbytes), 0)
+    lines = [
+        "",
+        f"## INSERT … SELECT: `INSERT INTO <t> {INSERT_SELECT.format(n=n)}` ({n:,} rows, "
+        f"{nbytes / 1e6:,.0f} MB as Arrow, {args.runs} run(s) per target)",
+        "",
+        "| Target | Best (s) | Median (s) | Rows/s (best) | MB/s (best) | vs in-memory | vs file-backed | vs Quack | Notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for key, label in INSERT_TARGETS.items():
+        r = group[key]
+        if r.ok:
+            lines.append(
+                f"| {label} | {r.best:.3f} | {r.median:.3f} | {r.rows / r.best:,.0f} | "
+                f"{r.nbytes / 1e6 / r.best:,.0f} | {ratio(r, memory)} | {ratio(r, file)} | {ratio(r, quack)} | "
+                f"{runs_note(r)} |"
+            )
+        else:
+            lines.append(f"| {label} | n/a | n/a | n/a | n/a | – | – | – | FAILED: {cell(r.error)} |")
+    lines += [
+        "",
+        f"The target is `{INSERT_TABLE}`, recreated (untimed) before every run with `CREATE OR REPLACE TABLE`;"
+        " the time is the whole INSERT statement, committed (autocommit). Every run is checked with `count(*)`.",
+        "MB = 10^6 bytes of the same rows as an Arrow table made locally (`Table.nbytes`, computed once, untimed).",
+        "The in-memory table is the ceiling; the OpenDuck and Quack servers write to database files, like the"
+        " file-backed local table. Scratch databases are deleted afterwards.",
+    ]
+    if group["attach"].remote_sql:
+        lines.append(f"Statements the OpenDuck server logged during the extension's runs: `{group['attach'].remote_sql}`")
+    return lines
+
+
+def report_filter(results: dict, args, rows: int) -> list:
+    group = results["filter"]
+    if isinstance(group, Result):
+        return group_failure(results, "filter")
+    inproc, adbc = group["inprocess"], group["openduck"]
+    matches = next((r.rows for r in group.values() if r.rows), 0)
+    lines = [
+        "",
+        f"## Filter: `SELECT * FROM lineitem WHERE {args.filter}` → pyarrow Table "
+        f"({matches:,} of {rows:,} rows match: selectivity {100 * matches / rows:.2f}%, {args.runs} run(s) per mode)",
+        "",
+        "| Mode | Best (s) | Median (s) | lineitem rows/s (best) | Result MB | Result MB/s (best) | vs in-process | vs ADBC | Notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for key, label in FILTER_MODES.items():
+        r = group[key]
+        if r.ok:
+            mb = r.nbytes / 1e6
+            lines.append(
+                f"| {label} | {r.best:.3f} | {r.median:.3f} | {rows / r.best:,.0f} | {mb:,.1f} | "
+                f"{mb / r.best:,.0f} | {ratio(r, inproc)} | {ratio(r, adbc)} | {runs_note(r)} |"
+            )
+        else:
+            lines.append(f"| {label} | n/a | n/a | n/a | n/a | n/a | – | – | FAILED: {cell(r.error)} |")
+    lines += [
+        "",
+        "`lineitem rows/s` is the whole table's row count over the time: how fast the table is filtered.",
+        "The extension queries `cloud.lineitem` with the same WHERE; ADBC sends the query itself to the server.",
+        "Remote SQL the OpenDuck server logged:",
+    ]
+    for key in ("openduck", "pushdown", "no_pushdown"):
+        if group[key].remote_sql:
+            lines.append(f"- {FILTER_MODES[key]}: `{group[key].remote_sql}`")
+    return lines
+
+
+def report(results: dict, args, rows: int, binary_desc: str, extension_desc: str, load_before: str) -> str:
+    lines = []
+    if any(m in results for m in SCAN_MODES):
+        lines += report_scan(results, args, rows)
+    if "insert" in results:
+        lines += report_insert(results, args)
+    if "filter" in results:
+        lines += report_filter(results, args, rows)
     lines += [
         "",
         "Machine:",
@@ -356,10 +748,14 @@ def report(results: dict, args, rows: int, binary_desc: str, load_before: str) -
         f"- Python {platform.python_version()}, DuckDB {duckdb.__version__}, pyarrow {pyarrow.__version__}"
         + adbc_version(),
     ]
-    if "openduck" in results:
+    if any(m in results for m in ("openduck", "attach", "insert", "filter")):
         lines.append(f"- OpenDuck binary: {binary_desc}")
         if "debug" in binary_desc and "release" not in binary_desc:
             lines.append("  - note: this is a debug build; the OpenDuck server is unoptimized, so its numbers understate a release build.")
+    if any(m in results for m in ("attach", "insert", "filter")):
+        lines.append(f"- OpenDuck extension: {extension_desc}")
+        if "release" not in extension_desc:
+            lines.append("  - note: probably a debug build of the extension; its numbers understate an optimized build.")
     lines.append("- Client and server share the same machine (loopback); modes ran one after another.")
     lines.append(f"- Load average (1/5/15 min) before measuring: {load_before}; after: {load_average()}"
                  " (other work on the machine makes the numbers noisier)")
@@ -380,11 +776,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--sf", type=float, default=2, help="TPC-H scale factor (default: 2, about 12M rows)")
-    parser.add_argument("--runs", type=int, default=3, help="timed scans per mode (default: 3)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per mode (default: 3)")
     parser.add_argument("--data", type=Path, default=cache / "bench-data",
                         help="directory caching the generated bench.duckdb (default: $OPENDUCK_CACHE/bench-data)")
     parser.add_argument("--only", default=",".join(MODES),
                         help=f"comma-separated modes to run (default: all of {','.join(MODES)})")
+    parser.add_argument("--insert-rows", type=int, default=10_000_000,
+                        help="rows the insert mode writes per run (default: 10000000)")
+    parser.add_argument("--filter", default="l_quantity = 7",
+                        help="the filter mode's predicate on lineitem (default: 'l_quantity = 7', about 2%% of the rows)")
     args = parser.parse_args()
     if args.sf == int(args.sf):
         args.sf = int(args.sf)  # so that dbgen and the cache key see 2, not 2.0
@@ -394,10 +794,15 @@ def main() -> int:
         parser.error(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.insert_rows < 1:
+        parser.error("--insert-rows must be at least 1")
 
     binary, binary_desc = pick_binary()
-    if "openduck" in modes:
+    extension, extension_desc = pick_extension()
+    if any(m in modes for m in ("openduck", "attach", "insert", "filter")):
         log(f"OpenDuck binary: {binary_desc}")
+    if any(m in modes for m in ("attach", "insert", "filter")):
+        log(f"OpenDuck extension: {extension_desc}")
     data_dir = args.data.resolve()
     rows = prepare_data(data_dir, args.sf)
     db = data_dir / "bench.duckdb"
@@ -408,24 +813,30 @@ def main() -> int:
     for mode in MODES:
         if mode not in modes:
             continue
-        log(f"measuring {LABELS[mode]} ...")
+        log(f"measuring {LABELS.get(mode, mode)} ...")
         try:
+            if mode in ("openduck", "attach", "insert", "filter") and not Path(binary).exists():
+                raise RuntimeError(f"no OpenDuck binary at {binary} (build it or set OPENDUCK_BIN)")
             if mode == "inprocess":
                 results[mode] = bench_inprocess(db, args.runs, rows)
             elif mode == "openduck":
-                if not Path(binary).exists():
-                    raise RuntimeError(f"no OpenDuck binary at {binary} (build it or set OPENDUCK_BIN)")
                 results[mode] = bench_openduck(binary, data_dir, args.runs, rows, logs)
-            else:
+            elif mode == "quack":
                 results[mode] = bench_quack(db, args.runs, rows, logs)
+            elif mode == "attach":
+                results[mode] = bench_attach(binary, extension, data_dir, args.runs, rows, logs)
+            elif mode == "insert":
+                results[mode] = bench_insert(binary, extension, args.runs, args.insert_rows, logs)
+            else:
+                results[mode] = bench_filter(binary, extension, data_dir, args.runs, rows, args.filter, logs)
         except Exception as e:  # keep going: report the failure in the table
             log(f"  {mode} failed: {type(e).__name__}: {e}")
             results[mode] = Result(mode, error=f"{type(e).__name__}: {e}".strip())
         gc.collect()
 
     print()
-    print(report(results, args, rows, binary_desc, load_before))
-    failed = [m for m, r in results.items() if not r.ok]
+    print(report(results, args, rows, binary_desc, extension_desc, load_before))
+    failed = [r for r in flatten(results) if not r.ok]
     if failed:
         print(f"\nServer logs kept in {logs}")
     else:

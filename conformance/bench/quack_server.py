@@ -4,7 +4,10 @@ bench.py starts this as a separate process so that the Quack server, like OpenDu
 runs outside the client's process. It prints READY once the server listens and
 stops cleanly on SIGTERM or SIGINT.
 
-Usage: python quack_server.py --db FILE --port PORT --token TOKEN --load EXT [--load EXT ...]
+The database is opened read-only unless --read-write is given (bench.py's insert mode
+serves a scratch database that way, so that clients can write to it through ATTACH).
+
+Usage: python quack_server.py --db FILE --port PORT --token TOKEN [--read-write] --load EXT [--load EXT ...]
 """
 
 import argparse
@@ -21,13 +24,14 @@ def sql_string(value: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True, help="database file, opened read-only")
+    parser.add_argument("--db", required=True, help="database file, opened read-only unless --read-write")
+    parser.add_argument("--read-write", action="store_true", help="open the database read-write")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--load", action="append", default=[], help="extension file to LOAD (repeatable)")
     args = parser.parse_args()
 
-    con = duckdb.connect(args.db, read_only=True)
+    con = duckdb.connect(args.db, read_only=not args.read_write)
     # The server needs httpfs too: without it, the first request fails with
     # "DuckDB currently has a read-only crypto module loaded".
     for ext in args.load:

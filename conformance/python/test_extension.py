@@ -95,6 +95,8 @@ def test_local_join_remote(server, remote, local_copy, duck):
 
 def test_filters_and_projections_reach_the_server(server, remote, duck):
     duck.execute(attach_sql(server))
+    # Scans as in a hybrid plan (whole-query shipping off): each remote scan's SQL.
+    duck.execute("SET openduck_ship_queries = false")
     before = len(server_queries(server))
     duck.sql("SELECT name FROM cloud.ext_users WHERE id BETWEEN 100 AND 110 AND name <> 'user105'").fetchall()
     duck.sql("SELECT id FROM cloud.ext_users WHERE region IS NOT NULL AND score > 10.5").fetchall()
@@ -111,10 +113,35 @@ def test_filters_and_projections_reach_the_server(server, remote, duck):
     assert any(q.startswith('SELECT "region", "score", "id" FROM') and '"score" > 10.5' in q for q in pushed), pushed
 
 
-def test_explain_shows_remote_scan(server, remote, duck):
+def test_explain_shows_where_each_part_runs(server, remote, duck):
     duck.execute(attach_sql(server))
-    plan = duck.sql("EXPLAIN SELECT * FROM cloud.ext_users WHERE id > 10").fetchall()[0][1]
-    assert "OPENDUCK_SCAN" in plan and "REMOTE" in plan and '"main"."ext_users"' in plan
+    duck.execute("CREATE TABLE picks AS SELECT 3 AS id")
+    hybrid = duck.sql("EXPLAIN SELECT * FROM picks JOIN cloud.ext_users USING (id) WHERE region = 0").fetchall()[0][1]
+    assert "HASH_JOIN" in hybrid and "OPENDUCK_SCAN" in hybrid and "REMOTE" in hybrid and '"main"."ext_users"' in hybrid
+    whole = duck.sql("EXPLAIN SELECT region, count(*) FROM cloud.ext_users GROUP BY 1").fetchall()[0][1]
+    assert "OPENDUCK_QUERY" in whole and "whole query" in whole and "HASH_GROUP_BY" not in whole
+
+
+def test_queries_on_one_database_run_whole_on_the_server(server, remote, local_copy, duck):
+    duck.execute(attach_sql(server))
+    sql = (
+        "SELECT u.region, count(*) AS n, sum(s.amount) AS total FROM {p}ext_users u JOIN {p}ext_sales s USING (id) "
+        "WHERE u.score > 100 GROUP BY 1 ORDER BY total DESC LIMIT 2"
+    )
+    before = len(server_queries(server))
+    assert duck.sql(sql.replace("{p}", "cloud.")).fetchall() == local_copy.sql(sql.replace("{p}", "")).fetchall()
+    shipped = server_queries(server)[before:]
+    # One remote query doing the join and aggregate; no per-table scans.
+    assert len(shipped) == 1 and "JOIN ext_sales" in shipped[0] and "GROUP BY" in shipped[0], shipped
+    # Order is kept.
+    ordered = duck.sql("SELECT id FROM cloud.ext_users ORDER BY id DESC LIMIT 5").fetchall()
+    assert ordered == [(999,), (998,), (997,), (996,), (995,)]
+
+
+def test_local_only_functions_keep_the_hybrid_plan(server, remote, duck):
+    duck.execute(attach_sql(server))
+    duck.create_function("plus_one", lambda x: x + 1, ["BIGINT"], "BIGINT")
+    assert duck.sql("SELECT plus_one(max(id)) FROM cloud.ext_users").fetchone() == (1000,)
 
 
 def test_alias_and_environment(server, remote, duck, monkeypatch):

@@ -432,6 +432,7 @@ static void Register(ExtensionLoader &loader) {
 	StorageExtension::Register(config, "openduck", extension);
 	StorageExtension::Register(config, "od", extension);
 	RegisterRemoteStatements(config);
+	RegisterWholeQueryPushdown(config);
 
 	SecretType secret_type;
 	secret_type.name = "openduck";

@@ -7,6 +7,7 @@
 #include "duckdb/catalog/catalog_entry/schema_catalog_entry.hpp"
 #include "duckdb/catalog/catalog_entry/table_catalog_entry.hpp"
 #include "duckdb/function/table/arrow.hpp"
+#include "duckdb/planner/operator/logical_get.hpp"
 #include "duckdb/transaction/transaction.hpp"
 #include "duckdb/transaction/transaction_manager.hpp"
 
@@ -206,6 +207,15 @@ private:
 	mutex lock;
 	reference_map_t<Transaction, unique_ptr<OdTransaction>> transactions;
 };
+
+// The connection of a remote table scan, or null if `get` is another kind of scan.
+std::shared_ptr<Connection> RemoteScanConnection(LogicalGet &get);
+// A plan that runs `sql` whole on the server, its columns cast to `expected`; null if the server's
+// result has another number of columns.
+unique_ptr<LogicalOperator> RemoteQueryPlan(ClientContext &context, Binder &binder, std::shared_ptr<Connection> conn,
+                                            const string &sql, const string &txn, const vector<LogicalType> &expected);
+// Ships queries that read only one attached OpenDuck database to it whole (pushdown.cpp).
+void RegisterWholeQueryPushdown(DBConfig &config);
 
 // Removes references to the local catalog `catalog` from a query, so the server can run it.
 void StripCatalog(QueryNode &node, const string &catalog);

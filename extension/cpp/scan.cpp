@@ -4,6 +4,11 @@
 
 #include "duckdb/common/enums/expression_type.hpp"
 #include "duckdb/parser/parsed_data/create_table_info.hpp"
+#include "duckdb/planner/binder.hpp"
+#include "duckdb/planner/expression/bound_cast_expression.hpp"
+#include "duckdb/planner/expression/bound_columnref_expression.hpp"
+#include "duckdb/planner/operator/logical_get.hpp"
+#include "duckdb/planner/operator/logical_projection.hpp"
 #include "duckdb/planner/filter/conjunction_filter.hpp"
 #include "duckdb/planner/filter/constant_filter.hpp"
 #include "duckdb/planner/filter/dynamic_filter.hpp"
@@ -144,10 +149,22 @@ struct OdScanData : public ArrowScanFunctionData {
 	string txn;
 	// "schema"."table"
 	string table_sql;
+	// For a whole query shipped to the server: its SQL (then schema/table are unused).
+	string query_sql;
 };
 
 unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStreamParameters &params) {
 	auto &data = *reinterpret_cast<OdScanData *>(factory);
+	if (!data.query_sql.empty()) {
+		auto stream = make_uniq<ArrowArrayStreamWrapper>();
+		char *err = nullptr;
+		if (openduck_query(data.conn->Get(), data.query_sql.c_str(), TxnArg(data.txn), &stream->arrow_array_stream,
+		                   &err) != 0) {
+			ThrowClientError(err, "remote query");
+		}
+		stream->number_of_rows = -1;
+		return stream;
+	}
 	string columns;
 	for (auto &name : params.projected_columns.columns) {
 		columns += (columns.empty() ? "" : ", ") + QuoteIdent(name);
@@ -178,9 +195,12 @@ OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, stri
 
 void OdScanData::LoadSchema(ClientContext *context) {
 	char *err = nullptr;
-	if (openduck_table_schema(conn->Get(), schema.c_str(), table.c_str(), TxnArg(txn), &schema_root.arrow_schema,
-	                          &err) != 0) {
-		ThrowClientError(err, "schema of " + table_sql);
+	auto rc = query_sql.empty() ? openduck_table_schema(conn->Get(), schema.c_str(), table.c_str(), TxnArg(txn),
+	                                                    &schema_root.arrow_schema, &err)
+	                            : openduck_describe(conn->Get(), query_sql.c_str(), TxnArg(txn),
+	                                                &schema_root.arrow_schema, &err);
+	if (rc != 0) {
+		ThrowClientError(err, query_sql.empty() ? "schema of " + table_sql : "remote query");
 	}
 	if (context) {
 		ArrowTableFunction::PopulateArrowTableSchema(*context, arrow_table, schema_root.arrow_schema);
@@ -190,6 +210,7 @@ void OdScanData::LoadSchema(ClientContext *context) {
 
 unique_ptr<FunctionData> OdScanData::Copy() const {
 	auto copy = make_uniq<OdScanData>(conn, schema, table, txn);
+	copy->query_sql = query_sql;
 	copy->LoadSchema(nullptr);
 	copy->arrow_table = arrow_table;
 	copy->all_types = all_types;
@@ -203,9 +224,32 @@ virtual_column_map_t NoVirtualColumns(ClientContext &, optional_ptr<FunctionData
 
 InsertionOrderPreservingMap<string> ScanToString(TableFunctionToStringInput &input) {
 	InsertionOrderPreservingMap<string> result;
-	result["Table"] = input.bind_data->Cast<OdScanData>().table_sql;
-	result["Runs"] = "REMOTE (OpenDuck server)";
+	auto &data = input.bind_data->Cast<OdScanData>();
+	if (data.query_sql.empty()) {
+		result["Table"] = data.table_sql;
+		result["Runs"] = "REMOTE (OpenDuck server)";
+	} else {
+		result["Runs"] = "REMOTE (whole query on the OpenDuck server)";
+		result["SQL"] = data.query_sql;
+	}
 	return result;
+}
+
+// Batch indexes for DuckDB's Arrow scan, so ordered remote results stay in order.
+struct OrderedArrowScan : public ArrowTableFunction {
+	using ArrowTableFunction::ArrowGetPartitionData;
+};
+
+TableFunction MakeScanFunction(const string &name, bool pushdown) {
+	TableFunction scan(name, {}, ArrowTableFunction::ArrowScanFunction, nullptr,
+	                   ArrowTableFunction::ArrowScanInitGlobal, ArrowTableFunction::ArrowScanInitLocal);
+	scan.projection_pushdown = pushdown;
+	scan.filter_pushdown = pushdown;
+	scan.filter_prune = pushdown;
+	scan.get_virtual_columns = NoVirtualColumns;
+	scan.get_partition_data = OrderedArrowScan::ArrowGetPartitionData;
+	scan.to_string = ScanToString;
+	return scan;
 }
 
 } // namespace
@@ -274,15 +318,45 @@ TableFunction OdTable::GetScanFunction(ClientContext &context, unique_ptr<Functi
 		                       data->table_sql);
 	}
 	bind_data = std::move(data);
+	return MakeScanFunction("openduck_scan", true);
+}
 
-	TableFunction scan("openduck_scan", {}, ArrowTableFunction::ArrowScanFunction, nullptr,
-	                   ArrowTableFunction::ArrowScanInitGlobal, ArrowTableFunction::ArrowScanInitLocal);
-	scan.projection_pushdown = true;
-	scan.filter_pushdown = true;
-	scan.filter_prune = true;
-	scan.get_virtual_columns = NoVirtualColumns;
-	scan.to_string = ScanToString;
-	return scan;
+std::shared_ptr<Connection> RemoteScanConnection(LogicalGet &get) {
+	if (get.function.name != "openduck_scan" || !get.bind_data) {
+		return nullptr;
+	}
+	return get.bind_data->Cast<OdScanData>().conn;
+}
+
+unique_ptr<LogicalOperator> RemoteQueryPlan(ClientContext &context, Binder &binder, std::shared_ptr<Connection> conn,
+                                            const string &sql, const string &txn, const vector<LogicalType> &expected) {
+	auto data = make_uniq<OdScanData>(std::move(conn), "", "", txn);
+	data->query_sql = sql;
+	data->LoadSchema(&context);
+	auto types = data->all_types;
+	if (types.size() != expected.size()) {
+		return nullptr;
+	}
+	auto names = data->arrow_table.GetNames();
+	auto get_index = binder.GenerateTableIndex();
+	auto get = make_uniq<LogicalGet>(get_index, MakeScanFunction("openduck_query", false), std::move(data), types,
+	                                 names);
+	for (idx_t i = 0; i < types.size(); i++) {
+		get->AddColumnId(i);
+	}
+	if (types == expected) {
+		return std::move(get);
+	}
+	// Types Arrow carries differently (HUGEINT as DECIMAL(38,0), UUID and ENUM as VARCHAR) are
+	// cast back to what the query produces locally.
+	vector<unique_ptr<Expression>> casts;
+	for (idx_t i = 0; i < types.size(); i++) {
+		unique_ptr<Expression> column = make_uniq<BoundColumnRefExpression>(types[i], ColumnBinding(get_index, i));
+		casts.push_back(BoundCastExpression::AddCastToType(context, std::move(column), expected[i]));
+	}
+	auto projection = make_uniq<LogicalProjection>(binder.GenerateTableIndex(), std::move(casts));
+	projection->children.push_back(std::move(get));
+	return std::move(projection);
 }
 
 } // namespace openduck

@@ -45,6 +45,9 @@ int openduck_end(const OpenDuckClient *client, const char *txn, int commit, char
 /* The columns of schema.table as an Arrow struct schema (caller releases). */
 int openduck_table_schema(const OpenDuckClient *client, const char *schema, const char *table, const char *txn,
                           struct ArrowSchema *out, char **err);
+/* The result schema of query sql without running it (caller releases). */
+int openduck_describe(const OpenDuckClient *client, const char *sql, const char *txn, struct ArrowSchema *out,
+                      char **err);
 /* Streams the result of sql; releasing the stream early cancels the remote query. */
 int openduck_query(const OpenDuckClient *client, const char *sql, const char *txn, struct ArrowArrayStream *out,
                    char **err);

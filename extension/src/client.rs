@@ -213,11 +213,16 @@ impl Client {
                 return Ok(t.arrow_schema.clone());
             }
         }
-        let sql = format!("SELECT * FROM {}.{} LIMIT 0", quote_ident(schema), quote_ident(table));
+        self.describe(&format!("SELECT * FROM {}.{} LIMIT 0", quote_ident(schema), quote_ident(table)), txn)
+    }
+
+    /// The result schema of a query, without running it (the server only prepares queries
+    /// until their result is fetched).
+    pub fn describe(&self, sql: &str, txn: Option<TxnId>) -> Result<Schema, ClientError> {
         let mut flight = self.flight.clone();
-        // Preparing a query is enough to learn its schema; nothing is fetched.
-        let info = self.rt.block_on(async { flight.execute(sql, txn).await }).map_err(|e| flight_err("describing table", e))?;
-        info.try_decode_schema().map_err(|e| ClientError::Remote(format!("bad table schema from server: {e}")))
+        let sql = sql.to_string();
+        let info = self.rt.block_on(async { flight.execute(sql, txn).await }).map_err(|e| flight_err("describing query", e))?;
+        info.try_decode_schema().map_err(|e| ClientError::Remote(format!("bad result schema from server: {e}")))
     }
 
     /// Runs a query on the server (inside `txn` if given) and streams its result.

@@ -244,6 +244,26 @@ pub extern "C" fn openduck_table_schema(
     })
 }
 
+/// Exports the result schema of query `sql` (inside transaction `txn`, may be NULL) without
+/// running it; the caller releases it.
+#[no_mangle]
+pub extern "C" fn openduck_describe(
+    client: *const Client,
+    sql: *const c_char,
+    txn: *const c_char,
+    out: *mut FFI_ArrowSchema,
+    err: *mut *mut c_char,
+) -> c_int {
+    guarded(err, || {
+        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let sql = unsafe { str_arg(sql, "SQL") }?;
+        let arrow = client.describe(sql, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
+        let ffi = FFI_ArrowSchema::try_from(&arrow).map_err(|e| format!("openduck: cannot export schema: {e}"))?;
+        unsafe { ptr::write(out, ffi) };
+        Ok(())
+    })
+}
+
 /// Runs `sql` on the server (inside transaction `txn`, may be NULL); its result streams through
 /// `out` (an Arrow C stream the caller releases; releasing it early cancels the remote query).
 #[no_mangle]
