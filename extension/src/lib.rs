@@ -85,6 +85,20 @@ unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
     unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| format!("openduck: {what} is not UTF-8"))
 }
 
+unsafe fn client_arg<'a>(p: *const Client) -> Result<&'a Client, String> {
+    unsafe { p.as_ref() }.ok_or_else(|| "openduck: client is NULL".to_string())
+}
+
+/// Writes `schema` to `out` as an Arrow C schema the caller releases.
+fn export_schema(schema: &arrow::datatypes::Schema, out: *mut FFI_ArrowSchema) -> Result<(), String> {
+    if out.is_null() {
+        return Err("openduck: schema output is NULL".into());
+    }
+    let ffi = FFI_ArrowSchema::try_from(schema).map_err(|e| format!("openduck: cannot export schema: {e}"))?;
+    unsafe { ptr::write(out, ffi) };
+    Ok(())
+}
+
 /// Frees a string returned by this library.
 #[no_mangle]
 pub extern "C" fn openduck_free_string(s: *mut c_char) {
@@ -129,7 +143,7 @@ pub struct Tables(Vec<(TableInfo, CString, CString, CString)>, Vec<CString>);
 #[no_mangle]
 pub extern "C" fn openduck_tables(client: *const Client, out: *mut *mut Tables, err: *mut *mut c_char) -> c_int {
     guarded(err, || {
-        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let client = unsafe { client_arg(client) }?;
         let tables = client.tables().map_err(|e| e.to_string())?;
         let schemas = client.schemas().map_err(|e| e.to_string())?;
         let schemas = schemas.into_iter().map(|s| CString::new(s).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
@@ -174,9 +188,7 @@ pub extern "C" fn openduck_tables_kind(tables: *const Tables, i: usize) -> *cons
 pub extern "C" fn openduck_tables_arrow_schema(tables: *const Tables, i: usize, out: *mut FFI_ArrowSchema, err: *mut *mut c_char) -> c_int {
     guarded(err, || {
         let t = unsafe { tables.as_ref() }.and_then(|t| t.0.get(i)).ok_or("openduck: table index out of range")?;
-        let schema = FFI_ArrowSchema::try_from(&t.0.arrow_schema).map_err(|e| format!("openduck: cannot export schema: {e}"))?;
-        unsafe { ptr::write(out, schema) };
-        Ok(())
+        export_schema(&t.0.arrow_schema, out)
     })
 }
 
@@ -204,7 +216,7 @@ pub extern "C" fn openduck_tables_free(tables: *mut Tables) {
 #[no_mangle]
 pub extern "C" fn openduck_begin(client: *const Client, txn: *mut *mut c_char, err: *mut *mut c_char) -> c_int {
     guarded(err, || {
-        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let client = unsafe { client_arg(client) }?;
         let id = client.begin().map_err(|e| e.to_string())?;
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let c = CString::new(hex).map_err(|e| e.to_string())?;
@@ -217,7 +229,7 @@ pub extern "C" fn openduck_begin(client: *const Client, txn: *mut *mut c_char, e
 #[no_mangle]
 pub extern "C" fn openduck_end(client: *const Client, txn: *const c_char, commit: c_int, err: *mut *mut c_char) -> c_int {
     guarded(err, || {
-        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let client = unsafe { client_arg(client) }?;
         let id = unsafe { txn_arg(txn) }?.ok_or("openduck: no transaction to end")?;
         client.end(id, commit != 0).map_err(|e| e.to_string())
     })
@@ -235,12 +247,10 @@ pub extern "C" fn openduck_table_schema(
     err: *mut *mut c_char,
 ) -> c_int {
     guarded(err, || {
-        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let client = unsafe { client_arg(client) }?;
         let (schema, table) = (unsafe { str_arg(schema, "schema") }?, unsafe { str_arg(table, "table") }?);
         let arrow = client.table_schema(schema, table, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
-        let ffi = FFI_ArrowSchema::try_from(&arrow).map_err(|e| format!("openduck: cannot export schema: {e}"))?;
-        unsafe { ptr::write(out, ffi) };
-        Ok(())
+        export_schema(&arrow, out)
     })
 }
 
@@ -255,12 +265,10 @@ pub extern "C" fn openduck_describe(
     err: *mut *mut c_char,
 ) -> c_int {
     guarded(err, || {
-        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let client = unsafe { client_arg(client) }?;
         let sql = unsafe { str_arg(sql, "SQL") }?;
         let arrow = client.describe(sql, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
-        let ffi = FFI_ArrowSchema::try_from(&arrow).map_err(|e| format!("openduck: cannot export schema: {e}"))?;
-        unsafe { ptr::write(out, ffi) };
-        Ok(())
+        export_schema(&arrow, out)
     })
 }
 
@@ -275,7 +283,7 @@ pub extern "C" fn openduck_query(
     err: *mut *mut c_char,
 ) -> c_int {
     guarded(err, || {
-        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let client = unsafe { client_arg(client) }?;
         let sql = unsafe { str_arg(sql, "SQL") }?;
         let reader = client.query(sql, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
         let stream = FFI_ArrowArrayStream::new(Box::new(reader));
@@ -289,7 +297,7 @@ pub extern "C" fn openduck_query(
 #[no_mangle]
 pub extern "C" fn openduck_execute(client: *const Client, sql: *const c_char, txn: *const c_char, rows: *mut i64, err: *mut *mut c_char) -> c_int {
     guarded(err, || {
-        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let client = unsafe { client_arg(client) }?;
         let sql = unsafe { str_arg(sql, "SQL") }?;
         let n = client.execute(sql, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
         if !rows.is_null() {
@@ -314,7 +322,7 @@ pub extern "C" fn openduck_ingest_begin(
     err: *mut *mut c_char,
 ) -> c_int {
     guarded(err, || {
-        let client = unsafe { client.as_ref() }.ok_or("openduck: client is NULL")?;
+        let client = unsafe { client_arg(client) }?;
         let schema_name = if schema.is_null() { None } else { Some(unsafe { str_arg(schema, "schema") }?) };
         let table = unsafe { str_arg(table, "table") }?;
         if arrow_schema.is_null() {
