@@ -13,8 +13,10 @@ Writes and filters:
              table through the extension (Flight SQL bulk ingest) and a table of a read-write
              Quack server
   filter     a selective filter on lineitem (default `l_quantity = 7`, about 2% of the rows)
-             in-process, through ADBC, and through the extension with and without filter
-             pushdown; the remote SQL the server logged for each is reported
+             in-process, through ADBC, and through the extension: the query shipped whole
+             (its default), a remote scan with filter pushdown (`openduck_ship_queries =
+             false`) and one without (`disabled_optimizers = 'filter_pushdown'` too); the
+             remote SQL the server logged for each is reported and checked for the WHERE
 
 The TPC-H `lineitem` table is generated once into <data>/bench.duckdb and reused while
 the scale factor stays the same. Every mode opens its connection once and then times
@@ -75,8 +77,18 @@ INSERT_TARGETS = {
 FILTER_MODES = {
     "inprocess": "DuckDB in-process",
     "openduck": "OpenDuck (Flight SQL, ADBC)",
-    "pushdown": "OpenDuck extension, filter pushdown (default)",
-    "no_pushdown": "OpenDuck extension, `disabled_optimizers = 'filter_pushdown'`",
+    "shipped": "OpenDuck extension, default (whole query shipped)",
+    "pushdown": "OpenDuck extension, scan with filter pushdown",
+    "no_pushdown": "OpenDuck extension, scan without filter pushdown",
+}
+# Session settings of each extension variant. Extensions with the `openduck_ship_queries`
+# setting run a query that reads only the attached database whole on the server (WHERE and
+# all); turning it off leaves the hybrid plan, whose remote scan gets the filter only
+# through DuckDB's filter pushdown.
+FILTER_SETTINGS = {
+    "shipped": [],
+    "pushdown": ["SET openduck_ship_queries = false"],
+    "no_pushdown": ["SET openduck_ship_queries = false", "SET disabled_optimizers = 'filter_pushdown'"],
 }
 
 
@@ -513,10 +525,14 @@ def bench_filter(binary: str, extension: str, data_dir: Path, runs: int, rows: i
                 time_scans(r, runs, fetch, matches)
                 r.remote_sql = remote_sql_note(server.new_sql())
 
-    def extension_scan(r, pushdown: bool):
+    def extension_scan(r, key: str):
         with attach_openduck(extension, server.port) as con:
-            if not pushdown:
-                con.execute("SET disabled_optimizers = 'filter_pushdown'")
+            for statement in FILTER_SETTINGS[key]:
+                if "openduck_ship_queries" in statement and not ship_setting:
+                    continue  # an extension without whole-query shipping
+                con.execute(statement)
+            r.note = "; ".join(f"`{st[4:]}`" for st in FILTER_SETTINGS[key]
+                               if ship_setting or "openduck_ship_queries" not in st)
             server.new_sql()
             cloud_query = f"SELECT * FROM cloud.lineitem WHERE {predicate}"
             time_scans(r, runs, lambda: to_arrow(con.sql(cloud_query)), matches)
@@ -524,25 +540,41 @@ def bench_filter(binary: str, extension: str, data_dir: Path, runs: int, rows: i
             r.remote_sql = remote_sql_note(sqls)
             has_where = [" WHERE " in sql.upper() for sql in sqls]
             if not sqls:
-                r.note = "NOT verified: the server logged no query"
-            elif pushdown:
-                r.note = ("verified: the remote SQL has the WHERE" if all(has_where)
-                          else "NOT pushed down: the remote SQL has no WHERE")
+                check = "NOT verified: the server logged no query"
+            elif key != "no_pushdown":
+                check = ("verified: the remote SQL has the WHERE" if all(has_where)
+                         else "NOT pushed down: the remote SQL has no WHERE")
             else:
-                r.note = ("verified: the remote SQL has no WHERE" if not any(has_where)
-                          else "NOT disabled: the remote SQL still has a WHERE")
+                check = ("verified: the remote SQL has no WHERE" if not any(has_where)
+                         else "NOT disabled: the remote SQL still has a WHERE")
+            r.note = f"{r.note}; {check}" if r.note else check
 
+    ship_setting = False
     try:
         with openduck_server(binary, data_dir, logs, "filter") as server:
-            for key, fn in (("openduck", adbc), ("pushdown", lambda r: extension_scan(r, True)),
-                            ("no_pushdown", lambda r: extension_scan(r, False))):
+            try:
+                with attach_openduck(extension, server.port) as con:
+                    ship_setting = bool(con.execute(
+                        "SELECT count(*) FROM duckdb_settings() WHERE name = 'openduck_ship_queries'").fetchone()[0])
+                if not ship_setting:
+                    # Older builds have no whole-query shipping: their default is the scan with
+                    # filter pushdown, measured below.
+                    log("  this extension has no openduck_ship_queries setting: no whole-query shipping to measure")
+                    del results["shipped"]
+            except Exception as e:  # each extension variant below reports it
+                log(f"  the extension does not attach: {type(e).__name__}: {e}")
+            for key, fn in (("openduck", adbc), ("shipped", lambda r: extension_scan(r, "shipped")),
+                            ("pushdown", lambda r: extension_scan(r, "pushdown")),
+                            ("no_pushdown", lambda r: extension_scan(r, "no_pushdown"))):
+                if key not in results:
+                    continue
                 log(f"  {FILTER_MODES[key]} ...")
                 measure(results[key], fn)
                 gc.collect()
     except Exception as e:  # the server did not start or went away
-        for key in ("openduck", "pushdown", "no_pushdown"):
-            if not results[key].error and not results[key].ok:
-                results[key].error = f"{type(e).__name__}: {e}".strip()
+        for key, r in results.items():
+            if key != "inprocess" and not r.error and not r.ok:
+                r.error = f"{type(e).__name__}: {e}".strip()
     return results
 
 
@@ -712,7 +744,9 @@ def report_filter(results: dict, args, rows: int) -> list:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for key, label in FILTER_MODES.items():
-        r = group[key]
+        r = group.get(key)
+        if r is None:
+            continue
         if r.ok:
             mb = r.nbytes / 1e6
             lines.append(
@@ -725,10 +759,16 @@ def report_filter(results: dict, args, rows: int) -> list:
         "",
         "`lineitem rows/s` is the whole table's row count over the time: how fast the table is filtered.",
         "The extension queries `cloud.lineitem` with the same WHERE; ADBC sends the query itself to the server.",
-        "Remote SQL the OpenDuck server logged:",
+        "By default the extension ships a query that reads only the attached database whole to the server;"
+        " with `openduck_ship_queries = false` DuckDB plans it locally and the remote scan gets projections and,"
+        " through DuckDB's filter pushdown, the filter. `disabled_optimizers = 'filter_pushdown'` stops that, so the"
+        " whole table crosses the wire and DuckDB filters it locally.",
     ]
-    for key in ("openduck", "pushdown", "no_pushdown"):
-        if group[key].remote_sql:
+    if "shipped" not in group:
+        lines.append("This extension build has no `openduck_ship_queries` setting (no whole-query shipping).")
+    lines.append("Remote SQL the OpenDuck server logged:")
+    for key in ("openduck", "shipped", "pushdown", "no_pushdown"):
+        if key in group and group[key].remote_sql:
             lines.append(f"- {FILTER_MODES[key]}: `{group[key].remote_sql}`")
     return lines
 

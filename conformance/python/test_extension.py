@@ -62,6 +62,11 @@ def test_attach_lists_tables(server, remote, duck):
         "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'cloud' AND table_name LIKE 'ext_%' ORDER BY 1"
     ).fetchall()
     assert info == [("ext_sales",), ("ext_users",)]
+    # Row estimates from the server guide DuckDB's join order.
+    sizes = duck.sql(
+        "SELECT table_name, estimated_size FROM duckdb_tables() WHERE database_name = 'cloud' AND table_name LIKE 'ext_%' ORDER BY 1"
+    ).fetchall()
+    assert sizes == [("ext_sales", 20000), ("ext_users", 1000)]
     duck.execute("DETACH cloud")
     assert duck.sql("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'cloud'").fetchone() == (0,)
 

@@ -201,7 +201,12 @@ void OdCatalog::Load(ClientContext &context) {
 			ThrowClientError(err, "schema of remote table " + table_name);
 		}
 		bool is_view = string(openduck_tables_kind(raw, i)) == "VIEW";
-		schema.Put(OdTable::FromArrow(context, schema, table_name, arrow_schema, conn, is_view));
+		auto table = OdTable::FromArrow(context, schema, table_name, arrow_schema, conn, is_view);
+		auto rows = openduck_tables_rows(raw, i);
+		if (rows >= 0) {
+			table->estimated_rows = optional_idx(idx_t(rows));
+		}
+		schema.Put(std::move(table));
 	}
 	lock_guard<mutex> guard(lock);
 	// Entries of an earlier listing may still be used by running queries: keep them alive.

@@ -72,6 +72,8 @@ public:
 	std::shared_ptr<Connection> conn;
 	// Whether the remote object is a view (scanned like a table; dropped with DROP VIEW).
 	bool is_view = false;
+	// The server's row estimate, if any (for DuckDB's join order).
+	optional_idx estimated_rows;
 };
 
 // One remote schema and its tables, listed when the catalog loads.

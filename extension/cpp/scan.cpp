@@ -151,6 +151,8 @@ struct OdScanData : public ArrowScanFunctionData {
 	string table_sql;
 	// For a whole query shipped to the server: its SQL (then schema/table are unused).
 	string query_sql;
+	// The server's row estimate of the table, if known.
+	optional_idx estimated_rows;
 };
 
 unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStreamParameters &params) {
@@ -211,6 +213,7 @@ void OdScanData::LoadSchema(ClientContext *context) {
 unique_ptr<FunctionData> OdScanData::Copy() const {
 	auto copy = make_uniq<OdScanData>(conn, schema, table, txn);
 	copy->query_sql = query_sql;
+	copy->estimated_rows = estimated_rows;
 	copy->LoadSchema(nullptr);
 	copy->arrow_table = arrow_table;
 	copy->all_types = all_types;
@@ -235,6 +238,14 @@ InsertionOrderPreservingMap<string> ScanToString(TableFunctionToStringInput &inp
 	return result;
 }
 
+unique_ptr<NodeStatistics> ScanCardinality(ClientContext &, const FunctionData *bind_data) {
+	auto &data = bind_data->Cast<OdScanData>();
+	if (!data.estimated_rows.IsValid()) {
+		return make_uniq<NodeStatistics>();
+	}
+	return make_uniq<NodeStatistics>(data.estimated_rows.GetIndex(), data.estimated_rows.GetIndex());
+}
+
 // Batch indexes for DuckDB's Arrow scan, so ordered remote results stay in order.
 struct OrderedArrowScan : public ArrowTableFunction {
 	using ArrowTableFunction::ArrowGetPartitionData;
@@ -248,6 +259,7 @@ TableFunction MakeScanFunction(const string &name, bool pushdown) {
 	scan.filter_prune = pushdown;
 	scan.get_virtual_columns = NoVirtualColumns;
 	scan.get_partition_data = OrderedArrowScan::ArrowGetPartitionData;
+	scan.cardinality = ScanCardinality;
 	scan.to_string = ScanToString;
 	return scan;
 }
@@ -300,7 +312,9 @@ unique_ptr<BaseStatistics> OdTable::GetStatistics(ClientContext &context, column
 }
 
 TableStorageInfo OdTable::GetStorageInfo(ClientContext &context) {
-	return TableStorageInfo();
+	TableStorageInfo info;
+	info.cardinality = estimated_rows;
+	return info;
 }
 
 virtual_column_map_t OdTable::GetVirtualColumns() const {
@@ -310,6 +324,7 @@ virtual_column_map_t OdTable::GetVirtualColumns() const {
 
 TableFunction OdTable::GetScanFunction(ClientContext &context, unique_ptr<FunctionData> &bind_data) {
 	auto data = make_uniq<OdScanData>(conn, schema.name, name, OdTransaction::Of(context, catalog));
+	data->estimated_rows = estimated_rows;
 	data->LoadSchema(&context);
 	// The catalog entry's columns must be the ones the scan produces.
 	if (data->all_types != GetColumns().GetColumnTypes()) {

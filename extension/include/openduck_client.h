@@ -31,6 +31,8 @@ size_t openduck_tables_len(const OpenDuckTables *tables);
 const char *openduck_tables_schema(const OpenDuckTables *tables, size_t i);
 const char *openduck_tables_name(const OpenDuckTables *tables, size_t i);
 const char *openduck_tables_kind(const OpenDuckTables *tables, size_t i);
+/* The server's row estimate for table i, -1 if unknown. */
+int64_t openduck_tables_rows(const OpenDuckTables *tables, size_t i);
 int openduck_tables_arrow_schema(const OpenDuckTables *tables, size_t i, struct ArrowSchema *out, char **err);
 void openduck_tables_free(OpenDuckTables *tables);
 /* The remote schemas (including those without tables), listed with the tables. */

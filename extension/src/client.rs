@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{AsArray, RecordBatch, RecordBatchReader};
+use arrow::array::{Array, AsArray, RecordBatch, RecordBatchReader};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -38,6 +38,8 @@ pub struct TableInfo {
     pub kind: String,
     /// Its columns as Arrow fields.
     pub arrow_schema: Schema,
+    /// The server's estimate of its row count (tables only), for DuckDB's join ordering.
+    pub estimated_rows: Option<u64>,
 }
 
 /// A remote transaction's id, as the server issued it.
@@ -183,7 +185,22 @@ impl Client {
                     name: names.value(i).to_string(),
                     kind: kinds.value(i).to_string(),
                     arrow_schema,
+                    estimated_rows: None,
                 });
+            }
+        }
+        // Row estimates come from the server's DuckDB catalog; a server without it just gives none.
+        if let Ok(reader) = self.query("SELECT schema_name, table_name, estimated_size FROM duckdb_tables()", None) {
+            for batch in reader.flatten() {
+                let (s, n) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+                let rows = arrow::compute::cast(batch.column(2), &arrow::datatypes::DataType::UInt64);
+                let Ok(rows) = rows else { continue };
+                let rows = rows.as_primitive::<arrow::datatypes::UInt64Type>();
+                for i in 0..batch.num_rows() {
+                    if let Some(t) = out.iter_mut().find(|t| t.schema == s.value(i) && t.name == n.value(i)) {
+                        t.estimated_rows = rows.is_valid(i).then(|| rows.value(i));
+                    }
+                }
             }
         }
         *self.listing.lock().unwrap_or_else(|p| p.into_inner()) = out.clone();

@@ -183,6 +183,15 @@ pub extern "C" fn openduck_tables_kind(tables: *const Tables, i: usize) -> *cons
     unsafe { tables.as_ref() }.and_then(|t| t.0.get(i)).map_or(ptr::null(), |e| e.3.as_ptr())
 }
 
+/// The server's row estimate for table `i`, or -1 if it has none.
+#[no_mangle]
+pub extern "C" fn openduck_tables_rows(tables: *const Tables, i: usize) -> i64 {
+    unsafe { tables.as_ref() }
+        .and_then(|t| t.0.get(i))
+        .and_then(|e| e.0.estimated_rows)
+        .map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX))
+}
+
 /// Exports the columns of table `i` as an Arrow C schema (a struct); the caller releases it.
 #[no_mangle]
 pub extern "C" fn openduck_tables_arrow_schema(tables: *const Tables, i: usize, out: *mut FFI_ArrowSchema, err: *mut *mut c_char) -> c_int {
