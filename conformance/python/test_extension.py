@@ -448,3 +448,27 @@ def test_duckdb_cli(server, remote):
     out = subprocess.run([cli, "-unsigned", "-csv", "-noheader", "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "333,user997"
+
+
+def test_interrupt_cancels_the_remote_query(server, duck):
+    """DuckDB's interrupt (Ctrl-C in the CLI) stops a remote scan and frees the server's query."""
+    import threading
+
+    import duckdb
+
+    c = adbc_connect(server)
+    c.cursor().execute("CREATE OR REPLACE TABLE ext_huge AS SELECT range AS id FROM range(50000000)")
+    c.close()
+    duck.execute(attach_sql(server))
+    duck.execute("SET openduck_ship_queries = false")
+    timer = threading.Timer(1.0, duck.interrupt)
+    timer.start()
+    started = time.time()
+    with pytest.raises(duckdb.InterruptException):
+        # A slow local expression over a large remote scan: interrupted mid-stream.
+        duck.sql("SELECT count(*) FROM cloud.ext_huge WHERE md5(id::VARCHAR) LIKE '%abc%'").fetchall()
+    assert time.time() - started < 20
+    deadline = time.time() + 10
+    while server.health()["running_queries"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.health()["running_queries"] == 0
