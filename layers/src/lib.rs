@@ -1,0 +1,44 @@
+//! Differential storage for OpenDuck databases.
+//!
+//! A database file is kept as a stack of immutable **layers**: each layer holds the pages of the
+//! file written since the previous seal, with an index, and is stored as one object. A
+//! **snapshot** is the ordered list of layers that makes up the file at a commit point; the
+//! [`layer_map::LayerMap`] resolves any byte range of a snapshot to the newest layer holding each
+//! page.
+//!
+//! This crate is being built up in steps. There now: the layer format ([`delta_layer`]), the
+//! layer map ([`layer_map`]), the object store with conditional puts ([`object_store`], local
+//! directory), and reading, materialising and diff-sealing snapshots ([`snapshot`]). Next: the
+//! metadata store (SQLite, PostgreSQL), S3, leases, the WAL tail, FUSE, compaction, GC, and the
+//! server integration.
+
+#![warn(missing_docs)]
+
+pub mod delta_layer;
+pub mod layer_map;
+pub mod object_store;
+pub mod snapshot;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A layer's bytes are not a valid layer (bad magic, version, sizes).
+    #[error("layer {key}: not a valid layer: {reason}")]
+    Malformed {
+        /// The layer's object key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checksum did not match: the layer is corrupt and is never served.
+    #[error("layer {key}: checksum mismatch in {what}")]
+    Corrupt {
+        /// The layer's object key.
+        key: String,
+        /// Which part failed (index, page N).
+        what: String,
+    },
+    /// An object store operation failed.
+    #[error("object store: {0}")]
+    Store(#[from] object_store::StoreError),
+}
