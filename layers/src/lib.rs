@@ -8,14 +8,15 @@
 //!
 //! This crate is being built up in steps. There now: the layer format ([`delta_layer`]), the
 //! layer map ([`layer_map`]), the object store with conditional puts ([`object_store`], local
-//! directory), and reading, materialising and diff-sealing snapshots ([`snapshot`]). Next: the
-//! metadata store (SQLite, PostgreSQL), S3, leases, the WAL tail, FUSE, compaction, GC, and the
-//! server integration.
+//! directory), reading, materialising and diff-sealing snapshots ([`snapshot`]), and the
+//! metadata store with leases, fencing, clones and GC queries ([`metadata`], SQLite). Next:
+//! PostgreSQL metadata, S3, the WAL tail, FUSE, compaction, and the server integration.
 
 #![warn(missing_docs)]
 
 pub mod delta_layer;
 pub mod layer_map;
+pub mod metadata;
 pub mod object_store;
 pub mod snapshot;
 
