@@ -11,6 +11,8 @@ command -v npm >/dev/null || missing+=(nodejs npm)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v curl >/dev/null || missing+=(curl)
+# PostgreSQL server binaries: the metadata store's tests start a private server.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ "${OPENDUCK_SKIP_JAVA:-0}" != 1 ]; then
   command -v javac >/dev/null || missing+=(default-jdk-headless)
   command -v mvn >/dev/null || missing+=(maven)

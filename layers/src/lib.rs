@@ -9,8 +9,9 @@
 //! This crate is being built up in steps. There now: the layer format ([`delta_layer`]), the
 //! layer map ([`layer_map`]), the object store with conditional puts ([`object_store`], local
 //! directory), reading, materialising and diff-sealing snapshots ([`snapshot`]), and the
-//! metadata store with leases, fencing, clones and GC queries ([`metadata`], SQLite). Next:
-//! PostgreSQL metadata, S3, the WAL tail, FUSE, compaction, and the server integration.
+//! metadata store with leases, fencing, clones and GC queries ([`metadata`]: SQLite and
+//! PostgreSQL, same behaviour checks). Next: S3, the WAL tail, FUSE, compaction, and the server
+//! integration.
 
 #![warn(missing_docs)]
 

@@ -1,120 +1,17 @@
-//! The metadata store: databases, layers, snapshots and the writer's lease.
-//!
-//! The metadata commit is the commit point: a layer object is written to the object store first,
-//! then [`Metadata::commit`] records it in one transaction. A crash between the two leaves only
-//! an unreferenced object, which garbage collection removes ([`Metadata::unreferenced_layers`]).
-//!
-//! One writer per database: [`Metadata::acquire_lease`] hands out a lease with a fencing epoch
-//! that grows with every new holder; a commit carrying an older epoch (a writer that lost its
-//! lease) is rejected, so a stale writer can never add a snapshot.
-//!
-//! The embedded default is SQLite ([`SqliteMetadata`]); the schema is versioned by migrations.
+//! The embedded metadata store: SQLite, one file, WAL mode, fsync on commit.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-/// Errors of the metadata store.
-#[derive(Debug, thiserror::Error)]
-pub enum MetadataError {
-    /// No such database.
-    #[error("unknown database '{0}'")]
-    UnknownDatabase(String),
-    /// The database exists already.
-    #[error("database '{0}' already exists")]
-    DatabaseExists(String),
-    /// Another writer holds the lease.
-    #[error("database '{database}' is being written by '{holder}' (lease epoch {epoch}, expires in {expires_in:?})")]
-    LeaseHeld {
-        /// The database.
-        database: String,
-        /// Who holds the lease.
-        holder: String,
-        /// Its epoch.
-        epoch: i64,
-        /// Time left on it.
-        expires_in: Duration,
-    },
-    /// A commit or renewal from a writer whose lease was taken over.
-    #[error("database '{database}': lease epoch {epoch} is stale (current epoch {current}); this writer was fenced")]
-    Fenced {
-        /// The database.
-        database: String,
-        /// The writer's epoch.
-        epoch: i64,
-        /// The current epoch.
-        current: i64,
-    },
-    /// No such snapshot.
-    #[error("unknown snapshot {0}")]
-    UnknownSnapshot(i64),
-    /// The store itself failed.
-    #[error("metadata store: {0}")]
-    Store(String),
-}
+use super::{Lease, Metadata, MetadataError, SnapshotInfo};
 
 impl From<rusqlite::Error> for MetadataError {
     fn from(e: rusqlite::Error) -> Self {
         MetadataError::Store(e.to_string())
     }
-}
-
-/// A snapshot of a database: the file at a commit point.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotInfo {
-    /// Snapshot id (grows with every commit, across databases).
-    pub id: i64,
-    /// The database.
-    pub database: String,
-    /// The previous snapshot of the database, if any.
-    pub parent: Option<i64>,
-    /// Commit time, milliseconds since the epoch.
-    pub created_ms: i64,
-    /// Length of the database file.
-    pub file_len: i64,
-    /// Total bytes of its layers.
-    pub size: i64,
-    /// Its layers' object keys, oldest first.
-    pub layers: Vec<String>,
-}
-
-/// A lease on a database's write path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The database.
-    pub database: String,
-    /// The holder's name.
-    pub holder: String,
-    /// Fencing epoch: commits must carry it.
-    pub epoch: i64,
-}
-
-/// What a metadata store does. Implementations behave identically (tested by the same tests).
-pub trait Metadata: Send + Sync {
-    /// Creates an empty database.
-    fn create_database(&self, name: &str, page_size: u32) -> Result<(), MetadataError>;
-    /// Names of all databases.
-    fn databases(&self) -> Result<Vec<String>, MetadataError>;
-    /// Drops a database's metadata (its layers become unreferenced unless shared by clones).
-    fn drop_database(&self, name: &str) -> Result<(), MetadataError>;
-    /// Takes the write lease for `ttl`, or renews it if `holder` has it; fails while another
-    /// holder's lease is unexpired.
-    fn acquire_lease(&self, database: &str, holder: &str, ttl: Duration) -> Result<Lease, MetadataError>;
-    /// Records a sealed layer as the database's next snapshot, if `lease` is still current.
-    fn commit(&self, lease: &Lease, layer_key: &str, layer_size: i64, file_len: i64) -> Result<SnapshotInfo, MetadataError>;
-    /// The snapshots of a database, oldest first.
-    fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError>;
-    /// One snapshot.
-    fn snapshot(&self, id: i64) -> Result<SnapshotInfo, MetadataError>;
-    /// A new database starting at `snapshot` of `source` (the newest when `None`), sharing its
-    /// layers: no data is copied.
-    fn clone_database(&self, source: &str, target: &str, snapshot: Option<i64>) -> Result<SnapshotInfo, MetadataError>;
-    /// Layers no snapshot refers to (safe to delete from the object store).
-    fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError>;
-    /// Forgets layers after they were deleted from the object store.
-    fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError>;
 }
 
 /// Migrations, applied in order; the schema version is the number applied.
@@ -138,9 +35,10 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The embedded metadata store.
+/// The embedded metadata store. Calls run on a blocking thread (SQLite waits for fsync).
+#[derive(Clone)]
 pub struct SqliteMetadata {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 impl SqliteMetadata {
@@ -148,7 +46,7 @@ impl SqliteMetadata {
     pub fn open(path: &Path) -> Result<Self, MetadataError> {
         let conn = Connection::open(path)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")?;
-        let store = SqliteMetadata { conn: Mutex::new(conn) };
+        let store = SqliteMetadata { conn: Arc::new(Mutex::new(conn)) };
         store.migrate()?;
         Ok(store)
     }
@@ -213,8 +111,8 @@ impl SqliteMetadata {
     }
 }
 
-impl Metadata for SqliteMetadata {
-    fn create_database(&self, name: &str, page_size: u32) -> Result<(), MetadataError> {
+impl SqliteMetadata {
+    fn create_database_sync(&self, name: &str, page_size: u32) -> Result<(), MetadataError> {
         let conn = self.lock();
         match conn.execute("INSERT INTO databases (name, page_size, created_ms) VALUES (?1, ?2, ?3)", params![name, page_size, now_ms()]) {
             Ok(_) => Ok(()),
@@ -225,14 +123,14 @@ impl Metadata for SqliteMetadata {
         }
     }
 
-    fn databases(&self) -> Result<Vec<String>, MetadataError> {
+    fn databases_sync(&self) -> Result<Vec<String>, MetadataError> {
         let conn = self.lock();
         let mut stmt = conn.prepare("SELECT name FROM databases ORDER BY name")?;
         let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         Ok(names)
     }
 
-    fn drop_database(&self, name: &str) -> Result<(), MetadataError> {
+    fn drop_database_sync(&self, name: &str) -> Result<(), MetadataError> {
         let conn = self.lock();
         if conn.execute("DELETE FROM databases WHERE name = ?1", [name])? == 0 {
             return Err(MetadataError::UnknownDatabase(name.to_string()));
@@ -240,7 +138,7 @@ impl Metadata for SqliteMetadata {
         Ok(())
     }
 
-    fn acquire_lease(&self, database: &str, holder: &str, ttl: Duration) -> Result<Lease, MetadataError> {
+    fn acquire_lease_sync(&self, database: &str, holder: &str, ttl: Duration) -> Result<Lease, MetadataError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if !Self::exists(&tx, database)? {
@@ -275,7 +173,7 @@ impl Metadata for SqliteMetadata {
         Ok(Lease { database: database.to_string(), holder: holder.to_string(), epoch })
     }
 
-    fn commit(&self, lease: &Lease, layer_key: &str, layer_size: i64, file_len: i64) -> Result<SnapshotInfo, MetadataError> {
+    fn commit_sync(&self, lease: &Lease, layer_key: &str, layer_size: i64, file_len: i64) -> Result<SnapshotInfo, MetadataError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: Option<i64> =
@@ -309,7 +207,7 @@ impl Metadata for SqliteMetadata {
         Ok(info)
     }
 
-    fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError> {
+    fn snapshots_sync(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError> {
         let conn = self.lock();
         if !Self::exists(&conn, database)? {
             return Err(MetadataError::UnknownDatabase(database.to_string()));
@@ -319,11 +217,11 @@ impl Metadata for SqliteMetadata {
         ids.into_iter().map(|id| Self::snapshot_in(&conn, id)).collect()
     }
 
-    fn snapshot(&self, id: i64) -> Result<SnapshotInfo, MetadataError> {
+    fn snapshot_sync(&self, id: i64) -> Result<SnapshotInfo, MetadataError> {
         Self::snapshot_in(&self.lock(), id)
     }
 
-    fn clone_database(&self, source: &str, target: &str, snapshot: Option<i64>) -> Result<SnapshotInfo, MetadataError> {
+    fn clone_database_sync(&self, source: &str, target: &str, snapshot: Option<i64>) -> Result<SnapshotInfo, MetadataError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let page_size: i64 = tx
@@ -362,7 +260,7 @@ impl Metadata for SqliteMetadata {
         Ok(info)
     }
 
-    fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError> {
+    fn unreferenced_layers_sync(&self) -> Result<Vec<String>, MetadataError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT key FROM layers WHERE NOT EXISTS (SELECT 1 FROM snapshot_layers s WHERE s.layer = layers.key) ORDER BY key",
@@ -371,7 +269,7 @@ impl Metadata for SqliteMetadata {
         Ok(keys)
     }
 
-    fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError> {
+    fn forget_layers_sync(&self, keys: &[String]) -> Result<(), MetadataError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         for key in keys {
@@ -382,80 +280,79 @@ impl Metadata for SqliteMetadata {
     }
 }
 
+
+macro_rules! blocking {
+    ($self:ident, |$m:ident| $body:expr) => {{
+        let $m = $self.clone();
+        tokio::task::spawn_blocking(move || $body)
+            .await
+            .map_err(|e| MetadataError::Store(format!("metadata thread failed: {e}")))?
+    }};
+}
+
+#[async_trait::async_trait]
+impl Metadata for SqliteMetadata {
+    async fn create_database(&self, name: &str, page_size: u32) -> Result<(), MetadataError> {
+        let name = name.to_string();
+        blocking!(self, |m| m.create_database_sync(&name, page_size))
+    }
+    async fn databases(&self) -> Result<Vec<String>, MetadataError> {
+        blocking!(self, |m| m.databases_sync())
+    }
+    async fn drop_database(&self, name: &str) -> Result<(), MetadataError> {
+        let name = name.to_string();
+        blocking!(self, |m| m.drop_database_sync(&name))
+    }
+    async fn acquire_lease(&self, database: &str, holder: &str, ttl: Duration) -> Result<Lease, MetadataError> {
+        let (database, holder) = (database.to_string(), holder.to_string());
+        blocking!(self, |m| m.acquire_lease_sync(&database, &holder, ttl))
+    }
+    async fn commit(&self, lease: &Lease, layer_key: &str, layer_size: i64, file_len: i64) -> Result<SnapshotInfo, MetadataError> {
+        let (lease, key) = (lease.clone(), layer_key.to_string());
+        blocking!(self, |m| m.commit_sync(&lease, &key, layer_size, file_len))
+    }
+    async fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError> {
+        let database = database.to_string();
+        blocking!(self, |m| m.snapshots_sync(&database))
+    }
+    async fn snapshot(&self, id: i64) -> Result<SnapshotInfo, MetadataError> {
+        blocking!(self, |m| m.snapshot_sync(id))
+    }
+    async fn clone_database(&self, source: &str, target: &str, snapshot: Option<i64>) -> Result<SnapshotInfo, MetadataError> {
+        let (source, target) = (source.to_string(), target.to_string());
+        blocking!(self, |m| m.clone_database_sync(&source, &target, snapshot))
+    }
+    async fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError> {
+        blocking!(self, |m| m.unreferenced_layers_sync())
+    }
+    async fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError> {
+        let keys = keys.to_vec();
+        blocking!(self, |m| m.forget_layers_sync(&keys))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, SqliteMetadata) {
+    #[tokio::test]
+    async fn behaves_like_a_metadata_store() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteMetadata::open(&dir.path().join("meta.sqlite")).unwrap();
-        (dir, s)
-    }
-
-    #[test]
-    fn commits_build_snapshots_of_layer_stacks() {
-        let (_d, m) = store();
-        m.create_database("db", 4096).unwrap();
-        assert!(matches!(m.create_database("db", 4096), Err(MetadataError::DatabaseExists(_))));
-        let lease = m.acquire_lease("db", "writer-a", Duration::from_secs(30)).unwrap();
-        assert_eq!(lease.epoch, 1);
-        let s1 = m.commit(&lease, "db/1", 100, 4096).unwrap();
-        let s2 = m.commit(&lease, "db/2", 50, 8192).unwrap();
-        assert_eq!(s1.layers, vec!["db/1"]);
-        assert_eq!((s2.parent, s2.layers.clone(), s2.size, s2.file_len), (Some(s1.id), vec!["db/1".to_string(), "db/2".to_string()], 150, 8192));
-        assert_eq!(m.snapshots("db").unwrap().len(), 2);
-        assert_eq!(m.snapshot(s1.id).unwrap(), s1);
-        assert!(matches!(m.snapshots("nope"), Err(MetadataError::UnknownDatabase(_))));
+        let m = SqliteMetadata::open(&dir.path().join("meta.sqlite")).unwrap();
+        super::super::check_behaviour(&m).await;
         assert_eq!(m.schema_version().unwrap(), MIGRATIONS.len() as i64);
     }
 
-    #[test]
-    fn second_writer_is_refused_and_a_stale_writer_fenced() {
-        let (_d, m) = store();
-        m.create_database("db", 4096).unwrap();
-        let a = m.acquire_lease("db", "host-a", Duration::from_millis(50)).unwrap();
-        let err = m.acquire_lease("db", "host-b", Duration::from_secs(30)).unwrap_err();
-        assert!(err.to_string().contains("being written by 'host-a'"), "{err}");
-        // Renewal by the holder keeps the epoch.
-        assert_eq!(m.acquire_lease("db", "host-a", Duration::from_millis(50)).unwrap().epoch, a.epoch);
-        std::thread::sleep(Duration::from_millis(80));
-        let b = m.acquire_lease("db", "host-b", Duration::from_secs(30)).unwrap();
-        assert_eq!(b.epoch, a.epoch + 1);
-        let err = m.commit(&a, "db/stale", 1, 1).unwrap_err();
-        assert!(matches!(err, MetadataError::Fenced { epoch: 1, current: 2, .. }), "{err}");
-        assert!(m.snapshots("db").unwrap().is_empty());
-        m.commit(&b, "db/1", 1, 1).unwrap();
-    }
-
-    #[test]
-    fn clones_share_layers_and_gc_finds_orphans() {
-        let (_d, m) = store();
-        m.create_database("db", 4096).unwrap();
-        let lease = m.acquire_lease("db", "w", Duration::from_secs(30)).unwrap();
-        let s1 = m.commit(&lease, "db/1", 10, 10).unwrap();
-        m.commit(&lease, "db/2", 10, 20).unwrap();
-        let clone = m.clone_database("db", "copy", Some(s1.id)).unwrap();
-        assert_eq!(clone.layers, vec!["db/1"]);
-        assert!(matches!(m.clone_database("db", "copy", None), Err(MetadataError::DatabaseExists(_))));
-        m.drop_database("db").unwrap();
-        // db/2 was only in the dropped database; db/1 lives on in the clone.
-        assert_eq!(m.unreferenced_layers().unwrap(), vec!["db/2"]);
-        m.forget_layers(&["db/2".to_string(), "db/1".to_string()]).unwrap();
-        assert!(m.unreferenced_layers().unwrap().is_empty());
-        assert_eq!(m.snapshot(clone.id).unwrap().layers, vec!["db/1"]);
-        assert_eq!(m.databases().unwrap(), vec!["copy"]);
-    }
-
-    #[test]
-    fn reopening_keeps_everything_and_does_not_migrate_twice() {
+    #[tokio::test]
+    async fn reopening_keeps_everything_and_does_not_migrate_twice() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.sqlite");
         {
             let m = SqliteMetadata::open(&path).unwrap();
-            m.create_database("db", 4096).unwrap();
+            m.create_database("db", 4096).await.unwrap();
         }
         let m = SqliteMetadata::open(&path).unwrap();
-        assert_eq!(m.databases().unwrap(), vec!["db"]);
+        assert_eq!(m.databases().await.unwrap(), vec!["db"]);
         assert_eq!(m.schema_version().unwrap(), MIGRATIONS.len() as i64);
     }
 }

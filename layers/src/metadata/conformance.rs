@@ -1,0 +1,54 @@
+//! The behaviour every metadata store must show; each backend's tests run it against a real
+//! instance (SQLite file, PostgreSQL server).
+
+use std::time::Duration;
+
+use super::{Metadata, MetadataError};
+
+/// Exercises databases, commits, leases and fencing, clones and GC queries; panics on any
+/// deviation. Expects an empty store.
+pub async fn check_behaviour(m: &dyn Metadata) {
+    // Databases and commits.
+    m.create_database("db", 4096).await.unwrap();
+    assert!(matches!(m.create_database("db", 4096).await, Err(MetadataError::DatabaseExists(_))));
+    let lease = m.acquire_lease("db", "writer-a", Duration::from_millis(300)).await.unwrap();
+    assert_eq!(lease.epoch, 1);
+    let s1 = m.commit(&lease, "db/1", 100, 4096).await.unwrap();
+    let s2 = m.commit(&lease, "db/2", 50, 8192).await.unwrap();
+    assert_eq!(s1.layers, vec!["db/1"]);
+    assert_eq!(s2.parent, Some(s1.id));
+    assert_eq!(s2.layers, vec!["db/1".to_string(), "db/2".to_string()]);
+    assert_eq!((s2.size, s2.file_len), (150, 8192));
+    assert_eq!(m.snapshots("db").await.unwrap().len(), 2);
+    assert_eq!(m.snapshot(s1.id).await.unwrap(), s1);
+    assert!(matches!(m.snapshots("nope").await, Err(MetadataError::UnknownDatabase(_))));
+    assert!(matches!(m.snapshot(999_999).await, Err(MetadataError::UnknownSnapshot(_))));
+
+    // One writer: a second is refused with the holder's name; after expiry it takes over with a
+    // higher epoch and the old writer is fenced.
+    let err = m.acquire_lease("db", "writer-b", Duration::from_secs(30)).await.unwrap_err();
+    assert!(err.to_string().contains("being written by 'writer-a'"), "{err}");
+    assert_eq!(m.acquire_lease("db", "writer-a", Duration::from_millis(300)).await.unwrap().epoch, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let b = m.acquire_lease("db", "writer-b", Duration::from_secs(30)).await.unwrap();
+    assert_eq!(b.epoch, 2);
+    let err = m.commit(&lease, "db/stale", 1, 1).await.unwrap_err();
+    assert!(matches!(err, MetadataError::Fenced { epoch: 1, current: 2, .. }), "{err}");
+    assert_eq!(m.snapshots("db").await.unwrap().len(), 2);
+    let s3 = m.commit(&b, "db/3", 10, 8192).await.unwrap();
+    assert_eq!(s3.layers.len(), 3);
+
+    // Clones share layers; dropping the source leaves only its own layers unreferenced.
+    let clone = m.clone_database("db", "copy", Some(s1.id)).await.unwrap();
+    assert_eq!(clone.layers, vec!["db/1"]);
+    assert!(matches!(m.clone_database("db", "copy", None).await, Err(MetadataError::DatabaseExists(_))));
+    assert!(matches!(m.clone_database("nope", "x", None).await, Err(MetadataError::UnknownDatabase(_))));
+    assert_eq!(m.databases().await.unwrap(), vec!["copy", "db"]);
+    m.drop_database("db").await.unwrap();
+    assert!(matches!(m.drop_database("db").await, Err(MetadataError::UnknownDatabase(_))));
+    assert_eq!(m.unreferenced_layers().await.unwrap(), vec!["db/2", "db/3"]);
+    m.forget_layers(&["db/2".to_string(), "db/3".to_string(), "db/1".to_string()]).await.unwrap();
+    assert!(m.unreferenced_layers().await.unwrap().is_empty());
+    assert_eq!(m.snapshot(clone.id).await.unwrap().layers, vec!["db/1"]);
+    assert_eq!(m.databases().await.unwrap(), vec!["copy"]);
+}
