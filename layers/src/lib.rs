@@ -7,11 +7,11 @@
 //! page.
 //!
 //! This crate is being built up in steps. There now: the layer format ([`delta_layer`]), the
-//! layer map ([`layer_map`]), the object store with conditional puts ([`object_store`], local
-//! directory), reading, materialising and diff-sealing snapshots ([`snapshot`]), and the
-//! metadata store with leases, fencing, clones and GC queries ([`metadata`]: SQLite and
-//! PostgreSQL, same behaviour checks). Next: S3, the WAL tail, FUSE, compaction, and the server
-//! integration.
+//! layer map ([`layer_map`]), object stores with conditional puts and range reads
+//! ([`object_store`]: local directory and S3, with retries), reading, materialising and
+//! diff-sealing snapshots ([`snapshot`]), and the metadata store with leases, fencing, clones and
+//! GC queries ([`metadata`]: SQLite and PostgreSQL, same behaviour checks). Next: the WAL tail,
+//! FUSE, compaction, the CLI and the server integration.
 
 #![warn(missing_docs)]
 

@@ -3,6 +3,11 @@
 //! Objects are immutable: [`ObjectStore::put_if_absent`] never overwrites, so two writers can
 //! never replace each other's objects (on S3 this is a conditional put with `If-None-Match: *`).
 //! Reads can fetch byte ranges, so a reader fetches only the layer parts it needs.
+//!
+//! Two stores: [`LocalDirStore`] (a directory; the zero-configuration default) and
+//! [`s3::S3Store`] (any S3-compatible service).
+
+pub mod s3;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +24,16 @@ pub enum StoreError {
     /// A key that is not a valid relative object name.
     #[error("invalid object key '{0}'")]
     InvalidKey(String),
+    /// A remote store's failure (after retries).
+    #[error("{op} {key}: {message}")]
+    Remote {
+        /// What was being done.
+        op: &'static str,
+        /// The object key.
+        key: String,
+        /// What the store said.
+        message: String,
+    },
     /// An I/O or transport failure.
     #[error("{op} {key}: {source}")]
     Io {
@@ -32,17 +47,18 @@ pub enum StoreError {
 }
 
 /// Immutable objects by key.
+#[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync {
     /// Stores `data` under `key` unless an object with that key exists.
-    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), StoreError>;
+    async fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<(), StoreError>;
     /// The bytes `range` of object `key` (clipped to its end).
-    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError>;
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError>;
     /// The size of object `key`.
-    fn size(&self, key: &str) -> Result<u64, StoreError>;
+    async fn size(&self, key: &str) -> Result<u64, StoreError>;
     /// Keys starting with `prefix`, sorted.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Deletes `key` (no error if it is already gone).
-    fn delete(&self, key: &str) -> Result<(), StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// Objects as files under a local directory: the zero-configuration default.
@@ -81,8 +97,8 @@ fn io<'a>(op: &'static str, key: &'a str) -> impl FnOnce(std::io::Error) -> Stor
     }
 }
 
-impl ObjectStore for LocalDirStore {
-    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+impl LocalDirStore {
+    fn put_sync(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
         let path = self.path(key)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io("create", key))?;
@@ -105,7 +121,7 @@ impl ObjectStore for LocalDirStore {
         }
     }
 
-    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+    fn get_range_sync(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
         let mut file = std::fs::File::open(self.path(key)?).map_err(io("read", key))?;
         let len = file.metadata().map_err(io("read", key))?.len();
         let (start, end) = (range.start.min(len), range.end.min(len));
@@ -114,11 +130,11 @@ impl ObjectStore for LocalDirStore {
         Ok(out)
     }
 
-    fn size(&self, key: &str) -> Result<u64, StoreError> {
+    fn size_sync(&self, key: &str) -> Result<u64, StoreError> {
         Ok(std::fs::metadata(self.path(key)?).map_err(io("stat", key))?.len())
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn list_sync(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
@@ -143,13 +159,61 @@ impl ObjectStore for LocalDirStore {
         Ok(out)
     }
 
-    fn delete(&self, key: &str) -> Result<(), StoreError> {
+    fn delete_sync(&self, key: &str) -> Result<(), StoreError> {
         match std::fs::remove_file(self.path(key)?) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("delete", key)(e)),
         }
     }
+}
+
+/// Runs local file work on a blocking thread (writes wait for fsync).
+async fn on_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Remote { op: "local store", key: String::new(), message: format!("worker failed: {e}") })?
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LocalDirStore {
+    async fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<(), StoreError> {
+        let (s, k) = (self.clone(), key.to_string());
+        on_thread(move || s.put_sync(&k, &data)).await
+    }
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+        let (s, k) = (self.clone(), key.to_string());
+        on_thread(move || s.get_range_sync(&k, range)).await
+    }
+    async fn size(&self, key: &str) -> Result<u64, StoreError> {
+        let (s, k) = (self.clone(), key.to_string());
+        on_thread(move || s.size_sync(&k)).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let (s, p) = (self.clone(), prefix.to_string());
+        on_thread(move || s.list_sync(&p)).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let (s, k) = (self.clone(), key.to_string());
+        on_thread(move || s.delete_sync(&k)).await
+    }
+}
+
+/// The behaviour every object store must show; each store's tests run it against a real
+/// instance. Panics on any deviation. Expects no objects under `db1/` and `db2/`.
+pub async fn check_store(store: &dyn ObjectStore) {
+    store.put_if_absent("db1/layers/000001", "hello world".into()).await.unwrap();
+    assert!(matches!(store.put_if_absent("db1/layers/000001", "other".into()).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.get_range("db1/layers/000001", 6..11).await.unwrap(), b"world");
+    assert_eq!(store.get_range("db1/layers/000001", 6..100).await.unwrap(), b"world");
+    assert_eq!(store.size("db1/layers/000001").await.unwrap(), 11);
+    store.put_if_absent("db1/layers/000002", "x".into()).await.unwrap();
+    store.put_if_absent("db2/layers/000001", "y".into()).await.unwrap();
+    assert_eq!(store.list("db1/").await.unwrap(), vec!["db1/layers/000001", "db1/layers/000002"]);
+    store.delete("db1/layers/000002").await.unwrap();
+    store.delete("db1/layers/000002").await.unwrap();
+    assert!(matches!(store.get_range("db1/layers/000002", 0..1).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.size("db1/layers/000002").await, Err(StoreError::NotFound(_))));
 }
 
 fn sync_dir(dir: &Path) {
@@ -162,23 +226,18 @@ fn sync_dir(dir: &Path) {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn local_store_behaves() {
+        let dir = tempfile::tempdir().unwrap();
+        super::check_store(&LocalDirStore::new(dir.path()).unwrap()).await;
+    }
+
     #[test]
     fn conditional_put_ranges_list_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDirStore::new(dir.path()).unwrap();
-        store.put_if_absent("db1/layers/000001", b"hello world").unwrap();
-        assert!(matches!(store.put_if_absent("db1/layers/000001", b"other"), Err(StoreError::AlreadyExists(_))));
-        assert_eq!(store.get_range("db1/layers/000001", 6..11).unwrap(), b"world");
-        assert_eq!(store.get_range("db1/layers/000001", 6..100).unwrap(), b"world");
-        assert_eq!(store.size("db1/layers/000001").unwrap(), 11);
-        store.put_if_absent("db1/layers/000002", b"x").unwrap();
-        store.put_if_absent("db2/layers/000001", b"y").unwrap();
-        assert_eq!(store.list("db1/").unwrap(), vec!["db1/layers/000001", "db1/layers/000002"]);
-        store.delete("db1/layers/000002").unwrap();
-        store.delete("db1/layers/000002").unwrap();
-        assert!(matches!(store.get_range("db1/layers/000002", 0..1), Err(StoreError::NotFound(_))));
         for bad in ["", "/abs", "a/../b", "a//b"] {
-            assert!(matches!(store.put_if_absent(bad, b""), Err(StoreError::InvalidKey(_))), "{bad}");
+            assert!(matches!(store.put_sync(bad, b""), Err(StoreError::InvalidKey(_))), "{bad}");
         }
     }
 
@@ -189,13 +248,13 @@ mod tests {
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let s = store.clone();
-                std::thread::spawn(move || s.put_if_absent("race", format!("writer {i}").as_bytes()).is_ok())
+                std::thread::spawn(move || s.put_sync("race", format!("writer {i}").as_bytes()).is_ok())
             })
             .collect();
         let winners = handles.into_iter().map(|h| h.join().unwrap()).filter(|&ok| ok).count();
         assert_eq!(winners, 1);
-        let content = String::from_utf8(store.get_range("race", 0..100).unwrap()).unwrap();
+        let content = String::from_utf8(store.get_range_sync("race", 0..100).unwrap()).unwrap();
         assert!(content.starts_with("writer "));
-        assert_eq!(store.list("").unwrap(), vec!["race"]);
+        assert_eq!(store.list_sync("").unwrap(), vec!["race"]);
     }
 }

@@ -15,28 +15,28 @@ use crate::object_store::ObjectStore;
 use crate::LayerError;
 
 /// Loads a layer's index from the store with three small range reads (footer, header, index).
-pub fn load_index(store: &dyn ObjectStore, key: &str) -> Result<Arc<LayerIndex>, LayerError> {
-    let total = store.size(key)?;
-    let footer = store.get_range(key, LayerIndex::footer_range(total))?;
+pub async fn load_index(store: &dyn ObjectStore, key: &str) -> Result<Arc<LayerIndex>, LayerError> {
+    let total = store.size(key).await?;
+    let footer = store.get_range(key, LayerIndex::footer_range(total)).await?;
     if footer.len() < 8 {
         return Err(LayerError::Malformed { key: key.to_string(), reason: "too short".into() });
     }
     let index_offset = u64::from_le_bytes(footer[..8].try_into().unwrap_or([0; 8])).min(total);
-    let header = store.get_range(key, 0..HEADER_LEN)?;
-    let tail = store.get_range(key, index_offset..total)?;
+    let header = store.get_range(key, 0..HEADER_LEN).await?;
+    let tail = store.get_range(key, index_offset..total).await?;
     Ok(Arc::new(LayerIndex::parse_parts(key, &header, &tail, total)?))
 }
 
 /// Reads `len` bytes at `offset` of a snapshot, fetching only the pages involved and verifying
 /// each against its checksum.
-pub fn read(store: &dyn ObjectStore, map: &LayerMap, offset: u64, len: u64) -> Result<Vec<u8>, LayerError> {
+pub async fn read(store: &dyn ObjectStore, map: &LayerMap, offset: u64, len: u64) -> Result<Vec<u8>, LayerError> {
     let mut out = Vec::with_capacity(len as usize);
     for piece in map.plan_read(offset, len) {
         match piece.location {
             Some(loc) => {
                 let layer = &map.layers()[loc.layer];
                 let range = layer.page_range(loc.slot);
-                let page = store.get_range(&layer.key, range)?;
+                let page = store.get_range(&layer.key, range).await?;
                 layer.verify(loc.slot, &page)?;
                 out.extend_from_slice(&page[piece.within]);
             }
@@ -47,13 +47,13 @@ pub fn read(store: &dyn ObjectStore, map: &LayerMap, offset: u64, len: u64) -> R
 }
 
 /// Writes the whole file of a snapshot to `path`.
-pub fn materialize(store: &dyn ObjectStore, map: &LayerMap, path: &Path) -> Result<(), LayerError> {
+pub async fn materialize(store: &dyn ObjectStore, map: &LayerMap, path: &Path) -> Result<(), LayerError> {
     let io = |source| LayerError::Store(crate::object_store::StoreError::Io { op: "materialize", key: path.display().to_string(), source });
     let mut file = std::fs::File::create(path).map_err(io)?;
     let chunk = 64 * u64::from(map.layers().first().map_or(4096, |l| l.page_size));
     let mut at = 0;
     while at < map.file_len() {
-        let bytes = read(store, map, at, chunk)?;
+        let bytes = read(store, map, at, chunk).await?;
         file.write_all(&bytes).map_err(io)?;
         at += bytes.len() as u64;
     }
@@ -112,15 +112,15 @@ mod tests {
     use super::*;
     use crate::object_store::LocalDirStore;
 
-    #[test]
-    fn seal_changes_then_read_back() {
+    #[tokio::test]
+    async fn seal_changes_then_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDirStore::new(dir.path().join("store")).unwrap();
         let v1 = dir.path().join("v1.db");
         let mut content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&v1, &content).unwrap();
         let first = diff(None, &v1, 4096).unwrap().unwrap();
-        store.put_if_absent("db/layers/1", &first).unwrap();
+        store.put_if_absent("db/layers/1", first.into()).await.unwrap();
 
         // Change ~5 KB in the middle and append: only the touched pages go into layer 2.
         content[50_000..55_000].fill(7);
@@ -131,31 +131,31 @@ mod tests {
         let second_index = LayerIndex::parse("db/layers/2", &second).unwrap();
         assert_eq!(second_index.entries.iter().map(|e| e.0).collect::<Vec<_>>(), vec![12, 13, 24, 25]);
         assert!(second.len() < 5 * 4096 + 200, "bytes uploaded follow the change: {}", second.len());
-        store.put_if_absent("db/layers/2", &second).unwrap();
+        store.put_if_absent("db/layers/2", second.clone().into()).await.unwrap();
         assert!(diff(Some(&v2), &v2, 4096).unwrap().is_none());
 
-        let map = LayerMap::new(vec![load_index(&store, "db/layers/1").unwrap(), load_index(&store, "db/layers/2").unwrap()]).unwrap();
-        assert_eq!(read(&store, &map, 49_990, 20).unwrap(), content[49_990..50_010].to_vec());
+        let map = LayerMap::new(vec![load_index(&store, "db/layers/1").await.unwrap(), load_index(&store, "db/layers/2").await.unwrap()]).unwrap();
+        assert_eq!(read(&store, &map, 49_990, 20).await.unwrap(), content[49_990..50_010].to_vec());
         let out = dir.path().join("out.db");
-        materialize(&store, &map, &out).unwrap();
+        materialize(&store, &map, &out).await.unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), content);
         // The older snapshot still reads as it was.
-        let old_map = LayerMap::new(vec![load_index(&store, "db/layers/1").unwrap()]).unwrap();
-        materialize(&store, &old_map, &out).unwrap();
+        let old_map = LayerMap::new(vec![load_index(&store, "db/layers/1").await.unwrap()]).unwrap();
+        materialize(&store, &old_map, &out).await.unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&v1).unwrap());
     }
 
-    #[test]
-    fn a_corrupt_page_is_reported_not_served() {
+    #[tokio::test]
+    async fn a_corrupt_page_is_reported_not_served() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDirStore::new(dir.path()).unwrap();
         let f = dir.path().join("f.db");
         std::fs::write(&f, vec![1u8; 10_000]).unwrap();
         let mut layer = diff(None, &f, 4096).unwrap().unwrap();
         layer[HEADER_LEN as usize + 10] ^= 0xff; // flip a byte of page 0
-        store.put_if_absent("bad", &layer).unwrap();
-        let map = LayerMap::new(vec![load_index(&store, "bad").unwrap()]).unwrap();
-        assert!(matches!(read(&store, &map, 0, 100), Err(LayerError::Corrupt { .. })));
-        assert_eq!(read(&store, &map, 5000, 10).unwrap(), vec![1u8; 10]);
+        store.put_if_absent("bad", layer.into()).await.unwrap();
+        let map = LayerMap::new(vec![load_index(&store, "bad").await.unwrap()]).unwrap();
+        assert!(matches!(read(&store, &map, 0, 100).await, Err(LayerError::Corrupt { .. })));
+        assert_eq!(read(&store, &map, 5000, 10).await.unwrap(), vec![1u8; 10]);
     }
 }
