@@ -10,12 +10,14 @@
 //! layer map ([`layer_map`]), object stores with conditional puts and range reads
 //! ([`object_store`]: local directory and S3, with retries), reading, materialising and
 //! diff-sealing snapshots ([`snapshot`]), and the metadata store with leases, fencing, clones and
-//! GC queries ([`metadata`]: SQLite and PostgreSQL, same behaviour checks). Next: the WAL tail,
-//! FUSE, compaction, the CLI and the server integration.
+//! GC queries ([`metadata`]: SQLite and PostgreSQL, same behaviour checks), and garbage
+//! collection of unreferenced layers and crash orphans ([`gc`]). Next: the WAL tail, FUSE,
+//! compaction, the CLI and the server integration.
 
 #![warn(missing_docs)]
 
 pub mod delta_layer;
+pub mod gc;
 pub mod layer_map;
 pub mod metadata;
 pub mod object_store;
@@ -43,4 +45,7 @@ pub enum LayerError {
     /// An object store operation failed.
     #[error("object store: {0}")]
     Store(#[from] object_store::StoreError),
+    /// A metadata store operation failed.
+    #[error("metadata: {0}")]
+    Metadata(#[from] metadata::MetadataError),
 }

@@ -46,6 +46,15 @@ pub enum StoreError {
     },
 }
 
+/// An object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its key.
+    pub key: String,
+    /// When it was written.
+    pub modified: std::time::SystemTime,
+}
+
 /// Immutable objects by key.
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync {
@@ -55,8 +64,8 @@ pub trait ObjectStore: Send + Sync {
     async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError>;
     /// The size of object `key`.
     async fn size(&self, key: &str) -> Result<u64, StoreError>;
-    /// Keys starting with `prefix`, sorted.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Objects whose keys start with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     /// Deletes `key` (no error if it is already gone).
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
@@ -134,7 +143,7 @@ impl LocalDirStore {
         Ok(std::fs::metadata(self.path(key)?).map_err(io("stat", key))?.len())
     }
 
-    fn list_sync(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn list_sync(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut out = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
@@ -150,12 +159,13 @@ impl LocalDirStore {
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
                     let key = rel.to_string_lossy().replace('\\', "/");
                     if key.starts_with(prefix) && !key.contains(".tmp-") {
-                        out.push(key);
+                        let modified = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+                        out.push(ObjectInfo { key, modified });
                     }
                 }
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
@@ -189,7 +199,7 @@ impl ObjectStore for LocalDirStore {
         let (s, k) = (self.clone(), key.to_string());
         on_thread(move || s.size_sync(&k)).await
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let (s, p) = (self.clone(), prefix.to_string());
         on_thread(move || s.list_sync(&p)).await
     }
@@ -209,7 +219,8 @@ pub async fn check_store(store: &dyn ObjectStore) {
     assert_eq!(store.size("db1/layers/000001").await.unwrap(), 11);
     store.put_if_absent("db1/layers/000002", "x".into()).await.unwrap();
     store.put_if_absent("db2/layers/000001", "y".into()).await.unwrap();
-    assert_eq!(store.list("db1/").await.unwrap(), vec!["db1/layers/000001", "db1/layers/000002"]);
+    let keys: Vec<String> = store.list("db1/").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(keys, vec!["db1/layers/000001", "db1/layers/000002"]);
     store.delete("db1/layers/000002").await.unwrap();
     store.delete("db1/layers/000002").await.unwrap();
     assert!(matches!(store.get_range("db1/layers/000002", 0..1).await, Err(StoreError::NotFound(_))));
@@ -255,6 +266,6 @@ mod tests {
         assert_eq!(winners, 1);
         let content = String::from_utf8(store.get_range_sync("race", 0..100).unwrap()).unwrap();
         assert!(content.starts_with("writer "));
-        assert_eq!(store.list_sync("").unwrap(), vec!["race"]);
+        assert_eq!(store.list_sync("").unwrap().into_iter().map(|o| o.key).collect::<Vec<_>>(), vec!["race"]);
     }
 }

@@ -47,6 +47,7 @@ pub async fn check_behaviour(m: &dyn Metadata) {
     m.drop_database("db").await.unwrap();
     assert!(matches!(m.drop_database("db").await, Err(MetadataError::UnknownDatabase(_))));
     assert_eq!(m.unreferenced_layers().await.unwrap(), vec!["db/2", "db/3"]);
+    assert_eq!(m.layer_keys().await.unwrap(), vec!["db/1", "db/2", "db/3"]);
     m.forget_layers(&["db/2".to_string(), "db/3".to_string(), "db/1".to_string()]).await.unwrap();
     assert!(m.unreferenced_layers().await.unwrap().is_empty());
     assert_eq!(m.snapshot(clone.id).await.unwrap().layers, vec!["db/1"]);

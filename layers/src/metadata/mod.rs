@@ -115,6 +115,8 @@ pub trait Metadata: Send + Sync {
     async fn clone_database(&self, source: &str, target: &str, snapshot: Option<i64>) -> Result<SnapshotInfo, MetadataError>;
     /// Layers no snapshot refers to (safe to delete from the object store).
     async fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError>;
+    /// Every layer the store knows (referenced or not).
+    async fn layer_keys(&self) -> Result<Vec<String>, MetadataError>;
     /// Forgets layers after they were deleted from the object store.
     async fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError>;
 }

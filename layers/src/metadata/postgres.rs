@@ -293,6 +293,11 @@ impl Metadata for PostgresMetadata {
             .collect())
     }
 
+    async fn layer_keys(&self) -> Result<Vec<String>, MetadataError> {
+        let client = self.pool.get().await?;
+        Ok(client.query("SELECT key FROM layers ORDER BY key", &[]).await?.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError> {
         let client = self.pool.get().await?;
         client

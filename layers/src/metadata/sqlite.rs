@@ -269,6 +269,13 @@ impl SqliteMetadata {
         Ok(keys)
     }
 
+    fn layer_keys_sync(&self) -> Result<Vec<String>, MetadataError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT key FROM layers ORDER BY key")?;
+        let keys = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(keys)
+    }
+
     fn forget_layers_sync(&self, keys: &[String]) -> Result<(), MetadataError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -324,6 +331,9 @@ impl Metadata for SqliteMetadata {
     }
     async fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError> {
         blocking!(self, |m| m.unreferenced_layers_sync())
+    }
+    async fn layer_keys(&self) -> Result<Vec<String>, MetadataError> {
+        blocking!(self, |m| m.layer_keys_sync())
     }
     async fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError> {
         let keys = keys.to_vec();

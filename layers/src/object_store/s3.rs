@@ -14,7 +14,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{ObjectStore, StoreError};
+use super::{ObjectInfo, ObjectStore, StoreError};
 
 /// Where and how to reach an S3-compatible store.
 #[derive(Debug, Clone)]
@@ -160,7 +160,7 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let full_prefix = if self.prefix.is_empty() { prefix.to_string() } else { format!("{}/{prefix}", self.prefix) };
         let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
         let mut out = Vec::new();
@@ -175,13 +175,20 @@ impl ObjectStore for S3Store {
                 .send()
                 .await
                 .map_err(|e| remote("list", prefix, e))?;
-            out.extend(page.contents().iter().filter_map(|o| o.key()).filter_map(|k| k.get(strip..)).map(str::to_string));
+            for object in page.contents() {
+                let Some(key) = object.key().and_then(|k| k.get(strip..)) else { continue };
+                let modified = object
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                out.push(ObjectInfo { key: key.to_string(), modified });
+            }
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
                 _ => break,
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
