@@ -11,11 +11,12 @@
 //! ([`object_store`]: local directory and S3, with retries), reading, materialising and
 //! diff-sealing snapshots ([`snapshot`]), and the metadata store with leases, fencing, clones and
 //! GC queries ([`metadata`]: SQLite and PostgreSQL, same behaviour checks), and garbage
-//! collection of unreferenced layers and crash orphans ([`gc`]). Next: the WAL tail, FUSE,
-//! compaction, the CLI and the server integration.
+//! collection of unreferenced layers and crash orphans ([`gc`]), compaction ([`compaction`]).
+//! Next: the WAL tail, FUSE, the CLI and the server integration.
 
 #![warn(missing_docs)]
 
+pub mod compaction;
 pub mod delta_layer;
 pub mod gc;
 pub mod layer_map;

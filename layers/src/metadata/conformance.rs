@@ -38,6 +38,14 @@ pub async fn check_behaviour(m: &dyn Metadata) {
     let s3 = m.commit(&b, "db/3", 10, 8192).await.unwrap();
     assert_eq!(s3.layers.len(), 3);
 
+    // Compaction: a new snapshot with one layer; the next commit stacks on it; a stale base races.
+    let compacted = m.commit_compaction(&b, "db/c", 30, s3.id).await.unwrap();
+    assert_eq!((compacted.layers.clone(), compacted.parent, compacted.file_len), (vec!["db/c".to_string()], Some(s3.id), 8192));
+    assert!(matches!(m.commit_compaction(&b, "db/c2", 1, s3.id).await, Err(MetadataError::CompactionRaced { .. })));
+    assert!(matches!(m.commit_compaction(&lease, "db/c3", 1, compacted.id).await, Err(MetadataError::Fenced { .. })));
+    let s4 = m.commit(&b, "db/4", 5, 8192).await.unwrap();
+    assert_eq!(s4.layers, vec!["db/c".to_string(), "db/4".to_string()]);
+
     // Clones share layers; dropping the source leaves only its own layers unreferenced.
     let clone = m.clone_database("db", "copy", Some(s1.id)).await.unwrap();
     assert_eq!(clone.layers, vec!["db/1"]);
@@ -46,9 +54,10 @@ pub async fn check_behaviour(m: &dyn Metadata) {
     assert_eq!(m.databases().await.unwrap(), vec!["copy", "db"]);
     m.drop_database("db").await.unwrap();
     assert!(matches!(m.drop_database("db").await, Err(MetadataError::UnknownDatabase(_))));
-    assert_eq!(m.unreferenced_layers().await.unwrap(), vec!["db/2", "db/3"]);
-    assert_eq!(m.layer_keys().await.unwrap(), vec!["db/1", "db/2", "db/3"]);
-    m.forget_layers(&["db/2".to_string(), "db/3".to_string(), "db/1".to_string()]).await.unwrap();
+    assert_eq!(m.unreferenced_layers().await.unwrap(), vec!["db/2", "db/3", "db/4", "db/c"]);
+    assert_eq!(m.layer_keys().await.unwrap(), vec!["db/1", "db/2", "db/3", "db/4", "db/c"]);
+    let dropped: Vec<String> = ["db/2", "db/3", "db/4", "db/c", "db/1"].iter().map(|s| s.to_string()).collect();
+    m.forget_layers(&dropped).await.unwrap();
     assert!(m.unreferenced_layers().await.unwrap().is_empty());
     assert_eq!(m.snapshot(clone.id).await.unwrap().layers, vec!["db/1"]);
     assert_eq!(m.databases().await.unwrap(), vec!["copy"]);

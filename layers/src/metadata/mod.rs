@@ -55,6 +55,16 @@ pub enum MetadataError {
     /// No such snapshot.
     #[error("unknown snapshot {0}")]
     UnknownSnapshot(i64),
+    /// The database got a newer snapshot while a compaction of an older one ran.
+    #[error("database '{database}' changed during compaction (compacted {base}, newest is {newest})")]
+    CompactionRaced {
+        /// The database.
+        database: String,
+        /// The snapshot that was compacted.
+        base: i64,
+        /// The newest snapshot now.
+        newest: i64,
+    },
     /// The store itself failed.
     #[error("metadata store: {0}")]
     Store(String),
@@ -106,6 +116,10 @@ pub trait Metadata: Send + Sync {
     async fn acquire_lease(&self, database: &str, holder: &str, ttl: Duration) -> Result<Lease, MetadataError>;
     /// Records a sealed layer as the database's next snapshot, if `lease` is still current.
     async fn commit(&self, lease: &Lease, layer_key: &str, layer_size: i64, file_len: i64) -> Result<SnapshotInfo, MetadataError>;
+    /// Records a compacted layer (every page of snapshot `base`, the database's newest) as a new
+    /// snapshot with the same content and that single layer, so later reads stay shallow. Older
+    /// snapshots keep their layers (time travel) until they are dropped.
+    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError>;
     /// The snapshots of a database, oldest first.
     async fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError>;
     /// One snapshot.

@@ -213,6 +213,37 @@ impl Metadata for PostgresMetadata {
         Ok(info)
     }
 
+    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let current = tx.query_opt("SELECT epoch FROM leases WHERE database = $1 FOR UPDATE", &[&lease.database]).await?;
+        match current.map(|r| r.get::<_, i64>(0)) {
+            Some(epoch) if epoch == lease.epoch => {}
+            Some(current) => return Err(MetadataError::Fenced { database: lease.database.clone(), epoch: lease.epoch, current }),
+            None => return Err(MetadataError::UnknownDatabase(lease.database.clone())),
+        }
+        let newest: Option<i64> = tx.query_one("SELECT max(id) FROM snapshots WHERE database = $1", &[&lease.database]).await?.get(0);
+        let newest = newest.ok_or(MetadataError::UnknownSnapshot(base))?;
+        if newest != base {
+            return Err(MetadataError::CompactionRaced { database: lease.database.clone(), base, newest });
+        }
+        let file_len: i64 = tx.query_one("SELECT file_len FROM snapshots WHERE id = $1", &[&base]).await?.get(0);
+        tx.execute(format!("INSERT INTO layers (key, size, created_ms) VALUES ($1, $2, {NOW_MS})").as_str(), &[&layer_key, &layer_size])
+            .await?;
+        let id: i64 = tx
+            .query_one(
+                format!("INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES ($1, $2, $3, {NOW_MS}, $4) RETURNING id")
+                    .as_str(),
+                &[&lease.database, &base, &lease.epoch, &file_len],
+            )
+            .await?
+            .get(0);
+        tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES ($1, 0, $2)", &[&id, &layer_key]).await?;
+        let info = Self::snapshot_in(&tx, id).await?;
+        tx.commit().await?;
+        Ok(info)
+    }
+
     async fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError> {
         let client = self.pool.get().await?;
         if client.query_opt("SELECT 1 FROM databases WHERE name = $1", &[&database]).await?.is_none() {

@@ -207,6 +207,34 @@ impl SqliteMetadata {
         Ok(info)
     }
 
+    fn commit_compaction_sync(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<i64> =
+            tx.query_row("SELECT epoch FROM leases WHERE database = ?1", [&lease.database], |r| r.get(0)).optional()?;
+        match current {
+            Some(epoch) if epoch == lease.epoch => {}
+            Some(current) => return Err(MetadataError::Fenced { database: lease.database.clone(), epoch: lease.epoch, current }),
+            None => return Err(MetadataError::UnknownDatabase(lease.database.clone())),
+        }
+        let newest = Self::newest(&tx, &lease.database)?.ok_or(MetadataError::UnknownSnapshot(base))?;
+        if newest != base {
+            return Err(MetadataError::CompactionRaced { database: lease.database.clone(), base, newest });
+        }
+        let file_len: i64 = tx.query_row("SELECT file_len FROM snapshots WHERE id = ?1", [base], |r| r.get(0))?;
+        let now = now_ms();
+        tx.execute("INSERT INTO layers (key, size, created_ms) VALUES (?1, ?2, ?3)", params![layer_key, layer_size, now])?;
+        tx.execute(
+            "INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![lease.database, base, lease.epoch, now, file_len],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES (?1, 0, ?2)", params![id, layer_key])?;
+        let info = Self::snapshot_in(&tx, id)?;
+        tx.commit()?;
+        Ok(info)
+    }
+
     fn snapshots_sync(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError> {
         let conn = self.lock();
         if !Self::exists(&conn, database)? {
@@ -317,6 +345,10 @@ impl Metadata for SqliteMetadata {
     async fn commit(&self, lease: &Lease, layer_key: &str, layer_size: i64, file_len: i64) -> Result<SnapshotInfo, MetadataError> {
         let (lease, key) = (lease.clone(), layer_key.to_string());
         blocking!(self, |m| m.commit_sync(&lease, &key, layer_size, file_len))
+    }
+    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError> {
+        let (lease, key) = (lease.clone(), layer_key.to_string());
+        blocking!(self, |m| m.commit_compaction_sync(&lease, &key, layer_size, base))
     }
     async fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError> {
         let database = database.to_string();
