@@ -95,6 +95,16 @@ impl PostgresMetadata {
         Ok(())
     }
 
+    /// Fencing: locks the lease row and fails unless `lease` is the current lease.
+    async fn check_lease(tx: &deadpool_postgres::Transaction<'_>, lease: &Lease) -> Result<(), MetadataError> {
+        let current = tx.query_opt("SELECT epoch FROM leases WHERE database = $1 FOR UPDATE", &[&lease.database]).await?;
+        match current.map(|r| r.get::<_, i64>(0)) {
+            Some(epoch) if epoch == lease.epoch => Ok(()),
+            Some(current) => Err(MetadataError::Fenced { database: lease.database.clone(), epoch: lease.epoch, current }),
+            None => Err(MetadataError::UnknownDatabase(lease.database.clone())),
+        }
+    }
+
     async fn snapshot_in(client: &impl deadpool_postgres::GenericClient, id: i64) -> Result<SnapshotInfo, MetadataError> {
         let row = client
             .query_opt("SELECT id, database, parent, created_ms, file_len FROM snapshots WHERE id = $1", &[&id])
@@ -178,12 +188,7 @@ impl Metadata for PostgresMetadata {
     async fn commit(&self, lease: &Lease, layer_key: &str, layer_size: i64, file_len: i64) -> Result<SnapshotInfo, MetadataError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let current = tx.query_opt("SELECT epoch FROM leases WHERE database = $1 FOR UPDATE", &[&lease.database]).await?;
-        match current.map(|r| r.get::<_, i64>(0)) {
-            Some(epoch) if epoch == lease.epoch => {}
-            Some(current) => return Err(MetadataError::Fenced { database: lease.database.clone(), epoch: lease.epoch, current }),
-            None => return Err(MetadataError::UnknownDatabase(lease.database.clone())),
-        }
+        Self::check_lease(&tx, lease).await?;
         let parent: Option<i64> = tx.query_one("SELECT max(id) FROM snapshots WHERE database = $1", &[&lease.database]).await?.get(0);
         tx.execute(format!("INSERT INTO layers (key, size, created_ms) VALUES ($1, $2, {NOW_MS})").as_str(), &[&layer_key, &layer_size])
             .await?;
@@ -216,12 +221,7 @@ impl Metadata for PostgresMetadata {
     async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let current = tx.query_opt("SELECT epoch FROM leases WHERE database = $1 FOR UPDATE", &[&lease.database]).await?;
-        match current.map(|r| r.get::<_, i64>(0)) {
-            Some(epoch) if epoch == lease.epoch => {}
-            Some(current) => return Err(MetadataError::Fenced { database: lease.database.clone(), epoch: lease.epoch, current }),
-            None => return Err(MetadataError::UnknownDatabase(lease.database.clone())),
-        }
+        Self::check_lease(&tx, lease).await?;
         let newest: Option<i64> = tx.query_one("SELECT max(id) FROM snapshots WHERE database = $1", &[&lease.database]).await?.get(0);
         let newest = newest.ok_or(MetadataError::UnknownSnapshot(base))?;
         if newest != base {

@@ -106,6 +106,17 @@ impl SqliteMetadata {
         Ok(conn.query_row("SELECT count(*) FROM databases WHERE name = ?1", [name], |r| r.get::<_, i64>(0))? > 0)
     }
 
+    /// Fencing: fails unless `lease` is the database's current lease.
+    fn check_lease(conn: &Connection, lease: &Lease) -> Result<(), MetadataError> {
+        let current: Option<i64> =
+            conn.query_row("SELECT epoch FROM leases WHERE database = ?1", [&lease.database], |r| r.get(0)).optional()?;
+        match current {
+            Some(epoch) if epoch == lease.epoch => Ok(()),
+            Some(current) => Err(MetadataError::Fenced { database: lease.database.clone(), epoch: lease.epoch, current }),
+            None => Err(MetadataError::UnknownDatabase(lease.database.clone())),
+        }
+    }
+
     fn newest(conn: &Connection, database: &str) -> Result<Option<i64>, MetadataError> {
         Ok(conn.query_row("SELECT max(id) FROM snapshots WHERE database = ?1", [database], |r| r.get(0))?)
     }
@@ -176,13 +187,7 @@ impl SqliteMetadata {
     fn commit_sync(&self, lease: &Lease, layer_key: &str, layer_size: i64, file_len: i64) -> Result<SnapshotInfo, MetadataError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: Option<i64> =
-            tx.query_row("SELECT epoch FROM leases WHERE database = ?1", [&lease.database], |r| r.get(0)).optional()?;
-        match current {
-            Some(epoch) if epoch == lease.epoch => {}
-            Some(current) => return Err(MetadataError::Fenced { database: lease.database.clone(), epoch: lease.epoch, current }),
-            None => return Err(MetadataError::UnknownDatabase(lease.database.clone())),
-        }
+        Self::check_lease(&tx, lease)?;
         let parent = Self::newest(&tx, &lease.database)?;
         let now = now_ms();
         tx.execute("INSERT INTO layers (key, size, created_ms) VALUES (?1, ?2, ?3)", params![layer_key, layer_size, now])?;
@@ -210,13 +215,7 @@ impl SqliteMetadata {
     fn commit_compaction_sync(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: Option<i64> =
-            tx.query_row("SELECT epoch FROM leases WHERE database = ?1", [&lease.database], |r| r.get(0)).optional()?;
-        match current {
-            Some(epoch) if epoch == lease.epoch => {}
-            Some(current) => return Err(MetadataError::Fenced { database: lease.database.clone(), epoch: lease.epoch, current }),
-            None => return Err(MetadataError::UnknownDatabase(lease.database.clone())),
-        }
+        Self::check_lease(&tx, lease)?;
         let newest = Self::newest(&tx, &lease.database)?.ok_or(MetadataError::UnknownSnapshot(base))?;
         if newest != base {
             return Err(MetadataError::CompactionRaced { database: lease.database.clone(), base, newest });
