@@ -105,6 +105,28 @@ impl PostgresMetadata {
         }
     }
 
+    /// Records a new layer and a snapshot row on top of `parent`; returns the snapshot id (its
+    /// layer list is filled by the caller).
+    async fn insert_snapshot(
+        tx: &deadpool_postgres::Transaction<'_>,
+        lease: &Lease,
+        layer_key: &str,
+        layer_size: i64,
+        parent: Option<i64>,
+        file_len: i64,
+    ) -> Result<i64, MetadataError> {
+        tx.execute(format!("INSERT INTO layers (key, size, created_ms) VALUES ($1, $2, {NOW_MS})").as_str(), &[&layer_key, &layer_size])
+            .await?;
+        let row = tx
+            .query_one(
+                format!("INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES ($1, $2, $3, {NOW_MS}, $4) RETURNING id")
+                    .as_str(),
+                &[&lease.database, &parent, &lease.epoch, &file_len],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     async fn snapshot_in(client: &impl deadpool_postgres::GenericClient, id: i64) -> Result<SnapshotInfo, MetadataError> {
         let row = client
             .query_opt("SELECT id, database, parent, created_ms, file_len FROM snapshots WHERE id = $1", &[&id])
@@ -190,16 +212,7 @@ impl Metadata for PostgresMetadata {
         let tx = client.transaction().await?;
         Self::check_lease(&tx, lease).await?;
         let parent: Option<i64> = tx.query_one("SELECT max(id) FROM snapshots WHERE database = $1", &[&lease.database]).await?.get(0);
-        tx.execute(format!("INSERT INTO layers (key, size, created_ms) VALUES ($1, $2, {NOW_MS})").as_str(), &[&layer_key, &layer_size])
-            .await?;
-        let id: i64 = tx
-            .query_one(
-                format!("INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES ($1, $2, $3, {NOW_MS}, $4) RETURNING id")
-                    .as_str(),
-                &[&lease.database, &parent, &lease.epoch, &file_len],
-            )
-            .await?
-            .get(0);
+        let id = Self::insert_snapshot(&tx, lease, layer_key, layer_size, parent, file_len).await?;
         if let Some(parent) = parent {
             tx.execute(
                 "INSERT INTO snapshot_layers (snapshot, position, layer) SELECT $1, position, layer FROM snapshot_layers WHERE snapshot = $2",
@@ -228,16 +241,7 @@ impl Metadata for PostgresMetadata {
             return Err(MetadataError::CompactionRaced { database: lease.database.clone(), base, newest });
         }
         let file_len: i64 = tx.query_one("SELECT file_len FROM snapshots WHERE id = $1", &[&base]).await?.get(0);
-        tx.execute(format!("INSERT INTO layers (key, size, created_ms) VALUES ($1, $2, {NOW_MS})").as_str(), &[&layer_key, &layer_size])
-            .await?;
-        let id: i64 = tx
-            .query_one(
-                format!("INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES ($1, $2, $3, {NOW_MS}, $4) RETURNING id")
-                    .as_str(),
-                &[&lease.database, &base, &lease.epoch, &file_len],
-            )
-            .await?
-            .get(0);
+        let id = Self::insert_snapshot(&tx, lease, layer_key, layer_size, Some(base), file_len).await?;
         tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES ($1, 0, $2)", &[&id, &layer_key]).await?;
         let info = Self::snapshot_in(&tx, id).await?;
         tx.commit().await?;

@@ -106,6 +106,18 @@ impl SqliteMetadata {
         Ok(conn.query_row("SELECT count(*) FROM databases WHERE name = ?1", [name], |r| r.get::<_, i64>(0))? > 0)
     }
 
+    /// Records a new layer and a snapshot row on top of `parent`; returns the snapshot id (its
+    /// layer list is filled by the caller).
+    fn insert_snapshot(conn: &Connection, lease: &Lease, layer_key: &str, layer_size: i64, parent: Option<i64>, file_len: i64) -> Result<i64, MetadataError> {
+        let now = now_ms();
+        conn.execute("INSERT INTO layers (key, size, created_ms) VALUES (?1, ?2, ?3)", params![layer_key, layer_size, now])?;
+        conn.execute(
+            "INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![lease.database, parent, lease.epoch, now, file_len],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
     /// Fencing: fails unless `lease` is the database's current lease.
     fn check_lease(conn: &Connection, lease: &Lease) -> Result<(), MetadataError> {
         let current: Option<i64> =
@@ -189,13 +201,7 @@ impl SqliteMetadata {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::check_lease(&tx, lease)?;
         let parent = Self::newest(&tx, &lease.database)?;
-        let now = now_ms();
-        tx.execute("INSERT INTO layers (key, size, created_ms) VALUES (?1, ?2, ?3)", params![layer_key, layer_size, now])?;
-        tx.execute(
-            "INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![lease.database, parent, lease.epoch, now, file_len],
-        )?;
-        let id = tx.last_insert_rowid();
+        let id = Self::insert_snapshot(&tx, lease, layer_key, layer_size, parent, file_len)?;
         if let Some(parent) = parent {
             tx.execute(
                 "INSERT INTO snapshot_layers (snapshot, position, layer) SELECT ?1, position, layer FROM snapshot_layers WHERE snapshot = ?2",
@@ -221,13 +227,7 @@ impl SqliteMetadata {
             return Err(MetadataError::CompactionRaced { database: lease.database.clone(), base, newest });
         }
         let file_len: i64 = tx.query_row("SELECT file_len FROM snapshots WHERE id = ?1", [base], |r| r.get(0))?;
-        let now = now_ms();
-        tx.execute("INSERT INTO layers (key, size, created_ms) VALUES (?1, ?2, ?3)", params![layer_key, layer_size, now])?;
-        tx.execute(
-            "INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![lease.database, base, lease.epoch, now, file_len],
-        )?;
-        let id = tx.last_insert_rowid();
+        let id = Self::insert_snapshot(&tx, lease, layer_key, layer_size, Some(base), file_len)?;
         tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES (?1, 0, ?2)", params![id, layer_key])?;
         let info = Self::snapshot_in(&tx, id)?;
         tx.commit()?;
