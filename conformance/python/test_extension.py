@@ -146,6 +146,8 @@ def test_queries_on_one_database_run_whole_on_the_server(server, remote, local_c
 def test_local_only_functions_keep_the_hybrid_plan(server, remote, duck):
     duck.execute(attach_sql(server))
     duck.create_function("plus_one", lambda x: x + 1, ["BIGINT"], "BIGINT")
+    plan = duck.sql("EXPLAIN SELECT plus_one(max(id)) FROM cloud.ext_users").fetchall()[0][1]
+    assert "OPENDUCK_SCAN" in plan and "OPENDUCK_QUERY" not in plan
     assert duck.sql("SELECT plus_one(max(id)) FROM cloud.ext_users").fetchone() == (1000,)
 
 

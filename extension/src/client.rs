@@ -270,13 +270,14 @@ impl Client {
         mode: IngestMode,
         batches: impl Iterator<Item = Result<RecordBatch, ArrowError>>,
     ) -> Result<i64, ClientError> {
-        let mut batches = batches.peekable();
-        let arrow_schema = match batches.peek() {
-            Some(Ok(b)) => b.schema(),
-            Some(Err(_)) => return Err(ClientError::Remote(format!("{}", batches.next().and_then(Result::err).map_or_else(String::new, |e| e.to_string())))),
+        let mut batches = batches;
+        let first = match batches.next() {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => return Err(ClientError::Remote(format!("bulk load aborted: {e}"))),
             None => return Ok(0),
         };
-        let mut upload = self.ingest_begin(schema, table, mode, arrow_schema, None)?;
+        let mut upload = self.ingest_begin(schema, table, mode, first.schema(), None)?;
+        upload.push(first)?;
         for b in batches {
             match b {
                 Ok(b) => upload.push(b)?,

@@ -458,14 +458,19 @@ impl<'c> Prepared<'c> {
                 types.push(LogicalType(ffi::duckdb_column_logical_type(&mut result, i as ffi::idx_t)));
             }
             let options = ArrowOptions(ffi::duckdb_result_get_arrow_options(&mut result));
-            let schema = match arrow_schema(&options, &types, &names) {
-                Ok(s) => Arc::new(s),
+            let schema = arrow_schema(&options, &types, &names).and_then(|s| {
+                let import = FFI_ArrowSchema::try_from(arrow::datatypes::DataType::Struct(s.fields().clone()))
+                    .map_err(|e| err(format!("arrow schema export failed: {e}")))?;
+                Ok((Arc::new(s), import))
+            });
+            let (schema, import_schema) = match schema {
+                Ok(s) => s,
                 Err(e) => {
                     ffi::duckdb_destroy_result(&mut result);
                     return Err(e);
                 }
             };
-            Ok(ResultStream { result, options, schema, _stmt: PhantomData })
+            Ok(ResultStream { result, options, schema, import_schema, _stmt: PhantomData })
         }
     }
 }
@@ -481,6 +486,8 @@ pub struct ResultStream<'s> {
     result: ffi::duckdb_result,
     options: ArrowOptions,
     schema: SchemaRef,
+    /// The schema as a struct, to import each chunk's Arrow data with (made once).
+    import_schema: FFI_ArrowSchema,
     _stmt: PhantomData<&'s mut ()>,
 }
 
@@ -515,11 +522,7 @@ impl ResultStream<'_> {
             ));
             ffi::duckdb_destroy_data_chunk(&mut chunk);
             converted?;
-            let struct_schema = FFI_ArrowSchema::try_from(arrow::datatypes::DataType::Struct(
-                self.schema.fields().clone(),
-            ))
-            .map_err(|e| err(format!("arrow schema export failed: {e}")))?;
-            let data = arrow::ffi::from_ffi(array, &struct_schema)
+            let data = arrow::ffi::from_ffi(array, &self.import_schema)
                 .map_err(|e| err(format!("could not import DuckDB's Arrow data: {e}")))?;
             let batch = RecordBatch::from(StructArray::from(data));
             // Keep the schema's field metadata (e.g. extension types) on the batch.

@@ -57,7 +57,8 @@ pub fn cell(array: &dyn Array, row: usize) -> Result<Value, DuckError> {
         DataType::Binary => Value::blob(array.as_binary::<i32>().value(row)),
         DataType::LargeBinary => Value::blob(array.as_binary::<i64>().value(row)),
         DataType::BinaryView => Value::blob(array.as_binary_view().value(row)),
-        DataType::FixedSizeBinary(16) if is_uuid(array) => {
+        // UUID is DuckDB's only 16-byte fixed type (a field's `arrow.uuid` name is not visible here).
+        DataType::FixedSizeBinary(16) => {
             let bytes: [u8; 16] = array.as_fixed_size_binary().value(row).try_into().map_err(|_| DuckError("bad UUID".into()))?;
             Value::uuid(bytes)
         }
@@ -98,12 +99,6 @@ pub fn cell(array: &dyn Array, row: usize) -> Result<Value, DuckError> {
         }
         other => Err(DuckError(format!("Arrow type {other} cannot be bound as a parameter"))),
     }
-}
-
-fn is_uuid(array: &dyn Array) -> bool {
-    // Without a field we cannot see the `arrow.uuid` extension name; 16-byte values bound as
-    // parameters are treated as UUIDs, the only 16-byte fixed type DuckDB has.
-    array.len() > 0
 }
 
 #[cfg(test)]

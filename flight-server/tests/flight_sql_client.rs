@@ -201,6 +201,37 @@ async fn catalog_commands() {
     assert_eq!(fk[0].num_rows(), 1);
     assert_eq!(fk[0].column(2).as_string::<i32>().value(0), "a");
     assert_eq!(fk[0].column(7).as_string::<i32>().value(0), "aid");
+    let cross = {
+        let info = c
+            .get_cross_reference(arrow_flight::sql::CommandGetCrossReference {
+                pk_catalog: None,
+                pk_db_schema: None,
+                pk_table: "a".into(),
+                fk_catalog: None,
+                fk_db_schema: None,
+                fk_table: "b".into(),
+            })
+            .await
+            .unwrap();
+        fetch(&mut c, info).await
+    };
+    assert_eq!(cross[0].num_rows(), 1);
+    assert_eq!(cross[0].column(3).as_string::<i32>().value(0), "id");
+    let unrelated = {
+        let info = c
+            .get_cross_reference(arrow_flight::sql::CommandGetCrossReference {
+                pk_catalog: None,
+                pk_db_schema: None,
+                pk_table: "b".into(),
+                fk_catalog: None,
+                fk_db_schema: None,
+                fk_table: "a".into(),
+            })
+            .await
+            .unwrap();
+        fetch(&mut c, info).await
+    };
+    assert_eq!(unrelated.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     let exported = { let info = c.get_exported_keys(arrow_flight::sql::CommandGetExportedKeys { catalog: None, db_schema: None, table: "a".into() }).await.unwrap(); fetch(&mut c, info).await };
     assert_eq!(exported[0].num_rows(), 1);
     let types = { let info = c.get_table_types().await.unwrap(); fetch(&mut c, info).await };

@@ -114,8 +114,9 @@ impl LocalDirStore {
         }
         // Write a private temporary file, make it durable, then link it into place: the link
         // fails if the key exists, so the object appears whole or not at all, never overwritten.
-        let tmp = path.with_extension(format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
-        let tmp = PathBuf::from(tmp.to_string_lossy().replace(['(', ')'], ""));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = PathBuf::from(format!("{}.tmp-{}-{unique}", path.display(), std::process::id()));
         let mut file = std::fs::File::create(&tmp).map_err(io("write", key))?;
         file.write_all(data).and_then(|_| file.sync_all()).map_err(io("write", key))?;
         let linked = std::fs::hard_link(&tmp, &path);

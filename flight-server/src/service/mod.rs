@@ -183,6 +183,16 @@ fn wire_schema(schema: &Schema) -> Result<Schema, Status> {
     Schema::try_from(&first).map_err(|e| Status::internal(e.to_string()))
 }
 
+/// Encodes a statement's result with the Flight SQL column metadata on its schema and batches.
+fn labelled(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, ServerError>> + Send + 'static,
+) -> BoxStream<arrow_flight::FlightData> {
+    let schema = Arc::new(with_sql_metadata(&schema));
+    let label = schema.clone();
+    encode(schema, batches.map(move |b| b.and_then(|b| b.with_schema(label.clone()).map_err(ServerError::from))))
+}
+
 fn one_batch(batch: RecordBatch) -> BoxStream<arrow_flight::FlightData> {
     let schema = batch.schema();
     encode(schema, futures::stream::once(async move { Ok(batch) }))
@@ -275,18 +285,14 @@ impl OpenDuckService {
         target: Target,
         body: &TicketBody,
         kind: StatementKind,
+        sql: &str,
         params: Vec<RecordBatch>,
     ) -> Result<Option<Schema>, Status> {
         if !kind.may_write() {
             return Ok(None);
         }
-        let sql = match (&body.sql, body.ps) {
-            (Some(sql), _) => sql.clone(),
-            (None, Some(ps)) => self.prepared(ps.as_bytes())?.1.sql.clone(),
-            (None, None) => return Err(Status::internal("statement without SQL")),
-        };
         tracing::info!(query = %body.q, database = %body.db, sql = %sql, "statement");
-        let (schema, mut rx) = self.engine.query(grant, target, body.q, sql, params).await.map_err(status)?;
+        let (schema, mut rx) = self.engine.query(grant, target, body.q, sql.to_string(), params).await.map_err(status)?;
         let mut batches = Vec::new();
         while let Some(b) = rx.recv().await {
             batches.push(b.map_err(status)?);
@@ -299,13 +305,14 @@ impl OpenDuckService {
 
     /// Runs a statement from a ticket and streams its result.
     async fn run_ticket(&self, body: TicketBody, request: &Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let done = self.executed.lock().unwrap_or_else(|p| p.into_inner()).remove(&body.q);
-        if let Some(done) = done {
-            self.grant(request)?;
-            let schema = Arc::new(with_sql_metadata(&done.schema));
-            let batches: Vec<Result<RecordBatch, ServerError>> =
-                done.batches.into_iter().map(|b| b.with_schema(schema.clone()).map_err(ServerError::from)).collect();
-            return Ok(Response::new(encode(schema, futures::stream::iter(batches))));
+        let executed = self.executed.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&body.q);
+        if executed {
+            // The token must be allowed the database the statement ran in (its transaction may
+            // have ended since).
+            self.resolve(request, Some(&body.db), None)?;
+            let done = self.executed.lock().unwrap_or_else(|p| p.into_inner()).remove(&body.q);
+            let done = done.ok_or_else(|| Status::not_found("result was already fetched"))?;
+            return Ok(Response::new(labelled(done.schema, futures::stream::iter(done.batches.into_iter().map(Ok)))));
         }
         let txn = body.txn.map(|t| t.as_bytes().to_vec());
         let (grant, target) = self.resolve(request, Some(&body.db), txn.as_deref())?;
@@ -320,11 +327,7 @@ impl OpenDuckService {
         };
         tracing::info!(query = %body.q, database = %body.db, sql = %sql, "query");
         let (schema, rx) = self.engine.query(&grant, target, body.q, sql, params).await.map_err(status)?;
-        let schema = Arc::new(with_sql_metadata(&schema));
-        let labelled = schema.clone();
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .map(move |b| b.and_then(|b| b.with_schema(labelled.clone()).map_err(ServerError::from)));
-        Ok(Response::new(encode(schema, stream)))
+        Ok(Response::new(labelled(schema, tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn catalog_batch(&self, request: &Request<Ticket>, catalog: Option<&str>, f: catalog::Query) -> Result<RecordBatch, Status> {
@@ -365,8 +368,8 @@ impl FlightSqlService for OpenDuckService {
             Target::Fresh(_) => None,
         };
         let description = self.engine.describe(&grant, target.clone(), query.query.clone()).await.map_err(status)?;
-        let body = TicketBody { q: Uuid::new_v4(), db, sql: Some(query.query), ps: None, txn };
-        let schema = self.maybe_execute(&grant, target, &body, description.kind, Vec::new()).await?;
+        let body = TicketBody { q: Uuid::new_v4(), db, sql: Some(query.query.clone()), ps: None, txn };
+        let schema = self.maybe_execute(&grant, target, &body, description.kind, &query.query, Vec::new()).await?;
         self.statement_info(&body, schema.as_ref().unwrap_or(&description.schema), request.into_inner())
     }
 
@@ -380,7 +383,7 @@ impl FlightSqlService for OpenDuckService {
         let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref())?;
         let body = TicketBody { q: Uuid::new_v4(), db: entry.database.clone(), sql: None, ps: Some(id), txn: entry.transaction };
         let params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut schema = self.maybe_execute(&grant, target.clone(), &body, entry.kind, params.clone()).await?;
+        let mut schema = self.maybe_execute(&grant, target.clone(), &body, entry.kind, &entry.sql, params.clone()).await?;
         if schema.is_none() && entry.dataset_schema.fields().is_empty() && !params.is_empty() {
             // The result's types depend on the bound parameters' types.
             let s = self.engine.schema_with_params(&grant, target, entry.sql.clone(), params).await.map_err(status)?;
