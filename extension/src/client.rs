@@ -21,6 +21,7 @@ use futures::StreamExt;
 use tokio::runtime::Runtime;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::abortable::{AbortSignal, AbortableChannel};
 use crate::conn_string::ConnInfo;
 use crate::ClientError;
 
@@ -58,6 +59,8 @@ pub enum IngestMode {
 pub struct Client {
     rt: Arc<Runtime>,
     flight: FlightSqlServiceClient<Channel>,
+    /// The connection under `flight`, for calls that need their own wrapper (bulk loads).
+    channel: Channel,
     info: ConnInfo,
     /// The last table listing, for table schemas outside transactions.
     listing: std::sync::Mutex<Vec<TableInfo>>,
@@ -99,6 +102,21 @@ fn clean(text: &str) -> String {
     out
 }
 
+/// Sets the token and database header every call carries.
+fn authorized<T>(mut flight: FlightSqlServiceClient<T>, info: &ConnInfo) -> FlightSqlServiceClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    if let Some(token) = &info.token {
+        flight.set_token(token.clone());
+    }
+    flight.set_header(DATABASE_HEADER, info.database.clone());
+    flight
+}
+
 impl Client {
     /// Connects and checks the token and database by listing the server's catalogs.
     pub fn connect(info: ConnInfo) -> Result<Self, ClientError> {
@@ -117,12 +135,8 @@ impl Client {
             .block_on(async { tokio::time::timeout(Duration::from_secs(info.connect_timeout_secs), endpoint.connect()).await })
             .map_err(|_| ClientError::Unreachable(format!("{} did not answer within {}s", info.endpoint, info.connect_timeout_secs)))?
             .map_err(|e| ClientError::Unreachable(format!("cannot reach {}: {e}", info.endpoint)))?;
-        let mut flight = FlightSqlServiceClient::new(channel);
-        if let Some(token) = &info.token {
-            flight.set_token(token.clone());
-        }
-        flight.set_header(DATABASE_HEADER, info.database.clone());
-        let client = Client { rt: Arc::new(rt), flight, info, listing: Default::default() };
+        let flight = authorized(FlightSqlServiceClient::new(channel.clone()), &info);
+        let client = Client { rt: Arc::new(rt), flight, channel, info, listing: Default::default() };
         let catalogs = client.catalogs()?;
         if !catalogs.iter().any(|c| c == &client.info.database) {
             return Err(ClientError::Remote(format!(
@@ -300,7 +314,9 @@ impl Client {
         arrow_schema: SchemaRef,
         txn: Option<TxnId>,
     ) -> Result<Upload, ClientError> {
-        let mut flight = self.flight.clone();
+        // Its own channel wrapper, so an abort resets this call's stream rather than ending it.
+        let (channel, abort) = AbortableChannel::new(self.channel.clone());
+        let mut flight = authorized(FlightSqlServiceClient::new(channel), &self.info);
         let (if_not_exist, if_exists) = match mode {
             IngestMode::Create => (TableNotExistOption::Create, TableExistsOption::Fail),
             IngestMode::Append => (TableNotExistOption::Fail, TableExistsOption::Append),
@@ -328,7 +344,7 @@ impl Client {
             let result = DoPutUpdateResult::decode(first.app_metadata).map_err(|e| ClientError::Remote(format!("bulk load: bad result: {e}")))?;
             Ok(result.record_count)
         });
-        Ok(Upload { rt: self.rt.clone(), tx: Some(tx), task: Some(task), schema: arrow_schema })
+        Ok(Upload { rt: self.rt.clone(), tx: Some(tx), task: Some(task), abort, schema: arrow_schema })
     }
 }
 
@@ -338,6 +354,7 @@ pub struct Upload {
     rt: Arc<Runtime>,
     tx: Option<tokio::sync::mpsc::Sender<Result<RecordBatch, FlightError>>>,
     task: Option<tokio::task::JoinHandle<Result<i64, ClientError>>>,
+    abort: AbortSignal,
     schema: SchemaRef,
 }
 
@@ -370,13 +387,17 @@ impl Upload {
         self.outcome()
     }
 
-    /// Aborts the load; the server discards what it received.
+    /// Aborts the load; the server discards what it received. The call's stream is reset before
+    /// the batch sender is dropped, so the server never sees the data as complete; this returns
+    /// once the call has ended (or after a few seconds if the server does not answer).
     pub fn abort(&mut self, reason: &str) {
+        self.abort.fire();
         if let Some(tx) = self.tx.take() {
-            let _ = tx.blocking_send(Err(FlightError::ExternalError(reason.to_string().into())));
+            // Let the encoder stop too; the error item itself is never sent.
+            let _ = tx.try_send(Err(FlightError::ExternalError(reason.to_string().into())));
         }
         if let Some(task) = self.task.take() {
-            task.abort();
+            let _ = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
         }
     }
 }

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+mod abortable;
 pub mod client;
 pub mod conn_string;
 
