@@ -11,18 +11,22 @@
 //! ([`object_store`]: local directory and S3, with retries), reading, materialising and
 //! diff-sealing snapshots ([`snapshot`]), and the metadata store with leases, fencing, clones and
 //! GC queries ([`metadata`]: SQLite and PostgreSQL, same behaviour checks), and garbage
-//! collection of unreferenced layers and crash orphans ([`gc`]), compaction ([`compaction`]).
-//! Next: the WAL tail, FUSE, the CLI and the server integration.
+//! collection of unreferenced layers and crash orphans ([`gc`]), compaction ([`compaction`]),
+//! opening a store and metadata pair from URLs ([`storage`]), and the writable head of a
+//! database kept as a local file whose write-ahead log is shipped on every commit and whose
+//! checkpoints are sealed as layers ([`head`]). Next: FUSE.
 
 #![warn(missing_docs)]
 
 pub mod compaction;
 pub mod delta_layer;
 pub mod gc;
+pub mod head;
 pub mod layer_map;
 pub mod metadata;
 pub mod object_store;
 pub mod snapshot;
+pub mod storage;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -49,4 +53,18 @@ pub enum LayerError {
     /// A metadata store operation failed.
     #[error("metadata: {0}")]
     Metadata(#[from] metadata::MetadataError),
+    /// A storage URL or setting is not usable.
+    #[error("{0}")]
+    Config(String),
+    /// A local file operation failed.
+    #[error("{what}: {source}")]
+    Local {
+        /// What was being done, naming the file.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writes cannot be made durable until the head is sealed again (the reason says why).
+    #[error("not durable: {0}")]
+    NotDurable(String),
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::delta_layer::{LayerIndex, LayerWriter, HEADER_LEN};
 use crate::layer_map::LayerMap;
+use crate::metadata::SnapshotInfo;
 use crate::object_store::ObjectStore;
 use crate::LayerError;
 
@@ -27,21 +28,52 @@ pub async fn load_index(store: &dyn ObjectStore, key: &str) -> Result<Arc<LayerI
     Ok(Arc::new(LayerIndex::parse_parts(key, &header, &tail, total)?))
 }
 
-/// Reads `len` bytes at `offset` of a snapshot, fetching only the pages involved and verifying
-/// each against its checksum.
+/// The layer map of a snapshot, loading each layer's index.
+pub async fn open_map(store: &dyn ObjectStore, snapshot: &SnapshotInfo) -> Result<LayerMap, LayerError> {
+    let mut indexes = Vec::with_capacity(snapshot.layers.len());
+    for key in &snapshot.layers {
+        indexes.push(load_index(store, key).await?);
+    }
+    let map = LayerMap::new(indexes).map_err(|reason| LayerError::Malformed { key: format!("snapshot {}", snapshot.id), reason })?;
+    if map.file_len() != snapshot.file_len as u64 {
+        return Err(LayerError::Malformed {
+            key: format!("snapshot {}", snapshot.id),
+            reason: format!("its layers describe a {}-byte file, the metadata says {}", map.file_len(), snapshot.file_len),
+        });
+    }
+    Ok(map)
+}
+
+/// Reads `len` bytes at `offset` of a snapshot, fetching only the pages involved (adjacent pages
+/// of one layer in one request) and verifying each against its checksum.
 pub async fn read(store: &dyn ObjectStore, map: &LayerMap, offset: u64, len: u64) -> Result<Vec<u8>, LayerError> {
+    let pieces = map.plan_read(offset, len);
     let mut out = Vec::with_capacity(len as usize);
-    for piece in map.plan_read(offset, len) {
-        match piece.location {
-            Some(loc) => {
-                let layer = &map.layers()[loc.layer];
-                let range = layer.page_range(loc.slot);
-                let page = store.get_range(&layer.key, range).await?;
-                layer.verify(loc.slot, &page)?;
-                out.extend_from_slice(&page[piece.within]);
+    let mut i = 0;
+    while i < pieces.len() {
+        let Some(first) = pieces[i].location else {
+            out.resize(out.len() + pieces[i].within.len(), 0);
+            i += 1;
+            continue;
+        };
+        // The run of pieces stored back to back in the same layer.
+        let mut end = i + 1;
+        while end < pieces.len() {
+            match pieces[end].location {
+                Some(loc) if loc.layer == first.layer && loc.slot == first.slot + (end - i) => end += 1,
+                _ => break,
             }
-            None => out.resize(out.len() + piece.within.len(), 0),
         }
+        let layer = &map.layers()[first.layer];
+        let start = layer.page_range(first.slot).start;
+        let bytes = store.get_range(&layer.key, start..layer.page_range(first.slot + (end - i - 1)).end).await?;
+        let page_size = layer.page_size as usize;
+        for (n, piece) in pieces[i..end].iter().enumerate() {
+            let page = bytes.get(n * page_size..(n + 1) * page_size).unwrap_or(&[]);
+            layer.verify(first.slot + n, page)?;
+            out.extend_from_slice(&page[piece.within.clone()]);
+        }
+        i = end;
     }
     Ok(out)
 }
@@ -50,7 +82,7 @@ pub async fn read(store: &dyn ObjectStore, map: &LayerMap, offset: u64, len: u64
 pub async fn materialize(store: &dyn ObjectStore, map: &LayerMap, path: &Path) -> Result<(), LayerError> {
     let io = |source| LayerError::Store(crate::object_store::StoreError::Io { op: "materialize", key: path.display().to_string(), source });
     let mut file = std::fs::File::create(path).map_err(io)?;
-    let chunk = 64 * u64::from(map.layers().first().map_or(4096, |l| l.page_size));
+    let chunk = 256 * u64::from(map.layers().first().map_or(4096, |l| l.page_size));
     let mut at = 0;
     while at < map.file_len() {
         let bytes = read(store, map, at, chunk).await?;

@@ -38,13 +38,27 @@ pub async fn check_behaviour(m: &dyn Metadata) {
     let s3 = m.commit(&b, "db/3", 10, 8192).await.unwrap();
     assert_eq!(s3.layers.len(), 3);
 
+    // The write-ahead log: pieces extend the newest snapshot, in order; a fenced writer or a
+    // stale base is refused; they are live objects until a commit folds them in.
+    m.append_wal(&b, s3.id, 0, "db/wal/a", 100).await.unwrap();
+    m.append_wal(&b, s3.id, 100, "db/wal/b", 20).await.unwrap();
+    assert!(matches!(m.append_wal(&lease, s3.id, 120, "db/wal/x", 1).await, Err(MetadataError::Fenced { .. })));
+    assert!(m.append_wal(&b, s2.id, 0, "db/wal/y", 1).await.is_err(), "only the newest snapshot can be extended");
+    assert!(m.append_wal(&b, s3.id, 100, "db/wal/z", 1).await.is_err(), "a piece is never replaced");
+    let wal = m.wal_segments("db", s3.id).await.unwrap();
+    assert_eq!(wal.iter().map(|w| (w.offset, w.key.as_str(), w.size)).collect::<Vec<_>>(), vec![(0, "db/wal/a", 100), (100, "db/wal/b", 20)]);
+    assert!(m.layer_keys().await.unwrap().contains(&"db/wal/a".to_string()));
+
     // Compaction: a new snapshot with one layer; the next commit stacks on it; a stale base races.
     let compacted = m.commit_compaction(&b, "db/c", 30, s3.id).await.unwrap();
     assert_eq!((compacted.layers.clone(), compacted.parent, compacted.file_len), (vec!["db/c".to_string()], Some(s3.id), 8192));
+    assert_eq!(m.wal_segments("db", compacted.id).await.unwrap().len(), 2, "the log moves to the compacted snapshot");
     assert!(matches!(m.commit_compaction(&b, "db/c2", 1, s3.id).await, Err(MetadataError::CompactionRaced { .. })));
     assert!(matches!(m.commit_compaction(&lease, "db/c3", 1, compacted.id).await, Err(MetadataError::Fenced { .. })));
     let s4 = m.commit(&b, "db/4", 5, 8192).await.unwrap();
     assert_eq!(s4.layers, vec!["db/c".to_string(), "db/4".to_string()]);
+    assert!(m.wal_segments("db", compacted.id).await.unwrap().is_empty(), "a commit folds the log in");
+    assert!(!m.layer_keys().await.unwrap().contains(&"db/wal/a".to_string()));
 
     // Clones share layers; dropping the source leaves only its own layers unreferenced.
     let clone = m.clone_database("db", "copy", Some(s1.id)).await.unwrap();

@@ -90,6 +90,18 @@ pub struct SnapshotInfo {
     pub layers: Vec<String>,
 }
 
+/// A durable piece of a database's write-ahead log: bytes `offset..offset + size` of the log that
+/// extends one snapshot, stored as one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalSegment {
+    /// Where the piece starts in the log.
+    pub offset: i64,
+    /// Its object key.
+    pub key: String,
+    /// Its length in bytes.
+    pub size: i64,
+}
+
 /// A lease on a database's write path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -127,9 +139,15 @@ pub trait Metadata: Send + Sync {
     /// A new database starting at `snapshot` of `source` (the newest when `None`), sharing its
     /// layers: no data is copied.
     async fn clone_database(&self, source: &str, target: &str, snapshot: Option<i64>) -> Result<SnapshotInfo, MetadataError>;
+    /// Records a durable piece of the write-ahead log extending snapshot `base` (the database's
+    /// newest), if `lease` is still current. A commit folds the log into a new snapshot and
+    /// forgets the pieces of older ones (their objects then become orphans for GC).
+    async fn append_wal(&self, lease: &Lease, base: i64, offset: i64, key: &str, size: i64) -> Result<(), MetadataError>;
+    /// The log pieces extending snapshot `base` of `database`, in log order.
+    async fn wal_segments(&self, database: &str, base: i64) -> Result<Vec<WalSegment>, MetadataError>;
     /// Layers no snapshot refers to (safe to delete from the object store).
     async fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError>;
-    /// Every layer the store knows (referenced or not).
+    /// Every object the store knows: layers (referenced or not) and live log pieces.
     async fn layer_keys(&self) -> Result<Vec<String>, MetadataError>;
     /// Forgets layers after they were deleted from the object store.
     async fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError>;

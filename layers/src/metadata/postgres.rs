@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use super::{Lease, Metadata, MetadataError, SnapshotInfo};
+use super::{Lease, Metadata, MetadataError, SnapshotInfo, WalSegment};
 
 /// Migrations, applied in order; the version is recorded in `openduck_schema`.
 const MIGRATIONS: &[&str] = &[
@@ -23,6 +23,10 @@ const MIGRATIONS: &[&str] = &[
                                    PRIMARY KEY (snapshot, position));
      CREATE INDEX snapshots_by_database ON snapshots(database, id);
      CREATE INDEX snapshot_layers_by_layer ON snapshot_layers(layer);",
+    "CREATE TABLE wal_segments (database TEXT NOT NULL REFERENCES databases(name) ON DELETE CASCADE,
+                                base BIGINT NOT NULL, start_offset BIGINT NOT NULL, key TEXT NOT NULL UNIQUE,
+                                size BIGINT NOT NULL, created_ms BIGINT NOT NULL,
+                                PRIMARY KEY (database, base, start_offset));",
 ];
 
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::BIGINT";
@@ -226,6 +230,8 @@ impl Metadata for PostgresMetadata {
             &[&id, &layer_key],
         )
         .await?;
+        // The log of older snapshots is folded into this one.
+        tx.execute("DELETE FROM wal_segments WHERE database = $1", &[&lease.database]).await?;
         let info = Self::snapshot_in(&tx, id).await?;
         tx.commit().await?;
         Ok(info)
@@ -243,6 +249,8 @@ impl Metadata for PostgresMetadata {
         let file_len: i64 = tx.query_one("SELECT file_len FROM snapshots WHERE id = $1", &[&base]).await?.get(0);
         let id = Self::insert_snapshot(&tx, lease, layer_key, layer_size, Some(base), file_len).await?;
         tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES ($1, 0, $2)", &[&id, &layer_key]).await?;
+        // Same content: the log that extended the base now extends the compacted snapshot.
+        tx.execute("UPDATE wal_segments SET base = $1 WHERE database = $2 AND base = $3", &[&id, &lease.database, &base]).await?;
         let info = Self::snapshot_in(&tx, id).await?;
         tx.commit().await?;
         Ok(info)
@@ -318,6 +326,37 @@ impl Metadata for PostgresMetadata {
         Ok(info)
     }
 
+    async fn append_wal(&self, lease: &Lease, base: i64, offset: i64, key: &str, size: i64) -> Result<(), MetadataError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        Self::check_lease(&tx, lease).await?;
+        let newest: Option<i64> = tx.query_one("SELECT max(id) FROM snapshots WHERE database = $1", &[&lease.database]).await?.get(0);
+        if newest != Some(base) {
+            return Err(MetadataError::Store(format!(
+                "database '{}': log extends snapshot {base} but the newest is {}",
+                lease.database,
+                newest.map_or("none".to_string(), |n| n.to_string())
+            )));
+        }
+        tx.execute(
+            format!("INSERT INTO wal_segments (database, base, start_offset, key, size, created_ms) VALUES ($1, $2, $3, $4, $5, {NOW_MS})").as_str(),
+            &[&lease.database, &base, &offset, &key, &size],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn wal_segments(&self, database: &str, base: i64) -> Result<Vec<WalSegment>, MetadataError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query("SELECT start_offset, key, size FROM wal_segments WHERE database = $1 AND base = $2 ORDER BY start_offset", &[&database, &base])
+            .await?
+            .iter()
+            .map(|r| WalSegment { offset: r.get(0), key: r.get(1), size: r.get(2) })
+            .collect())
+    }
+
     async fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError> {
         let client = self.pool.get().await?;
         Ok(client
@@ -330,7 +369,7 @@ impl Metadata for PostgresMetadata {
 
     async fn layer_keys(&self) -> Result<Vec<String>, MetadataError> {
         let client = self.pool.get().await?;
-        Ok(client.query("SELECT key FROM layers ORDER BY key", &[]).await?.iter().map(|r| r.get(0)).collect())
+        Ok(client.query("SELECT key FROM layers UNION SELECT key FROM wal_segments ORDER BY key", &[]).await?.iter().map(|r| r.get(0)).collect())
     }
 
     async fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError> {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{Lease, Metadata, MetadataError, SnapshotInfo};
+use super::{Lease, Metadata, MetadataError, SnapshotInfo, WalSegment};
 
 impl From<rusqlite::Error> for MetadataError {
     fn from(e: rusqlite::Error) -> Self {
@@ -29,6 +29,10 @@ const MIGRATIONS: &[&str] = &[
                                    PRIMARY KEY (snapshot, position));
      CREATE INDEX snapshots_by_database ON snapshots(database, id);
      CREATE INDEX snapshot_layers_by_layer ON snapshot_layers(layer);",
+    "CREATE TABLE wal_segments (database TEXT NOT NULL REFERENCES databases(name) ON DELETE CASCADE,
+                                base INTEGER NOT NULL, start_offset INTEGER NOT NULL, key TEXT NOT NULL UNIQUE,
+                                size INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+                                PRIMARY KEY (database, base, start_offset));",
 ];
 
 fn now_ms() -> i64 {
@@ -213,6 +217,8 @@ impl SqliteMetadata {
              VALUES (?1, (SELECT count(*) FROM snapshot_layers WHERE snapshot = ?1), ?2)",
             params![id, layer_key],
         )?;
+        // The log of older snapshots is folded into this one.
+        tx.execute("DELETE FROM wal_segments WHERE database = ?1", [&lease.database])?;
         let info = Self::snapshot_in(&tx, id)?;
         tx.commit()?;
         Ok(info)
@@ -229,6 +235,8 @@ impl SqliteMetadata {
         let file_len: i64 = tx.query_row("SELECT file_len FROM snapshots WHERE id = ?1", [base], |r| r.get(0))?;
         let id = Self::insert_snapshot(&tx, lease, layer_key, layer_size, Some(base), file_len)?;
         tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES (?1, 0, ?2)", params![id, layer_key])?;
+        // Same content: the log that extended the base now extends the compacted snapshot.
+        tx.execute("UPDATE wal_segments SET base = ?1 WHERE database = ?2 AND base = ?3", params![id, lease.database, base])?;
         let info = Self::snapshot_in(&tx, id)?;
         tx.commit()?;
         Ok(info)
@@ -287,6 +295,33 @@ impl SqliteMetadata {
         Ok(info)
     }
 
+    fn append_wal_sync(&self, lease: &Lease, base: i64, offset: i64, key: &str, size: i64) -> Result<(), MetadataError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::check_lease(&tx, lease)?;
+        let newest = Self::newest(&tx, &lease.database)?;
+        if newest != Some(base) {
+            return Err(MetadataError::Store(format!(
+                "database '{}': log extends snapshot {base} but the newest is {}",
+                lease.database,
+                newest.map_or("none".to_string(), |n| n.to_string())
+            )));
+        }
+        tx.execute(
+            "INSERT INTO wal_segments (database, base, start_offset, key, size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![lease.database, base, offset, key, size, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn wal_segments_sync(&self, database: &str, base: i64) -> Result<Vec<WalSegment>, MetadataError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT start_offset, key, size FROM wal_segments WHERE database = ?1 AND base = ?2 ORDER BY start_offset")?;
+        let segments = stmt.query_map(params![database, base], |r| Ok(WalSegment { offset: r.get(0)?, key: r.get(1)?, size: r.get(2)? }))?.collect::<Result<_, _>>()?;
+        Ok(segments)
+    }
+
     fn unreferenced_layers_sync(&self) -> Result<Vec<String>, MetadataError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
@@ -298,7 +333,7 @@ impl SqliteMetadata {
 
     fn layer_keys_sync(&self) -> Result<Vec<String>, MetadataError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT key FROM layers ORDER BY key")?;
+        let mut stmt = conn.prepare("SELECT key FROM layers UNION SELECT key FROM wal_segments ORDER BY key")?;
         let keys = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         Ok(keys)
     }
@@ -359,6 +394,14 @@ impl Metadata for SqliteMetadata {
     async fn clone_database(&self, source: &str, target: &str, snapshot: Option<i64>) -> Result<SnapshotInfo, MetadataError> {
         let (source, target) = (source.to_string(), target.to_string());
         blocking!(self, |m| m.clone_database_sync(&source, &target, snapshot))
+    }
+    async fn append_wal(&self, lease: &Lease, base: i64, offset: i64, key: &str, size: i64) -> Result<(), MetadataError> {
+        let (lease, key) = (lease.clone(), key.to_string());
+        blocking!(self, |m| m.append_wal_sync(&lease, base, offset, &key, size))
+    }
+    async fn wal_segments(&self, database: &str, base: i64) -> Result<Vec<WalSegment>, MetadataError> {
+        let database = database.to_string();
+        blocking!(self, |m| m.wal_segments_sync(&database, base))
     }
     async fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError> {
         blocking!(self, |m| m.unreferenced_layers_sync())

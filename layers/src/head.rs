@@ -1,0 +1,550 @@
+//! The writable head of a database, kept as an ordinary local file (the path that needs no FUSE).
+//!
+//! DuckDB reads and writes `<name>.duckdb` and its write-ahead log `<name>.duckdb.wal` as usual.
+//! Around it, the head keeps three promises:
+//!
+//! - **Durability of acknowledged writes.** After each commit, and before the client hears of it,
+//!   [`Head::sync_wal`] ships the log bytes not yet durable as one object and records it in the
+//!   metadata ([`Metadata::append_wal`]). Concurrent commits that wait for one shipment are carried
+//!   by it (group commit: whoever ships next finds their bytes already durable).
+//! - **Snapshots at checkpoints.** The caller runs DuckDB's `CHECKPOINT` (which folds the log into
+//!   the file) and then [`Head::seal`]: the pages that differ from the newest snapshot — found by
+//!   comparing page hashes, so no second copy of the file is kept — become one layer, committed as
+//!   the next snapshot. Bytes uploaded follow the change, not the database.
+//! - **Recovery anywhere.** [`Head::open`] trusts the local file only if it descends from the
+//!   newest snapshot (its page-hash file names that snapshot); otherwise (disk lost, another host
+//!   wrote since) it materialises the newest snapshot and rebuilds the log from its durable
+//!   pieces, which DuckDB replays when it opens the file.
+//!
+//! Invariants: the log pieces recorded for snapshot `S` are exactly the log DuckDB wrote on top of
+//! the file of `S`, contiguous from offset 0; the page-hash file always describes the file of the
+//! snapshot it names; once the local log and the shipped pieces might disagree (a failed shipment,
+//! a checkpoint not made by the sealer) nothing more is shipped until a seal succeeds.
+
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::delta_layer::LayerWriter;
+use crate::metadata::{Lease, SnapshotInfo};
+use crate::snapshot::{materialize, open_map};
+use crate::storage::Storage;
+use crate::LayerError;
+
+/// Page size of new databases' layers.
+pub const DEFAULT_PAGE_SIZE: u32 = 4096;
+
+fn local(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LayerError {
+    let what = what.into();
+    move |source| LayerError::Local { what, source }
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", std::process::id())
+}
+
+/// The file's path with `suffix` appended (`a.duckdb` → `a.duckdb.wal`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// A 128-bit hash of one page: two independent SipHash runs.
+fn page_hash(data: &[u8]) -> u128 {
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    0x6f70_656e_6475_636bu64.hash(&mut b);
+    data.hash(&mut a);
+    data.hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// The page hashes of the file one snapshot holds.
+///
+/// File format: `"ODPAGES1"`, snapshot id i64, page size u32, file length u64, page count u64,
+/// the hashes (16 bytes each), then the crc32 of everything before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PageHashes {
+    snapshot: i64,
+    page_size: u32,
+    file_len: u64,
+    hashes: Vec<u128>,
+}
+
+const HASHES_MAGIC: &[u8; 8] = b"ODPAGES1";
+
+impl PageHashes {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(36 + self.hashes.len() * 16);
+        out.extend_from_slice(HASHES_MAGIC);
+        out.extend_from_slice(&self.snapshot.to_le_bytes());
+        out.extend_from_slice(&self.page_size.to_le_bytes());
+        out.extend_from_slice(&self.file_len.to_le_bytes());
+        out.extend_from_slice(&(self.hashes.len() as u64).to_le_bytes());
+        for h in &self.hashes {
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Parses the file; `None` when it is missing, torn or from another format.
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < 40 || &bytes[..8] != HASHES_MAGIC {
+            return None;
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let snapshot = i64::from_le_bytes(body[8..16].try_into().ok()?);
+        let page_size = u32::from_le_bytes(body[16..20].try_into().ok()?);
+        let file_len = u64::from_le_bytes(body[20..28].try_into().ok()?);
+        let count = u64::from_le_bytes(body[28..36].try_into().ok()?) as usize;
+        let rest = &body[36..];
+        if rest.len() != count.checked_mul(16)? {
+            return None;
+        }
+        let hashes = rest.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))).collect();
+        Some(PageHashes { snapshot, page_size, file_len, hashes })
+    }
+
+    fn load(path: &Path) -> Option<Self> {
+        Self::decode(&std::fs::read(path).ok()?)
+    }
+
+    /// Writes the file atomically (temp file, fsync, rename).
+    fn store(&self, path: &Path) -> Result<(), LayerError> {
+        let tmp = with_suffix(path, ".tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(local(format!("writing {}", tmp.display())))?;
+        f.write_all(&self.encode()).and_then(|_| f.sync_all()).map_err(local(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(local(format!("renaming {}", tmp.display())))?;
+        Ok(())
+    }
+}
+
+/// Reads `file` page by page: its length, its page hashes, and (when `base` is given) a layer of
+/// the pages that differ from `base` — `None` when nothing differs.
+fn scan(file: &Path, page_size: u32, base: Option<&PageHashes>) -> Result<(u64, Vec<u128>, Option<LayerWriter>), LayerError> {
+    let what = || format!("reading {}", file.display());
+    let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file).map_err(local(what()))?);
+    let len = f.get_ref().metadata().map_err(local(what()))?.len();
+    let mut writer = LayerWriter::new(page_size, len);
+    let mut hashes = Vec::with_capacity(len.div_ceil(u64::from(page_size)) as usize);
+    let mut page = vec![0u8; page_size as usize];
+    for page_no in 0..len.div_ceil(u64::from(page_size)) {
+        let n = ((len - page_no * u64::from(page_size)).min(u64::from(page_size))) as usize;
+        page[n..].fill(0);
+        f.read_exact(&mut page[..n]).map_err(local(what()))?;
+        let h = page_hash(&page);
+        if base.is_none_or(|b| b.hashes.get(page_no as usize) != Some(&h)) {
+            writer.put_page(page_no, &page).map_err(|reason| LayerError::Config(reason))?;
+        }
+        hashes.push(h);
+    }
+    let changed = base.is_none_or(|b| writer.page_count() > 0 || b.file_len != len);
+    Ok((len, hashes, changed.then_some(writer)))
+}
+
+/// The writable head of one database: see the module docs.
+pub struct Head {
+    storage: Storage,
+    path: PathBuf,
+    lease: Lease,
+    page_size: u32,
+    /// The newest snapshot and the page hashes of its file (`None` before the first seal).
+    base: Option<PageHashes>,
+    /// Log bytes already durable for `base`, and how many pieces hold them.
+    shipped: u64,
+    pieces: usize,
+    /// The log file's inode when bytes were last shipped, to notice a log replaced behind us.
+    wal_inode: Option<u64>,
+    /// Why nothing may be shipped until the next seal.
+    needs_seal: Option<String>,
+}
+
+/// What [`Head::open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The database has no snapshot yet: the local file (if any) is taken as it is.
+    New,
+    /// The local file descends from the newest snapshot and is used as it is.
+    Local,
+    /// The newest snapshot was materialised and `wal_bytes` of durable log written beside it.
+    Restored {
+        /// The snapshot.
+        snapshot: i64,
+        /// Log bytes rebuilt from durable pieces.
+        wal_bytes: u64,
+    },
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| m.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).ok().map(|_| 0)
+    }
+}
+
+impl Head {
+    /// Takes the write lease of `database` as `holder` and makes `path` hold its newest state
+    /// (see [`Recovery`]). DuckDB may then open the file; the caller must run `CHECKPOINT` and
+    /// [`Head::seal`] before the first [`Head::sync_wal`].
+    pub async fn open(storage: Storage, database: &str, path: &Path, holder: &str, lease_ttl: Duration) -> Result<(Head, Recovery), LayerError> {
+        let lease = storage.meta.acquire_lease(database, holder, lease_ttl).await?;
+        let newest = storage.meta.snapshots(database).await?.pop();
+        let hashes_path = with_suffix(path, ".pages");
+        let local = PageHashes::load(&hashes_path).filter(|_| path.exists());
+        let page_size = local.as_ref().map_or(DEFAULT_PAGE_SIZE, |h| h.page_size);
+        let mut head = Head {
+            storage,
+            path: path.to_path_buf(),
+            lease,
+            page_size,
+            base: None,
+            shipped: 0,
+            pieces: 0,
+            wal_inode: None,
+            needs_seal: Some("the database was just opened".into()),
+        };
+        let recovery = match newest {
+            None => Recovery::New,
+            Some(s) if local.as_ref().is_some_and(|h| h.snapshot == s.id) => {
+                head.base = local;
+                head.pieces = head.storage.meta.wal_segments(database, s.id).await?.len();
+                Recovery::Local
+            }
+            Some(s) => {
+                let wal_bytes = head.restore(&s).await?;
+                Recovery::Restored { snapshot: s.id, wal_bytes }
+            }
+        };
+        tracing::info!(database, lease_epoch = head.lease.epoch, ?recovery, "opened head");
+        Ok((head, recovery))
+    }
+
+    /// Replaces the local file and log with snapshot `s` and its durable log.
+    async fn restore(&mut self, s: &SnapshotInfo) -> Result<u64, LayerError> {
+        let store = self.storage.store.clone();
+        let map = open_map(store.as_ref(), s).await?;
+        let tmp = with_suffix(&self.path, ".restore");
+        materialize(store.as_ref(), &map, &tmp).await?;
+        for suffix in [".wal", ".wal.checkpoint", ".wal.recovery"] {
+            let p = with_suffix(&self.path, suffix);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(local(format!("removing {}", p.display())))?;
+            }
+        }
+        std::fs::rename(&tmp, &self.path).map_err(local(format!("renaming {}", tmp.display())))?;
+        let pieces = self.storage.meta.wal_segments(&s.database, s.id).await?;
+        let mut wal_bytes = 0u64;
+        if !pieces.is_empty() {
+            let wal_path = with_suffix(&self.path, ".wal");
+            let mut wal = std::fs::File::create(&wal_path).map_err(local(format!("writing {}", wal_path.display())))?;
+            for piece in &pieces {
+                if piece.offset as u64 != wal_bytes {
+                    return Err(LayerError::Malformed {
+                        key: piece.key.clone(),
+                        reason: format!("log piece starts at {} but the log so far ends at {wal_bytes}", piece.offset),
+                    });
+                }
+                let bytes = store.get_range(&piece.key, 0..piece.size as u64).await?;
+                if bytes.len() as i64 != piece.size {
+                    return Err(LayerError::Malformed { key: piece.key.clone(), reason: format!("{} bytes, expected {}", bytes.len(), piece.size) });
+                }
+                wal.write_all(&bytes).map_err(local(format!("writing {}", wal_path.display())))?;
+                wal_bytes += bytes.len() as u64;
+            }
+            wal.sync_all().map_err(local(format!("writing {}", wal_path.display())))?;
+        }
+        let page_size = map.layers().first().map_or(DEFAULT_PAGE_SIZE, |l| l.page_size);
+        let (file_len, hashes, _) = scan(&self.path, page_size, None)?;
+        let base = PageHashes { snapshot: s.id, page_size, file_len, hashes };
+        base.store(&with_suffix(&self.path, ".pages"))?;
+        self.page_size = page_size;
+        self.base = Some(base);
+        self.pieces = pieces.len();
+        Ok(wal_bytes)
+    }
+
+    /// The database's name.
+    pub fn database(&self) -> &str {
+        &self.lease.database
+    }
+
+    /// The lease this head writes under.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The newest snapshot (the one the log extends).
+    pub fn snapshot(&self) -> Option<i64> {
+        self.base.as_ref().map(|b| b.snapshot)
+    }
+
+    /// Log bytes written locally but not yet durable, and whether a seal is required first.
+    pub fn pending(&self) -> (u64, bool) {
+        let len = std::fs::metadata(with_suffix(&self.path, ".wal")).map_or(0, |m| m.len());
+        (len.saturating_sub(self.shipped), self.needs_seal.is_some())
+    }
+
+    /// Renews the lease; fails if this head was fenced (another writer took the database).
+    pub async fn renew(&mut self, ttl: Duration) -> Result<(), LayerError> {
+        let lease = self.storage.meta.acquire_lease(&self.lease.database, &self.lease.holder, ttl).await?;
+        if lease.epoch != self.lease.epoch {
+            let msg = format!("lease epoch changed from {} to {}: another writer held the database meanwhile", self.lease.epoch, lease.epoch);
+            self.needs_seal = Some(msg.clone());
+            return Err(LayerError::NotDurable(msg));
+        }
+        Ok(())
+    }
+
+    /// Makes every log byte DuckDB has written durable (one object and one metadata row), and
+    /// returns how many bytes were shipped (0 when an earlier call already carried them).
+    pub async fn sync_wal(&mut self) -> Result<u64, LayerError> {
+        if let Some(reason) = &self.needs_seal {
+            return Err(LayerError::NotDurable(reason.clone()));
+        }
+        let Some(base) = self.base.as_ref().map(|b| b.snapshot) else {
+            return Err(LayerError::NotDurable("the database has no snapshot yet".into()));
+        };
+        let wal_path = with_suffix(&self.path, ".wal");
+        let (len, ino) = match std::fs::metadata(&wal_path) {
+            Ok(m) => (m.len(), inode(&wal_path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, None),
+            Err(e) => return Err(LayerError::Local { what: format!("reading {}", wal_path.display()), source: e }),
+        };
+        if len < self.shipped || (self.shipped > 0 && ino != self.wal_inode) {
+            let msg = format!("{} was replaced outside the sealer (a checkpoint not made by the server)", wal_path.display());
+            self.needs_seal = Some(msg.clone());
+            return Err(LayerError::NotDurable(msg));
+        }
+        if len == self.shipped {
+            return Ok(0);
+        }
+        let result = self.ship(&wal_path, base, len).await;
+        match result {
+            Ok(n) => {
+                self.shipped = len;
+                self.pieces += 1;
+                self.wal_inode = ino;
+                Ok(n)
+            }
+            Err(e) => {
+                // Whether the metadata row landed is unknown: only a seal makes the state certain.
+                self.needs_seal = Some(format!("shipping the log failed: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    async fn ship(&self, wal_path: &Path, base: i64, len: u64) -> Result<u64, LayerError> {
+        let what = || format!("reading {}", wal_path.display());
+        let mut f = std::fs::File::open(wal_path).map_err(local(what()))?;
+        f.seek(SeekFrom::Start(self.shipped)).map_err(local(what()))?;
+        let mut bytes = vec![0u8; (len - self.shipped) as usize];
+        f.read_exact(&mut bytes).map_err(local(what()))?;
+        let key = format!("{}/wal/{base}/{:016x}-{}", self.lease.database, self.shipped, unique_suffix());
+        let n = bytes.len() as u64;
+        self.storage.store.put_if_absent(&key, bytes.into()).await?;
+        self.storage.meta.append_wal(&self.lease, base, self.shipped as i64, &key, n as i64).await?;
+        Ok(n)
+    }
+
+    /// Seals the file as the next snapshot. Call right after DuckDB's `CHECKPOINT`, with no
+    /// [`Head::sync_wal`] in between. Returns the new snapshot, or `None` when the file equals the
+    /// newest snapshot and no log extends it.
+    pub async fn seal(&mut self) -> Result<Option<SnapshotInfo>, LayerError> {
+        let result = self.seal_inner().await;
+        if let Err(e) = &result {
+            self.needs_seal = Some(format!("sealing failed: {e}"));
+        }
+        result
+    }
+
+    async fn seal_inner(&mut self) -> Result<Option<SnapshotInfo>, LayerError> {
+        let started = std::time::Instant::now();
+        let (file_len, hashes, layer) = scan(&self.path, self.page_size, self.base.as_ref())?;
+        // A log was shipped for the base: its pieces must be folded into a new snapshot even if
+        // the checkpoint changed nothing, so the next log starts clean.
+        let layer = match layer {
+            Some(l) => l,
+            None if self.pieces > 0 || self.shipped > 0 => LayerWriter::new(self.page_size, file_len),
+            None => {
+                self.after_seal(None);
+                return Ok(None);
+            }
+        };
+        let pages = layer.page_count();
+        let bytes = layer.finish();
+        let size = bytes.len() as i64;
+        let key = format!("{}/layers/{:08}-{}", self.lease.database, self.lease.epoch, unique_suffix());
+        self.storage.store.put_if_absent(&key, bytes.into()).await?;
+        let snapshot = self.storage.meta.commit(&self.lease, &key, size, file_len as i64).await?;
+        let base = PageHashes { snapshot: snapshot.id, page_size: self.page_size, file_len, hashes };
+        base.store(&with_suffix(&self.path, ".pages"))?;
+        tracing::info!(
+            database = %self.lease.database, snapshot = snapshot.id, pages, bytes = size, file_len,
+            elapsed_ms = started.elapsed().as_millis() as u64, "sealed snapshot"
+        );
+        self.after_seal(Some(base));
+        Ok(Some(snapshot))
+    }
+
+    fn after_seal(&mut self, base: Option<PageHashes>) {
+        if base.is_some() {
+            self.base = base;
+        }
+        // Whatever log exists now was written after the checkpoint: it extends the new base.
+        self.shipped = 0;
+        self.pieces = 0;
+        self.wal_inode = inode(&with_suffix(&self.path, ".wal"));
+        self.needs_seal = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object_store::LocalDirStore;
+    use std::sync::Arc;
+
+    async fn storage(dir: &Path) -> Storage {
+        let meta = crate::storage::open_metadata(&format!("sqlite://{}", dir.join("meta.sqlite").display())).await.unwrap();
+        Storage { store: Arc::new(LocalDirStore::new(dir.join("objects")).unwrap()), meta, describe: "test".into() }
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    #[test]
+    fn page_hash_file_round_trips_and_rejects_torn_files() {
+        let h = PageHashes { snapshot: 7, page_size: 4096, file_len: 10_000, hashes: vec![1, 2, 3] };
+        let bytes = h.encode();
+        assert_eq!(PageHashes::decode(&bytes), Some(h));
+        assert_eq!(PageHashes::decode(&bytes[..bytes.len() - 1]), None);
+        let mut flipped = bytes.clone();
+        flipped[40] ^= 1;
+        assert_eq!(PageHashes::decode(&flipped), None);
+    }
+
+    /// The file stands in for DuckDB's: the head works on bytes, whatever writes them.
+    #[tokio::test]
+    async fn seal_ship_and_restore_after_losing_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path()).await;
+        s.meta.create_database("db", DEFAULT_PAGE_SIZE).await.unwrap();
+        let disk = dir.path().join("disk");
+        std::fs::create_dir(&disk).unwrap();
+        let path = disk.join("db.duckdb");
+        let mut content: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+
+        let (mut head, recovery) = Head::open(s.clone(), "db", &path, "host-a", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(recovery, Recovery::New);
+        assert!(matches!(head.sync_wal().await, Err(LayerError::NotDurable(_))), "no shipping before the first seal");
+        let first = head.seal().await.unwrap().unwrap();
+        assert_eq!(first.file_len, 300_000);
+        assert!(head.seal().await.unwrap().is_none(), "nothing changed");
+
+        // A small change: only its pages are uploaded.
+        content[100_000..101_000].fill(1);
+        std::fs::write(&path, &content).unwrap();
+        let second = head.seal().await.unwrap().unwrap();
+        assert!(second.size - first.size < 3 * 4096 + 200, "uploaded {} bytes for a 1000-byte change", second.size - first.size);
+
+        // Commits after the checkpoint: the log is shipped piece by piece.
+        let wal = with_suffix(&path, ".wal");
+        append(&wal, b"commit-1;");
+        assert_eq!(head.sync_wal().await.unwrap(), 9);
+        assert_eq!(head.sync_wal().await.unwrap(), 0, "already durable");
+        append(&wal, b"commit-2;commit-3;");
+        assert_eq!(head.sync_wal().await.unwrap(), 18);
+        assert_eq!(s.meta.wal_segments("db", second.id).await.unwrap().len(), 2);
+        drop(head);
+
+        // The disk is lost; a new host restores the snapshot and the durable log.
+        std::fs::remove_dir_all(&disk).unwrap();
+        std::fs::create_dir(&disk).unwrap();
+        // (the old host's lease is still valid: a second writer is refused, naming it)
+        let err = Head::open(s.clone(), "db", &path, "host-b", Duration::from_secs(60)).await.err().unwrap();
+        assert!(err.to_string().contains("host-a"), "{err}");
+        let (mut head, recovery) = Head::open(s.clone(), "db", &path, "host-a", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(recovery, Recovery::Restored { snapshot: second.id, wal_bytes: 27 });
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        assert_eq!(std::fs::read(&wal).unwrap(), b"commit-1;commit-2;commit-3;");
+
+        // "Checkpoint": the log is folded into the file; the seal makes a new snapshot and drops
+        // the log pieces, and the next log starts at offset 0.
+        content.extend_from_slice(b"commit-1;commit-2;commit-3;");
+        std::fs::write(&path, &content).unwrap();
+        std::fs::remove_file(&wal).unwrap();
+        let third = head.seal().await.unwrap().unwrap();
+        assert!(s.meta.wal_segments("db", third.id).await.unwrap().is_empty());
+        append(&wal, b"commit-4;");
+        assert_eq!(head.sync_wal().await.unwrap(), 9);
+        drop(head);
+
+        // Restarting on the same disk keeps the local file.
+        let (head, recovery) = Head::open(s.clone(), "db", &path, "host-a", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(recovery, Recovery::Local);
+        assert_eq!(head.snapshot(), Some(third.id));
+    }
+
+    #[tokio::test]
+    async fn a_log_replaced_behind_the_sealer_stops_shipping_until_the_next_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path()).await;
+        s.meta.create_database("db", DEFAULT_PAGE_SIZE).await.unwrap();
+        let path = dir.path().join("db.duckdb");
+        std::fs::write(&path, vec![5u8; 10_000]).unwrap();
+        let (mut head, _) = Head::open(s.clone(), "db", &path, "h", Duration::from_secs(60)).await.unwrap();
+        head.seal().await.unwrap();
+        let wal = with_suffix(&path, ".wal");
+        append(&wal, b"0123456789");
+        head.sync_wal().await.unwrap();
+        // Someone checkpointed: the log is gone and a shorter one started.
+        std::fs::remove_file(&wal).unwrap();
+        append(&wal, b"ab");
+        let err = head.sync_wal().await.unwrap_err();
+        assert!(err.to_string().contains("outside the sealer"), "{err}");
+        assert!(head.pending().1);
+        std::fs::write(&path, vec![6u8; 10_000]).unwrap();
+        std::fs::remove_file(&wal).unwrap();
+        head.seal().await.unwrap().unwrap();
+        append(&wal, b"x");
+        assert_eq!(head.sync_wal().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_fenced_head_cannot_seal_or_ship() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path()).await;
+        s.meta.create_database("db", DEFAULT_PAGE_SIZE).await.unwrap();
+        let path = dir.path().join("db.duckdb");
+        std::fs::write(&path, vec![5u8; 10_000]).unwrap();
+        let (mut head, _) = Head::open(s.clone(), "db", &path, "old", Duration::from_millis(200)).await.unwrap();
+        head.seal().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let other = dir.path().join("other.duckdb");
+        let (_new, recovery) = Head::open(s.clone(), "db", &other, "new", Duration::from_secs(60)).await.unwrap();
+        assert!(matches!(recovery, Recovery::Restored { .. }));
+        append(&with_suffix(&path, ".wal"), b"late");
+        assert!(head.sync_wal().await.is_err(), "the old writer was fenced");
+        std::fs::write(&path, vec![7u8; 10_000]).unwrap();
+        let err = head.seal().await.unwrap_err();
+        assert!(err.to_string().contains("fenced"), "{err}");
+        assert!(head.renew(Duration::from_secs(1)).await.is_err());
+    }
+}
