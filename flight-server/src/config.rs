@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::database::LayeredStorage;
+
 /// How a server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -23,6 +25,14 @@ pub struct ServerConfig {
     pub transaction_idle_timeout: Duration,
     /// Largest gRPC message accepted from a client, in bytes.
     pub max_message_bytes: usize,
+    /// Layered storage; `None` serves plain files from `data_dir`.
+    pub layers: Option<LayeredStorage>,
+    /// Seal a database whose log is non-empty at least this often.
+    pub seal_interval: Duration,
+    /// Seal a database as soon as its log reaches this many bytes.
+    pub seal_log_bytes: u64,
+    /// Write leases last this long without renewal (renewed every third of it).
+    pub lease_ttl: Duration,
 }
 
 /// Settings applied to each DuckDB database when it is opened.
@@ -46,6 +56,10 @@ impl ServerConfig {
             result_ttl: Duration::from_secs(300),
             transaction_idle_timeout: Duration::from_secs(900),
             max_message_bytes: 64 * 1024 * 1024,
+            layers: None,
+            seal_interval: Duration::from_secs(60),
+            seal_log_bytes: 16 * 1024 * 1024,
+            lease_ttl: Duration::from_secs(30),
         }
     }
 }

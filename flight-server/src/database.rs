@@ -4,10 +4,23 @@
 //! instance (so one database's SQL can never see another's), locked down so that remote SQL can
 //! neither touch server files nor load extensions nor change those settings back. Every request
 //! gets its own connection to the instance.
+//!
+//! With layered storage (the default), that file is the database's writable head
+//! ([`openduck_layers::head::Head`]): the server holds the database's write lease, makes every
+//! commit durable in the object and metadata stores before acknowledging it
+//! ([`Database::make_durable`]), and seals checkpoints as snapshots ([`Database::seal`]) — on a
+//! timer, when the log grows, when a client runs `CHECKPOINT`, and at shutdown. DuckDB's own
+//! automatic checkpoints are turned off so that only the sealer changes the file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use openduck_layers::head::Head;
+use openduck_layers::metadata::MetadataError;
+use openduck_layers::storage::Storage;
+use openduck_layers::LayerError;
 
 use crate::config::DuckDbSettings;
 use crate::duck::{Conn, RawDatabase};
@@ -34,12 +47,39 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
+/// Layered storage of a server: where layers and metadata live, and who this server is.
+#[derive(Debug, Clone)]
+pub struct LayeredStorage {
+    /// The object and metadata stores.
+    pub storage: Storage,
+    /// This server's name as a lease holder (stable across restarts of the same server).
+    pub holder: String,
+    /// How long a write lease lasts without renewal.
+    pub lease_ttl: Duration,
+}
+
+/// The layered side of one database.
+struct Layered {
+    head: tokio::sync::Mutex<Head>,
+    rt: tokio::runtime::Handle,
+    last_seal: Mutex<Instant>,
+}
+
+fn storage_err(e: LayerError) -> ServerError {
+    match e {
+        LayerError::Metadata(MetadataError::UnknownDatabase(name)) => ServerError::UnknownDatabase(name),
+        LayerError::NotDurable(msg) => ServerError::NotDurable(msg),
+        other => ServerError::Storage(other.to_string()),
+    }
+}
+
 /// One open DuckDB database.
 pub struct Database {
     name: String,
     path: PathBuf,
     /// The DuckDB instance; `None` once closed.
     instance: Mutex<Option<RawDatabase>>,
+    layered: Option<Layered>,
 }
 
 impl std::fmt::Debug for Database {
@@ -51,7 +91,15 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// Opens (creating if needed) the database file at `path`, locked down.
     pub fn open(name: &str, path: &Path, settings: &DuckDbSettings) -> Result<Self> {
+        Self::open_with(name, path, settings, None)
+    }
+
+    fn open_with(name: &str, path: &Path, settings: &DuckDbSettings, layered: Option<Layered>) -> Result<Self> {
         let mut options: Vec<(&str, String)> = Vec::new();
+        if layered.is_some() {
+            // Only the sealer checkpoints: a checkpoint changes the file and restarts the log.
+            options.push(("checkpoint_threshold", "1000TB".to_string()));
+        }
         if let Some(limit) = &settings.memory_limit {
             options.push(("memory_limit", limit.clone()));
         }
@@ -60,7 +108,76 @@ impl Database {
         }
         options.extend(LOCKDOWN.iter().map(|(k, v)| (*k, v.to_string())));
         let instance = RawDatabase::open(path, &options)?;
-        Ok(Database { name: name.to_string(), path: path.to_path_buf(), instance: Mutex::new(Some(instance)) })
+        Ok(Database { name: name.to_string(), path: path.to_path_buf(), instance: Mutex::new(Some(instance)), layered })
+    }
+
+    /// Opens a database on layered storage: takes its write lease, recovers the file (see
+    /// [`openduck_layers::head::Recovery`]), opens it (DuckDB replays the recovered log) and seals it, so that every
+    /// later commit extends a snapshot. Runs on a blocking thread.
+    fn open_layered(name: &str, path: &Path, settings: &DuckDbSettings, layers: &LayeredStorage, rt: tokio::runtime::Handle) -> Result<Self> {
+        let storage = layers.storage.clone();
+        let (head, recovery) = rt
+            .block_on(async {
+                match storage.meta.create_database(name, openduck_layers::head::DEFAULT_PAGE_SIZE).await {
+                    Ok(()) | Err(MetadataError::DatabaseExists(_)) => {}
+                    Err(e) => return Err(LayerError::from(e)),
+                }
+                Head::open(storage, name, path, &layers.holder, layers.lease_ttl).await
+            })
+            .map_err(storage_err)?;
+        let layered = Layered { head: tokio::sync::Mutex::new(head), rt, last_seal: Mutex::new(Instant::now()) };
+        let db = Self::open_with(name, path, settings, Some(layered))?;
+        let snapshot = db.seal()?;
+        tracing::info!(database = name, ?recovery, snapshot, "opened layered database");
+        Ok(db)
+    }
+
+    /// Whether the database lives on layered storage.
+    pub fn is_layered(&self) -> bool {
+        self.layered.is_some()
+    }
+
+    /// Makes every change committed so far durable (a no-op without layered storage). Call after
+    /// a commit and before acknowledging it; runs on a blocking thread.
+    pub fn make_durable(&self) -> Result<()> {
+        let Some(l) = &self.layered else { return Ok(()) };
+        l.rt.block_on(async { l.head.lock().await.sync_wal().await }).map_err(storage_err)?;
+        Ok(())
+    }
+
+    /// Checkpoints the database and seals the result as its next snapshot; returns the snapshot
+    /// id, or `None` when nothing changed (or without layered storage). Runs on a blocking thread.
+    pub fn seal(&self) -> Result<Option<i64>> {
+        let conn = self.connect()?;
+        self.sealing(|| conn.execute_batch("CHECKPOINT").map_err(Into::into)).map(|(_, s)| s)
+    }
+
+    /// Runs `f` (a statement that may checkpoint) with shipping paused, then seals the file.
+    /// Without layered storage it just runs `f`.
+    pub fn sealing<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, Option<i64>)> {
+        let Some(l) = &self.layered else { return Ok((f()?, None)) };
+        let mut head = l.rt.block_on(l.head.lock());
+        let r = f()?;
+        let snapshot = l.rt.block_on(head.seal()).map_err(storage_err)?;
+        *l.last_seal.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok((r, snapshot.map(|s| s.id)))
+    }
+
+    /// Whether a seal is due: the log reached `max_log` bytes, or it is non-empty and the last
+    /// seal is older than `interval`, or shipping stopped until the next seal.
+    pub fn seal_due(&self, interval: Duration, max_log: u64) -> bool {
+        let Some(l) = &self.layered else { return false };
+        let Ok(head) = l.head.try_lock() else { return false };
+        let (pending, must) = head.pending();
+        let log = std::fs::metadata(openduck_layers::head::with_suffix(&self.path, ".wal")).map_or(0, |m| m.len());
+        let age = l.last_seal.lock().map(|t| t.elapsed()).unwrap_or_default();
+        must || log >= max_log || (log > 0 && age >= interval) || (pending > 0 && age >= interval)
+    }
+
+    /// Renews this server's write lease (a no-op without layered storage).
+    pub async fn renew_lease(&self, ttl: Duration) -> Result<()> {
+        let Some(l) = &self.layered else { return Ok(()) };
+        l.head.lock().await.renew(ttl).await.map_err(storage_err)
     }
 
     /// The database's name, which is also its catalog name in SQL and in Flight SQL.
@@ -85,9 +202,15 @@ impl Database {
     /// Checkpoints the database and closes the server's handle to it. Connections still held by
     /// running queries keep the instance alive until they end; new connections are refused.
     pub fn close(&self) -> Result<()> {
+        if self.layered.is_some() && self.instance.lock().map(|i| i.is_some()).unwrap_or(false) {
+            let snapshot = self.seal()?;
+            tracing::info!(database = %self.name, snapshot, "sealed at shutdown");
+        }
         let mut instance = self.instance.lock().map_err(|_| ServerError::Internal("database lock poisoned".into()))?;
         if let Some(db) = instance.take() {
-            db.connect()?.execute_batch("CHECKPOINT")?;
+            if self.layered.is_none() {
+                db.connect()?.execute_batch("CHECKPOINT")?;
+            }
         }
         Ok(())
     }
@@ -99,12 +222,49 @@ pub struct Databases {
     dir: PathBuf,
     default: String,
     settings: DuckDbSettings,
+    layers: Option<LayeredStorage>,
     open: RwLock<BTreeMap<String, Arc<Database>>>,
 }
 
 impl Databases {
     /// Opens the default database (creating it) and every `*.duckdb` file already in `dir`.
     pub fn open_dir(dir: &Path, default: &str, settings: DuckDbSettings) -> Result<Self> {
+        let dbs = Self::new(dir, default, settings, None)?;
+        for name in dbs.local_names()? {
+            dbs.create(&name)?;
+        }
+        Ok(dbs)
+    }
+
+    /// Opens the default database (creating it), every database of the metadata store, and
+    /// every `*.duckdb` file already in `dir` (imported as a new database), on layered storage.
+    pub async fn open_layered(dir: &Path, default: &str, settings: DuckDbSettings, layers: LayeredStorage) -> Result<Self> {
+        let known = layers.storage.meta.databases().await.map_err(|e| storage_err(e.into()))?;
+        let dbs = Arc::new(Self::new(dir, default, settings, Some(layers))?);
+        let mut names = dbs.local_names()?;
+        names.extend(known.into_iter().filter(|n| valid_name(n)));
+        names.sort();
+        names.dedup();
+        let opener = dbs.clone();
+        tokio::task::spawn_blocking(move || {
+            for name in names {
+                match opener.create(&name) {
+                    Ok(_) => {}
+                    // Another server writes it: not ours to serve.
+                    Err(ServerError::Storage(msg)) if msg.contains("is being written by") => {
+                        tracing::warn!(database = %name, reason = %msg, "not serving database");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, ServerError>(())
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("opening databases: {e}")))??;
+        Arc::try_unwrap(dbs).map_err(|_| ServerError::Internal("database registry still shared".into()))
+    }
+
+    fn new(dir: &Path, default: &str, settings: DuckDbSettings, layers: Option<LayeredStorage>) -> Result<Self> {
         if !valid_name(default) {
             return Err(ServerError::InvalidArgument(format!(
                 "invalid database name '{default}': use letters, digits and '_', starting with a letter"
@@ -112,12 +272,12 @@ impl Databases {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", dir.display())))?;
-        let dbs = Databases {
-            dir: dir.to_path_buf(),
-            default: default.to_string(),
-            settings,
-            open: RwLock::new(BTreeMap::new()),
-        };
+        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()) })
+    }
+
+    /// The default database and the `*.duckdb` files in the data directory.
+    fn local_names(&self) -> Result<Vec<String>> {
+        let (dir, default) = (&self.dir, &self.default);
         let mut names = vec![default.to_string()];
         let entries = std::fs::read_dir(dir)
             .map_err(|e| ServerError::Internal(format!("cannot list {}: {e}", dir.display())))?;
@@ -130,10 +290,29 @@ impl Databases {
                 }
             }
         }
-        for name in names {
-            dbs.create(&name)?;
+        Ok(names)
+    }
+
+    /// Opens databases created in the metadata store since the server started (by `openduck db
+    /// create` or `clone`, or another server); returns their names. Runs on a blocking thread.
+    pub fn open_new(&self) -> Result<Vec<String>> {
+        let Some(layers) = &self.layers else { return Ok(Vec::new()) };
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
+        let known = rt.block_on(layers.storage.meta.databases()).map_err(|e| storage_err(e.into()))?;
+        let open = self.names();
+        let mut opened = Vec::new();
+        for name in known.into_iter().filter(|n| valid_name(n) && !open.contains(n)) {
+            match self.create(&name) {
+                Ok(_) => opened.push(name),
+                Err(e) => tracing::debug!(database = %name, error = %e, "not opening database"),
+            }
         }
-        Ok(dbs)
+        Ok(opened)
+    }
+
+    /// The layered storage, if the server uses it.
+    pub fn layers(&self) -> Option<&LayeredStorage> {
+        self.layers.as_ref()
     }
 
     /// The default database's name.
@@ -141,7 +320,7 @@ impl Databases {
         &self.default
     }
 
-    /// Opens or creates the database `name`.
+    /// Opens or creates the database `name` (on layered storage: runs on a blocking thread).
     pub fn create(&self, name: &str) -> Result<Arc<Database>> {
         if !valid_name(name) {
             return Err(ServerError::InvalidArgument(format!("invalid database name '{name}'")));
@@ -151,7 +330,14 @@ impl Databases {
             return Ok(db.clone());
         }
         let path = self.dir.join(format!("{name}.duckdb"));
-        let db = Arc::new(Database::open(name, &path, &self.settings)?);
+        let db = Arc::new(match &self.layers {
+            Some(layers) => {
+                let rt = tokio::runtime::Handle::try_current()
+                    .map_err(|_| ServerError::Internal("layered storage needs a Tokio runtime".into()))?;
+                Database::open_layered(name, &path, &self.settings, layers, rt)?
+            }
+            None => Database::open(name, &path, &self.settings)?,
+        });
         tracing::info!(database = name, path = %path.display(), "opened database");
         open.insert(name.to_string(), db.clone());
         Ok(db)
@@ -169,7 +355,12 @@ impl Databases {
         self.open.read().map(|m| m.keys().cloned().collect()).unwrap_or_default()
     }
 
-    /// Checkpoints and closes every database.
+    /// Every open database.
+    pub fn all(&self) -> Vec<Arc<Database>> {
+        self.open.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Checkpoints (sealing, on layered storage) and closes every database.
     pub fn close_all(&self) {
         let dbs: Vec<_> = self.open.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
         for db in dbs {

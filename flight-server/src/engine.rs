@@ -212,6 +212,27 @@ impl Engine {
         }
     }
 
+    /// Runs a statement so that layered storage stays consistent. `run` sets the flag when the
+    /// statement may write. Outside a client transaction, a change is made durable before it is
+    /// acknowledged (inside one, at commit); a statement that may checkpoint (any SQL mentioning
+    /// `checkpoint`; a false match only costs a seal) runs with log shipping paused and is
+    /// followed by a seal, so the server's log and snapshots never disagree.
+    fn durably<R>(target: &Target, sql: &str, run: impl FnOnce(&std::cell::Cell<bool>) -> Result<R>) -> Result<R> {
+        let wrote = std::cell::Cell::new(false);
+        let Target::Fresh(db) = target else { return run(&wrote) };
+        if !db.is_layered() {
+            return run(&wrote);
+        }
+        if sql.to_ascii_lowercase().contains("checkpoint") {
+            return db.sealing(|| run(&wrote)).map(|(r, _)| r);
+        }
+        let r = run(&wrote)?;
+        if wrote.get() {
+            db.make_durable()?;
+        }
+        Ok(r)
+    }
+
     /// Refuses statements a grant or target does not allow.
     fn check_kind(kind: StatementKind, target: &Target, read_only: bool) -> Result<()> {
         if kind == StatementKind::Forbidden {
@@ -372,10 +393,11 @@ impl Engine {
         tokio::task::spawn_blocking(move || {
             let _done = done_tx;
             let mut schema_tx = Some(schema_tx);
-            let r = Self::with_conn(&target, read_only, |conn| {
+            let r = Self::durably(&target, &sql, |wrote| Self::with_conn(&target, read_only, |conn| {
                 engine.register(id, conn.interrupter())?;
                 let mut stmt = conn.prepare(&sql)?;
                 Self::check_kind(stmt.kind(), &target, read_only)?;
+                wrote.set(stmt.kind().may_write());
                 let runs = param_rows(&params, stmt.parameter_count())?;
                 let mut first_schema: Option<SchemaRef> = None;
                 for (batch, row) in runs {
@@ -406,7 +428,7 @@ impl Engine {
                     }
                 }
                 Ok(())
-            });
+            }));
             let r = engine.finish(id, r);
             if let Err(e) = r {
                 match schema_tx.take() {
@@ -431,13 +453,14 @@ impl Engine {
         let engine = self.clone();
         self.arm_timeout(id);
         blocking(move || {
-            let r = Self::with_conn(&target, read_only, |conn| {
+            let r = Self::durably(&target, &sql, |wrote| Self::with_conn(&target, read_only, |conn| {
                 engine.register(id, conn.interrupter())?;
                 let mut stmt = conn.prepare(&sql)?;
                 Self::check_kind(stmt.kind(), &target, read_only)?;
                 if read_only && stmt.kind().may_write() {
                     return Err(ServerError::ReadOnly(format!("{:?} statement", stmt.kind())));
                 }
+                wrote.set(stmt.kind().may_write());
                 let mut total: u64 = 0;
                 for (batch, row) in param_rows(&params, stmt.parameter_count())? {
                     if let Some(batch) = batch {
@@ -446,7 +469,7 @@ impl Engine {
                     total += stmt.execute_update()?;
                 }
                 Ok(total as i64)
-            });
+            }));
             engine.finish(id, r)
         })
         .await
@@ -468,8 +491,9 @@ impl Engine {
         let id = Uuid::new_v4();
         let engine = self.clone();
         blocking(move || {
-            let r = Self::with_conn(&target, false, |conn| {
+            let r = Self::durably(&target, "", |wrote| Self::with_conn(&target, false, |conn| {
                 engine.register(id, conn.interrupter())?;
+                wrote.set(true);
                 let own_txn = matches!(target, Target::Fresh(_));
                 if own_txn {
                     conn.execute_batch("BEGIN TRANSACTION")?;
@@ -501,7 +525,7 @@ impl Engine {
                     }
                 }
                 r
-            });
+            }));
             engine.finish(id, r)
         })
         .await
@@ -544,6 +568,10 @@ impl Engine {
         blocking(move || {
             let conn = lock(&t.conn);
             conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
+            drop(conn);
+            if commit && !t.read_only {
+                t.database.make_durable()?;
+            }
             Ok(())
         })
         .await?;

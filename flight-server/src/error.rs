@@ -44,6 +44,13 @@ pub enum ServerError {
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// A change committed on the server could not be made durable in the object and metadata
+    /// stores (they are down, or this server lost the database's write lease).
+    #[error("the change was committed on the server but could not be made durable: {0}")]
+    NotDurable(String),
+    /// The layered storage (object or metadata store) failed.
+    #[error("storage: {0}")]
+    Storage(String),
     /// An internal invariant failed; a bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -63,7 +70,7 @@ impl ServerError {
             ServerError::InvalidArgument(_) => Code::InvalidArgument,
             ServerError::Timeout(_) => Code::DeadlineExceeded,
             ServerError::Cancelled => Code::Cancelled,
-            ServerError::ShuttingDown => Code::Unavailable,
+            ServerError::ShuttingDown | ServerError::NotDurable(_) | ServerError::Storage(_) => Code::Unavailable,
             ServerError::Internal(_) => Code::Internal,
         }
     }

@@ -1,4 +1,5 @@
-//! The `openduck` command: `openduck serve` runs the Flight SQL server.
+//! The `openduck` command: `openduck serve` runs the Flight SQL server; `openduck db`,
+//! `openduck snapshot` and `openduck gc` manage databases on layered storage.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,7 +9,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use openduck_flight_server::auth::Authenticator;
 use openduck_flight_server::config::{DuckDbSettings, ServerConfig};
+use openduck_flight_server::database::{valid_name, LayeredStorage};
 use openduck_flight_server::server::Server;
+use openduck_layers::storage::Storage;
 
 /// OpenDuck: open, self-hostable, distributed DuckDB over Arrow Flight SQL.
 #[derive(Parser)]
@@ -35,6 +38,99 @@ enum Command {
     /// (`grpc://HOST:PORT`, header `authorization: Bearer TOKEN`) or JDBC
     /// (`jdbc:arrow-flight-sql://HOST:PORT?useEncryption=false&token=TOKEN`).
     Serve(ServeArgs),
+    /// Databases on layered storage: list, create, drop, clone.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Snapshots of a database.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Deletes layer and log objects no snapshot needs, and orphans older than the grace period.
+    Gc {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Keep unrecorded objects younger than this (a writer may be about to record them).
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        grace: Duration,
+    },
+}
+
+/// Where layered storage lives (shared by `serve` and the management commands).
+#[derive(clap::Args, Clone)]
+struct StorageArgs {
+    /// Directory holding the database files (the writable heads) and the default stores.
+    #[arg(long, default_value = "./openduck-data", env = "OPENDUCK_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Object store for layers: `file:///path` or `s3://bucket/prefix` (endpoint, region and
+    /// credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    /// Default: `<data-dir>/store`.
+    #[arg(long, env = "OPENDUCK_STORE")]
+    store: Option<String>,
+    /// Metadata store: `sqlite:///path` or `postgres://user:pass@host:port/db`.
+    /// Default: `sqlite://<data-dir>/metadata.sqlite`.
+    #[arg(long, env = "OPENDUCK_METADATA", hide_env_values = true)]
+    metadata: Option<String>,
+}
+
+impl StorageArgs {
+    fn urls(&self) -> (String, String) {
+        let store = self.store.clone().unwrap_or_else(|| format!("file://{}", absolute(&self.data_dir.join("store")).display()));
+        let metadata =
+            self.metadata.clone().unwrap_or_else(|| format!("sqlite://{}", absolute(&self.data_dir.join("metadata.sqlite")).display()));
+        (store, metadata)
+    }
+
+    async fn open(&self) -> anyhow::Result<Storage> {
+        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("creating {}", self.data_dir.display()))?;
+        let (store, metadata) = self.urls();
+        Storage::open(&store, &metadata).await.context("opening layered storage")
+    }
+}
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Lists databases with their newest snapshot.
+    List(#[command(flatten)] StorageArgs),
+    /// Creates an empty database (a running server opens it within seconds).
+    Create {
+        /// Its name: letters, digits and '_', starting with a letter.
+        name: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Drops a database's metadata; `openduck gc` then deletes the layers only it used.
+    Drop {
+        /// The database.
+        name: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Zero-copy clone: a new database starting at a snapshot of another, sharing its layers.
+    Clone {
+        /// The database to clone.
+        source: String,
+        /// The new database.
+        target: String,
+        /// The snapshot to start from (default: the newest).
+        #[arg(long)]
+        snapshot: Option<i64>,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Lists a database's snapshots: id, time, file size, bytes stored, layers, parent.
+    List {
+        /// The database.
+        database: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -57,9 +153,26 @@ struct ServeArgs {
     /// Port for gRPC and HTTP.
     #[arg(short, long, default_value_t = 7878, env = "OPENDUCK_PORT")]
     port: u16,
-    /// Directory holding the database files.
-    #[arg(long, default_value = "./openduck-data", env = "OPENDUCK_DATA_DIR")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Serve the database files as they are, without layered storage (no snapshots, no
+    /// durability beyond the local disk).
+    #[arg(long, env = "OPENDUCK_PLAIN")]
+    plain: bool,
+    /// This server's name as the holder of write leases; must stay the same across restarts.
+    /// Default: `<hostname>:<data-dir>`.
+    #[arg(long, env = "OPENDUCK_NODE")]
+    node: Option<String>,
+    /// Seal a snapshot of a changed database at least this often.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", env = "OPENDUCK_SEAL_INTERVAL")]
+    seal_interval: Duration,
+    /// Seal as soon as a database's write-ahead log reaches this many MiB.
+    #[arg(long, default_value_t = 16)]
+    seal_log_mib: u64,
+    /// Write leases last this long unless renewed (a crashed server's databases can be taken
+    /// over after it).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    lease_ttl: Duration,
     /// DuckDB memory limit per database, e.g. `4GB` (DuckDB's default: 80% of RAM).
     #[arg(long, env = "OPENDUCK_MEMORY_LIMIT")]
     memory_limit: Option<String>,
@@ -132,7 +245,19 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = Authenticator::new(args.token.as_deref(), args.tokens_file.as_deref())?;
-    let mut config = ServerConfig::new(&args.data_dir, &args.database);
+    let mut config = ServerConfig::new(&args.storage.data_dir, &args.database);
+    if !args.plain {
+        let storage = args.storage.open().await?;
+        tracing::info!(storage = ?storage, "layered storage");
+        let holder = args.node.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", absolute(&args.storage.data_dir).display())
+        });
+        config.layers = Some(LayeredStorage { storage, holder, lease_ttl: args.lease_ttl });
+    }
+    config.seal_interval = args.seal_interval;
+    config.seal_log_bytes = args.seal_log_mib * 1024 * 1024;
+    config.lease_ttl = args.lease_ttl;
     config.listen = SocketAddr::new(args.host, args.port);
     config.duckdb = DuckDbSettings { memory_limit: args.memory_limit, threads: args.threads };
     config.query_timeout = args.query_timeout;
@@ -152,7 +277,73 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Db(cmd) => db_command(cmd).await,
+        Command::Snapshot(SnapshotCommand::List { database, storage }) => {
+            let storage = storage.open().await?;
+            let snapshots = storage.meta.snapshots(&database).await?;
+            println!("{:>8}  {:<24}  {:>14}  {:>14}  {:>6}  {:>8}", "id", "created (UTC)", "file bytes", "stored bytes", "layers", "parent");
+            for s in snapshots {
+                let parent = s.parent.map_or("-".to_string(), |p| p.to_string());
+                println!("{:>8}  {:<24}  {:>14}  {:>14}  {:>6}  {:>8}", s.id, format_ms(s.created_ms), s.file_len, s.size, s.layers.len(), parent);
+            }
+            Ok(())
+        }
+        Command::Gc { storage, grace } => {
+            let storage = storage.open().await?;
+            let report = openduck_layers::gc::collect_garbage(storage.meta.as_ref(), storage.store.as_ref(), "", grace).await?;
+            println!("deleted {} unreferenced layers and {} orphaned objects", report.unreferenced.len(), report.orphans.len());
+            for key in report.unreferenced.iter().chain(&report.orphans) {
+                println!("  {key}");
+            }
+            Ok(())
+        }
     }
+}
+
+async fn db_command(cmd: DbCommand) -> anyhow::Result<()> {
+    match cmd {
+        DbCommand::List(storage) => {
+            let storage = storage.open().await?;
+            println!("{:<32}  {:>9}  {:<24}  {:>14}", "database", "snapshots", "newest (UTC)", "file bytes");
+            for name in storage.meta.databases().await? {
+                let snapshots = storage.meta.snapshots(&name).await?;
+                let (when, len) = snapshots.last().map_or(("-".to_string(), 0), |s| (format_ms(s.created_ms), s.file_len));
+                println!("{:<32}  {:>9}  {:<24}  {:>14}", name, snapshots.len(), when, len);
+            }
+        }
+        DbCommand::Create { name, storage } => {
+            anyhow::ensure!(valid_name(&name), "invalid database name '{name}': use letters, digits and '_', starting with a letter");
+            storage.open().await?.meta.create_database(&name, openduck_layers::head::DEFAULT_PAGE_SIZE).await?;
+            println!("created database '{name}'");
+        }
+        DbCommand::Drop { name, storage } => {
+            storage.open().await?.meta.drop_database(&name).await?;
+            println!("dropped database '{name}' (run `openduck gc` to delete layers no other database uses)");
+        }
+        DbCommand::Clone { source, target, snapshot, storage } => {
+            anyhow::ensure!(valid_name(&target), "invalid database name '{target}': use letters, digits and '_', starting with a letter");
+            let s = storage.open().await?.meta.clone_database(&source, &target, snapshot).await?;
+            println!("cloned '{source}' into '{target}' at snapshot {} ({} layers shared, nothing copied)", s.id, s.layers.len());
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
+fn format_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}", rem / 3600, rem % 3600 / 60, rem % 60, ms.rem_euclid(1000))
 }
 
 #[cfg(test)]
@@ -166,5 +357,12 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("abc").is_err() && parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(format_ms(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_ms(1_795_435_200_123), "2026-11-23 12:00:00.123");
+        assert_eq!(format_ms(951_825_600_000), "2000-02-29 12:00:00.000");
     }
 }

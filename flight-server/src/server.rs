@@ -33,7 +33,10 @@ pub struct Server {
 impl Server {
     /// Opens the databases and binds the port (use port 0 for any free port).
     pub async fn bind(config: ServerConfig, auth: Authenticator) -> Result<Self> {
-        let databases = Arc::new(Databases::open_dir(&config.data_dir, &config.default_database, config.duckdb.clone())?);
+        let databases = Arc::new(match &config.layers {
+            Some(layers) => Databases::open_layered(&config.data_dir, &config.default_database, config.duckdb.clone(), layers.clone()).await?,
+            None => Databases::open_dir(&config.data_dir, &config.default_database, config.duckdb.clone())?,
+        });
         let engine = Engine::new(databases, config.query_timeout);
         let service = OpenDuckService::new(engine.clone(), Arc::new(auth))?;
         let listener = TcpListener::bind(config.listen)
@@ -97,6 +100,7 @@ impl Server {
                 }
             }
         });
+        let sealer = tokio::spawn(seal_loop(Arc::downgrade(&engine), config.seal_interval, config.seal_log_bytes, config.lease_ttl));
         tracing::info!(address = ?addr, databases = ?engine.databases().names(), "serving Flight SQL and /health");
         let served = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -105,8 +109,53 @@ impl Server {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await;
         sweeper.abort();
+        sealer.abort();
         engine.shutdown();
-        engine.databases().close_all();
+        let dbs = engine.databases().clone();
+        // Sealing blocks (CHECKPOINT, uploads): off the async threads.
+        let _ = tokio::task::spawn_blocking(move || dbs.close_all()).await;
         served.map_err(|e| ServerError::Internal(format!("server failed: {e}")))
+    }
+}
+
+/// Seals layered databases when due (see [`crate::database::Database::seal_due`]) and renews
+/// their write leases, until the engine is gone.
+async fn seal_loop(engine: std::sync::Weak<Engine>, interval: Duration, max_log: u64, lease_ttl: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_renewal = tokio::time::Instant::now();
+    let mut last_discovery = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let Some(engine) = engine.upgrade() else { return };
+        let registry = engine.databases().clone();
+        let dbs = registry.all();
+        drop(engine);
+        if registry.layers().is_some() && last_discovery.elapsed() >= Duration::from_secs(2) {
+            last_discovery = tokio::time::Instant::now();
+            match tokio::task::spawn_blocking(move || registry.open_new()).await {
+                Ok(Ok(names)) if !names.is_empty() => tracing::info!(databases = ?names, "opened new databases"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "looking for new databases failed"),
+                _ => {}
+            }
+        }
+        let renew = last_renewal.elapsed() >= lease_ttl / 3;
+        for db in dbs {
+            if renew {
+                if let Err(e) = db.renew_lease(lease_ttl).await {
+                    tracing::error!(database = db.name(), error = %e, "renewing the write lease failed");
+                }
+            }
+            if db.seal_due(interval, max_log) {
+                let name = db.name().to_string();
+                match tokio::task::spawn_blocking(move || db.seal()).await {
+                    Ok(Ok(snapshot)) => tracing::debug!(database = %name, ?snapshot, "sealed"),
+                    Ok(Err(e)) => tracing::error!(database = %name, error = %e, "sealing failed; retrying"),
+                    Err(e) => tracing::error!(database = %name, error = %e, "sealer thread failed"),
+                }
+            }
+        }
+        if renew {
+            last_renewal = tokio::time::Instant::now();
+        }
     }
 }
