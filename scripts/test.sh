@@ -12,7 +12,8 @@ step "setup"
 bash scripts/setup.sh
 
 step "cargo build"
-cargo build --workspace --bins --tests
+# The examples include the S3-compatible server the layered-storage tests start.
+cargo build --workspace --bins --tests --examples
 
 step "cargo test"
 cargo test --workspace
@@ -21,6 +22,7 @@ step "build the DuckDB extension"
 bash scripts/build-extension.sh
 
 export OPENDUCK_BIN="$CARGO_TARGET_DIR/debug/openduck"
+export OPENDUCK_S3_TEST_SERVER="$CARGO_TARGET_DIR/debug/examples/s3_test_server"
 
 step "conformance: Python (ADBC, pyarrow.flight, the DuckDB extension)"
 (cd conformance && "$OPENDUCK_VENV/bin/pytest" -q -p no:cacheprovider)

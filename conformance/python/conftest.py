@@ -28,7 +28,7 @@ def free_port() -> int:
 class Server:
     """A running `openduck serve` process."""
 
-    def __init__(self, data_dir: Path, database: str = "mydb", extra=(), tokens=None, port=None):
+    def __init__(self, data_dir: Path, database: str = "mydb", extra=(), tokens=None, port=None, env=None, wait=True):
         self.data_dir = data_dir
         self.database = database
         self.port = port or free_port()
@@ -44,10 +44,12 @@ class Server:
             args += ["-t", TOKEN]
         args += list(extra)
         self.log = open(self.log_path, "a")
-        env = dict(os.environ, OPENDUCK_LOG=os.environ.get("OPENDUCK_LOG", "info"))
-        env.pop("OPENDUCK_TOKEN", None)
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self.wait_healthy()
+        full_env = dict(os.environ, OPENDUCK_LOG=os.environ.get("OPENDUCK_LOG", "info"))
+        full_env.pop("OPENDUCK_TOKEN", None)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+        if wait:
+            self.wait_healthy()
 
     def health(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:

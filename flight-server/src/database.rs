@@ -141,7 +141,10 @@ impl Database {
     /// a commit and before acknowledging it; runs on a blocking thread.
     pub fn make_durable(&self) -> Result<()> {
         let Some(l) = &self.layered else { return Ok(()) };
-        l.rt.block_on(async { l.head.lock().await.sync_wal().await }).map_err(storage_err)?;
+        l.rt.block_on(async { l.head.lock().await.sync_wal().await }).map_err(|e| match e {
+            LayerError::NotDurable(msg) => ServerError::NotDurable(msg),
+            other => ServerError::NotDurable(other.to_string()),
+        })?;
         Ok(())
     }
 
@@ -224,6 +227,8 @@ pub struct Databases {
     settings: DuckDbSettings,
     layers: Option<LayeredStorage>,
     open: RwLock<BTreeMap<String, Arc<Database>>>,
+    /// Databases this server does not serve, with why (another server holds the write lease).
+    refused: RwLock<BTreeMap<String, String>>,
 }
 
 impl Databases {
@@ -253,6 +258,9 @@ impl Databases {
                     // Another server writes it: not ours to serve.
                     Err(ServerError::Storage(msg)) if msg.contains("is being written by") => {
                         tracing::warn!(database = %name, reason = %msg, "not serving database");
+                        if let Ok(mut refused) = opener.refused.write() {
+                            refused.insert(name, msg);
+                        }
                     }
                     Err(e) => return Err(e),
                 }
@@ -272,7 +280,7 @@ impl Databases {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", dir.display())))?;
-        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()) })
+        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), refused: Default::default() })
     }
 
     /// The default database and the `*.duckdb` files in the data directory.
@@ -303,8 +311,18 @@ impl Databases {
         let mut opened = Vec::new();
         for name in known.into_iter().filter(|n| valid_name(n) && !open.contains(n)) {
             match self.create(&name) {
-                Ok(_) => opened.push(name),
-                Err(e) => tracing::debug!(database = %name, error = %e, "not opening database"),
+                Ok(_) => {
+                    if let Ok(mut refused) = self.refused.write() {
+                        refused.remove(&name);
+                    }
+                    opened.push(name)
+                }
+                Err(e) => {
+                    tracing::debug!(database = %name, error = %e, "not opening database");
+                    if let Ok(mut refused) = self.refused.write() {
+                        refused.insert(name, e.to_string());
+                    }
+                }
             }
         }
         Ok(opened)
@@ -347,7 +365,13 @@ impl Databases {
     pub fn get(&self, name: Option<&str>) -> Result<Arc<Database>> {
         let name = name.unwrap_or(&self.default);
         let open = self.open.read().map_err(|_| ServerError::Internal("registry lock poisoned".into()))?;
-        open.get(name).cloned().ok_or_else(|| ServerError::UnknownDatabase(name.to_string()))
+        if let Some(db) = open.get(name) {
+            return Ok(db.clone());
+        }
+        match self.refused.read().ok().and_then(|r| r.get(name).cloned()) {
+            Some(reason) => Err(ServerError::Storage(format!("database '{name}' is not served by this server: {reason}"))),
+            None => Err(ServerError::UnknownDatabase(name.to_string())),
+        }
     }
 
     /// Names of all databases.

@@ -131,6 +131,17 @@ enum SnapshotCommand {
         #[command(flatten)]
         storage: StorageArgs,
     },
+    /// Writes the file of one snapshot to a standalone DuckDB file (time travel, backups).
+    Restore {
+        /// The database.
+        database: String,
+        /// The snapshot id (see `openduck snapshot list`).
+        snapshot: i64,
+        /// The file to write; must not exist.
+        output: PathBuf,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -286,6 +297,16 @@ async fn main() -> anyhow::Result<()> {
                 let parent = s.parent.map_or("-".to_string(), |p| p.to_string());
                 println!("{:>8}  {:<24}  {:>14}  {:>14}  {:>6}  {:>8}", s.id, format_ms(s.created_ms), s.file_len, s.size, s.layers.len(), parent);
             }
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCommand::Restore { database, snapshot, output, storage }) => {
+            anyhow::ensure!(!output.exists(), "{} exists already", output.display());
+            let storage = storage.open().await?;
+            let info = storage.meta.snapshot(snapshot).await?;
+            anyhow::ensure!(info.database == database, "snapshot {snapshot} belongs to database '{}', not '{database}'", info.database);
+            let map = openduck_layers::snapshot::open_map(storage.store.as_ref(), &info).await?;
+            openduck_layers::snapshot::materialize(storage.store.as_ref(), &map, &output).await?;
+            println!("wrote snapshot {snapshot} of '{database}' ({} bytes) to {}", info.file_len, output.display());
             Ok(())
         }
         Command::Gc { storage, grace } => {
