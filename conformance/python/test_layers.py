@@ -284,3 +284,39 @@ def test_crash_loop_keeps_every_acknowledged_commit(tmp_path):
             for table in tables:
                 local.execute(f'SELECT count(*) FROM "{table}"').fetchall()
             local.execute("CHECKPOINT")
+
+
+def newest_snapshot(layout, database="mydb") -> int:
+    listing = layout.cli("snapshot", "list", database).stdout
+    return int(listing.splitlines()[-1].split()[0])
+
+
+def test_old_snapshots_are_readable_by_id(tmp_path, duck):
+    layout = Layout("sqlite-file", tmp_path)
+    s = layout.serve()
+    rows(s, "CREATE TABLE t AS SELECT range AS id FROM range(10)")
+    rows(s, "CHECKPOINT")
+    old = newest_snapshot(layout)
+    rows(s, "INSERT INTO t SELECT range + 10 FROM range(5)")
+
+    # Any Flight SQL client: a header on every call.
+    header = {"adbc.flight.sql.rpc.call_header.x-openduck-snapshot": str(old)}
+    with adbc_connect(s, **header) as c, c.cursor() as cur:
+        cur.execute("SELECT count(*) FROM t")
+        assert cur.fetchall() == [(10,)]
+        with pytest.raises(Exception, match="read-?only"):
+            cur.execute("INSERT INTO t VALUES (99)")
+    with adbc_connect(s, **{"adbc.flight.sql.rpc.call_header.x-openduck-snapshot": "999999"}) as c, c.cursor() as cur:
+        with pytest.raises(Exception, match="has no snapshot 999999"):
+            cur.execute("SELECT 1")
+
+    # DuckDB with the extension: ATTACH a snapshot next to the head.
+    base = f"openduck:mydb?endpoint=http://127.0.0.1:{s.port}&token={TOKEN}"
+    duck.execute(f"ATTACH '{base}' AS head")
+    duck.execute(f"ATTACH '{base}&snapshot={old}' AS old")
+    assert duck.execute("SELECT (SELECT count(*) FROM head.t), (SELECT count(*) FROM old.t)").fetchall() == [(15, 10)]
+    new_rows = duck.execute("SELECT id FROM head.t EXCEPT SELECT id FROM old.t ORDER BY id").fetchall()
+    assert new_rows == [(i,) for i in range(10, 15)]
+    with pytest.raises(Exception, match="read-?only"):
+        duck.execute("INSERT INTO old.t VALUES (1)")
+    s.stop()

@@ -261,6 +261,9 @@ TableFunction MakeScanFunction(const string &name, bool pushdown) {
 	scan.get_partition_data = OrderedArrowScan::ArrowGetPartitionData;
 	scan.cardinality = ScanCardinality;
 	scan.to_string = ScanToString;
+	// The bind data (a live connection) cannot be serialised; that also keeps DuckDB's common
+	// subplan optimizer from merging scans of equally named tables of different attachments.
+	scan.verify_serialization = false;
 	return scan;
 }
 

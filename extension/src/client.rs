@@ -27,6 +27,8 @@ use crate::ClientError;
 
 /// Header naming the remote database on every call.
 const DATABASE_HEADER: &str = "x-openduck-database";
+/// Header selecting a snapshot to read.
+const SNAPSHOT_HEADER: &str = "x-openduck-snapshot";
 
 /// A remote table and its columns.
 #[derive(Debug, Clone)]
@@ -114,6 +116,9 @@ where
         flight.set_token(token.clone());
     }
     flight.set_header(DATABASE_HEADER, info.database.clone());
+    if let Some(id) = info.snapshot {
+        flight.set_header(SNAPSHOT_HEADER, id.to_string());
+    }
     flight
 }
 

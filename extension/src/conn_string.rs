@@ -17,6 +17,8 @@ pub struct ConnInfo {
     pub token: Option<String>,
     /// Seconds to wait for the connection.
     pub connect_timeout_secs: u64,
+    /// Read this snapshot of the database (read-only) instead of its head.
+    pub snapshot: Option<i64>,
 }
 
 fn percent_decode(s: &str) -> Result<String, ClientError> {
@@ -60,6 +62,7 @@ pub fn parse(path: &str, env: impl Fn(&str) -> Option<String>) -> Result<ConnInf
         endpoint: env("OPENDUCK_ENDPOINT").filter(|s| !s.is_empty()).unwrap_or_else(|| "http://localhost:7878".into()),
         token: env("OPENDUCK_TOKEN").filter(|s| !s.is_empty()),
         connect_timeout_secs: 5,
+        snapshot: None,
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -70,6 +73,9 @@ pub fn parse(path: &str, env: impl Fn(&str) -> Option<String>) -> Result<ConnInf
             "connect_timeout" => {
                 info.connect_timeout_secs =
                     v.parse().map_err(|_| ClientError::Config(format!("connect_timeout must be seconds, got '{v}'")))?
+            }
+            "snapshot" => {
+                info.snapshot = Some(v.parse().map_err(|_| ClientError::Config(format!("snapshot must be a snapshot id (an integer), got '{v}'")))?)
             }
             other => return Err(ClientError::Config(format!("unknown option '{other}' in connection string"))),
         }
@@ -102,5 +108,7 @@ mod tests {
         assert!(parse("openduck:", no_env).is_err());
         assert!(parse("md:x", no_env).is_err());
         assert!(parse("openduck:x?bogus=1", no_env).unwrap_err().to_string().contains("bogus"));
+        assert_eq!(parse("openduck:x?snapshot=42", no_env).unwrap().snapshot, Some(42));
+        assert!(parse("openduck:x?snapshot=new", no_env).unwrap_err().to_string().contains("snapshot id"));
     }
 }

@@ -95,7 +95,14 @@ impl Database {
     }
 
     fn open_with(name: &str, path: &Path, settings: &DuckDbSettings, layered: Option<Layered>) -> Result<Self> {
+        Self::open_options(name, path, settings, layered, false)
+    }
+
+    fn open_options(name: &str, path: &Path, settings: &DuckDbSettings, layered: Option<Layered>, read_only: bool) -> Result<Self> {
         let mut options: Vec<(&str, String)> = Vec::new();
+        if read_only {
+            options.push(("access_mode", "READ_ONLY".to_string()));
+        }
         if layered.is_some() {
             // Only the sealer checkpoints: a checkpoint changes the file and restarts the log.
             options.push(("checkpoint_threshold", "1000TB".to_string()));
@@ -130,6 +137,11 @@ impl Database {
         let snapshot = db.seal()?;
         tracing::info!(database = name, ?recovery, snapshot, "opened layered database");
         Ok(db)
+    }
+
+    /// Opens a materialised snapshot file read-only.
+    pub fn open_read_only(name: &str, path: &Path, settings: &DuckDbSettings) -> Result<Self> {
+        Self::open_options(name, path, settings, None, true)
     }
 
     /// Whether the database lives on layered storage.
@@ -229,7 +241,12 @@ pub struct Databases {
     open: RwLock<BTreeMap<String, Arc<Database>>>,
     /// Databases this server does not serve, with why (another server holds the write lease).
     refused: RwLock<BTreeMap<String, String>>,
+    /// Snapshots opened read-only, by id, newest use last (a few are kept open).
+    snapshots: tokio::sync::Mutex<Vec<(i64, Arc<Database>)>>,
 }
+
+/// How many snapshots stay open (and materialised) at once.
+const OPEN_SNAPSHOTS: usize = 4;
 
 impl Databases {
     /// Opens the default database (creating it) and every `*.duckdb` file already in `dir`.
@@ -273,6 +290,8 @@ impl Databases {
     }
 
     fn new(dir: &Path, default: &str, settings: DuckDbSettings, layers: Option<LayeredStorage>) -> Result<Self> {
+        // Snapshots materialised by an earlier run are rebuilt on demand.
+        let _ = std::fs::remove_dir_all(dir.join(".snapshots"));
         if !valid_name(default) {
             return Err(ServerError::InvalidArgument(format!(
                 "invalid database name '{default}': use letters, digits and '_', starting with a letter"
@@ -280,7 +299,7 @@ impl Databases {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", dir.display())))?;
-        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), refused: Default::default() })
+        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), refused: Default::default(), snapshots: Default::default() })
     }
 
     /// The default database and the `*.duckdb` files in the data directory.
@@ -326,6 +345,52 @@ impl Databases {
             }
         }
         Ok(opened)
+    }
+
+    /// Snapshot `id` of database `name`, read-only: materialised from the stores into
+    /// `<data-dir>/.snapshots/<id>/<name>.duckdb` on first use (so its catalog keeps the
+    /// database's name); the few most recently used stay open.
+    pub async fn snapshot(&self, name: &str, id: i64) -> Result<Arc<Database>> {
+        let Some(layers) = &self.layers else {
+            return Err(ServerError::InvalidArgument("reading snapshots needs layered storage (the server runs with --plain)".into()));
+        };
+        let mut open = self.snapshots.lock().await;
+        if let Some(pos) = open.iter().position(|(s, db)| *s == id && db.name() == name) {
+            let entry = open.remove(pos);
+            let db = entry.1.clone();
+            open.push(entry);
+            return Ok(db);
+        }
+        let info = match layers.storage.meta.snapshot(id).await {
+            Ok(info) if info.database == name => info,
+            Ok(_) | Err(MetadataError::UnknownSnapshot(_)) => {
+                return Err(ServerError::NotFound(format!("database '{name}' has no snapshot {id}")));
+            }
+            Err(e) => return Err(storage_err(e.into())),
+        };
+        let dir = self.dir.join(".snapshots").join(id.to_string());
+        let path = dir.join(format!("{name}.duckdb"));
+        if !path.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| ServerError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+            let store = layers.storage.store.clone();
+            let map = openduck_layers::snapshot::open_map(store.as_ref(), &info).await.map_err(storage_err)?;
+            let tmp = dir.join(format!("{name}.duckdb.part"));
+            openduck_layers::snapshot::materialize(store.as_ref(), &map, &tmp).await.map_err(storage_err)?;
+            std::fs::rename(&tmp, &path).map_err(|e| ServerError::Internal(format!("cannot rename {}: {e}", tmp.display())))?;
+        }
+        let (n, p, settings) = (name.to_string(), path.clone(), self.settings.clone());
+        let db = tokio::task::spawn_blocking(move || Database::open_read_only(&n, &p, &settings))
+            .await
+            .map_err(|e| ServerError::Internal(format!("opening snapshot: {e}")))??;
+        let db = Arc::new(db);
+        tracing::info!(database = name, snapshot = id, "opened snapshot read-only");
+        open.push((id, db.clone()));
+        if open.len() > OPEN_SNAPSHOTS {
+            let (old_id, old) = open.remove(0);
+            let _ = old.close();
+            let _ = std::fs::remove_dir_all(self.dir.join(".snapshots").join(old_id.to_string()));
+        }
+        Ok(db)
     }
 
     /// The layered storage, if the server uses it.

@@ -182,6 +182,18 @@ impl Engine {
         Ok(Target::Fresh(self.databases.get(Some(name))?))
     }
 
+    /// Resolves a call that reads snapshot `id` of a database (read-only), checking the grant.
+    pub async fn snapshot_target(&self, grant: &Grant, database: Option<&str>, id: i64) -> Result<Target> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(ServerError::ShuttingDown);
+        }
+        let name = database.unwrap_or(self.databases.default_name());
+        if !grant.allows(name) {
+            return Err(ServerError::DatabaseNotGranted(name.to_string()));
+        }
+        Ok(Target::Fresh(self.databases.snapshot(name, id).await?))
+    }
+
     fn transaction(&self, raw: &[u8]) -> Result<Arc<Transaction>> {
         let id = Uuid::from_slice(raw).map_err(|_| ServerError::InvalidArgument("malformed transaction id".into()))?;
         lock(&self.transactions)

@@ -50,6 +50,10 @@ use crate::error::ServerError;
 /// Header a client may send to pick a database other than the server default.
 pub const DATABASE_HEADER: &str = "x-openduck-database";
 
+/// Header selecting a snapshot (by id) of the database: the call then reads that snapshot,
+/// read-only. `ATTACH 'openduck:mydb?snapshot=ID'` sends it on every call.
+pub const SNAPSHOT_HEADER: &str = "x-openduck-snapshot";
+
 /// What a `DoGet` ticket for a statement carries.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct TicketBody {
@@ -128,6 +132,18 @@ fn header_database(metadata: &MetadataMap) -> Result<Option<String>, Status> {
             .to_str()
             .map(|s| Some(s.to_string()))
             .map_err(|_| Status::invalid_argument(format!("{DATABASE_HEADER} header is not valid ASCII"))),
+    }
+}
+
+fn header_snapshot(metadata: &MetadataMap) -> Result<Option<i64>, Status> {
+    match metadata.get(SNAPSHOT_HEADER) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument(format!("{SNAPSHOT_HEADER} header must be a snapshot id (an integer)"))),
     }
 }
 
@@ -232,11 +248,19 @@ impl OpenDuckService {
         self.auth.authenticate(request.metadata())
     }
 
-    /// Authenticates and resolves the target for a call.
-    fn resolve<T>(&self, request: &Request<T>, catalog: Option<&str>, txn: Option<&[u8]>) -> Result<(Grant, Target), Status> {
+    /// Authenticates and resolves the target for a call: a snapshot if the call names one, else
+    /// its transaction, its catalog or database header, or the default database.
+    async fn resolve<T>(&self, request: &Request<T>, catalog: Option<&str>, txn: Option<&[u8]>) -> Result<(Grant, Target), Status> {
         let grant = self.grant(request)?;
         let header = header_database(request.metadata())?;
         let name = catalog.filter(|c| !c.is_empty()).map(str::to_string).or(header);
+        if let Some(id) = header_snapshot(request.metadata())? {
+            if txn.is_some_and(|t| !t.is_empty()) {
+                return Err(Status::invalid_argument("a snapshot is read without transactions"));
+            }
+            let target = self.engine.snapshot_target(&grant, name.as_deref(), id).await.map_err(status)?;
+            return Ok((grant, target));
+        }
         let target = self.engine.target(&grant, name.as_deref(), txn).map_err(status)?;
         Ok((grant, target))
     }
@@ -309,13 +333,13 @@ impl OpenDuckService {
         if executed {
             // The token must be allowed the database the statement ran in (its transaction may
             // have ended since).
-            self.resolve(request, Some(&body.db), None)?;
+            self.resolve(request, Some(&body.db), None).await?;
             let done = self.executed.lock().unwrap_or_else(|p| p.into_inner()).remove(&body.q);
             let done = done.ok_or_else(|| Status::not_found("result was already fetched"))?;
             return Ok(Response::new(labelled(done.schema, futures::stream::iter(done.batches.into_iter().map(Ok)))));
         }
         let txn = body.txn.map(|t| t.as_bytes().to_vec());
-        let (grant, target) = self.resolve(request, Some(&body.db), txn.as_deref())?;
+        let (grant, target) = self.resolve(request, Some(&body.db), txn.as_deref()).await?;
         let (sql, params) = match (&body.sql, body.ps) {
             (Some(sql), _) => (sql.clone(), Vec::new()),
             (None, Some(ps)) => {
@@ -331,7 +355,7 @@ impl OpenDuckService {
     }
 
     async fn catalog_batch(&self, request: &Request<Ticket>, catalog: Option<&str>, f: catalog::Query) -> Result<RecordBatch, Status> {
-        let (grant, target) = self.resolve(request, catalog, None)?;
+        let (grant, target) = self.resolve(request, catalog, None).await?;
         let db = target.database().name().to_string();
         self.engine.with_connection(&grant, target, move |conn| f(conn, &db)).await.map_err(status)
     }
@@ -361,7 +385,7 @@ impl FlightSqlService for OpenDuckService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (grant, target) = self.resolve(&request, None, query.transaction_id.as_deref())?;
+        let (grant, target) = self.resolve(&request, None, query.transaction_id.as_deref()).await?;
         let db = target.database().name().to_string();
         let txn = match &target {
             Target::Transaction(t) => Some(t.id),
@@ -380,7 +404,7 @@ impl FlightSqlService for OpenDuckService {
     ) -> Result<Response<FlightInfo>, Status> {
         let (id, entry) = self.prepared(&cmd.prepared_statement_handle)?;
         let txn = entry.transaction.map(|t| t.as_bytes().to_vec());
-        let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref())?;
+        let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref()).await?;
         let body = TicketBody { q: Uuid::new_v4(), db: entry.database.clone(), sql: None, ps: Some(id), txn: entry.transaction };
         let params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut schema = self.maybe_execute(&grant, target.clone(), &body, entry.kind, &entry.sql, params.clone()).await?;
@@ -407,7 +431,7 @@ impl FlightSqlService for OpenDuckService {
         cmd: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let (grant, target) = self.resolve(&request, None, cmd.transaction_id.as_deref())?;
+        let (grant, target) = self.resolve(&request, None, cmd.transaction_id.as_deref()).await?;
         tracing::info!(database = target.database().name(), sql = %cmd.query, "update");
         self.engine.update(&grant, target, cmd.query, Vec::new()).await.map_err(status)
     }
@@ -417,7 +441,7 @@ impl FlightSqlService for OpenDuckService {
         cmd: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let (grant, target) = self.resolve(&request, None, cmd.transaction_id.as_deref())?;
+        let (grant, target) = self.resolve(&request, None, cmd.transaction_id.as_deref()).await?;
         let database = target.database().name().to_string();
         let transaction = match &target {
             Target::Transaction(t) => Some(t.id),
@@ -477,7 +501,7 @@ impl FlightSqlService for OpenDuckService {
     ) -> Result<i64, Status> {
         let (_, entry) = self.prepared(&cmd.prepared_statement_handle)?;
         let txn = entry.transaction.map(|t| t.as_bytes().to_vec());
-        let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref())?;
+        let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref()).await?;
         let mut params = collect_params(request).await?;
         if params.iter().all(|b| b.num_rows() == 0) {
             params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -492,7 +516,7 @@ impl FlightSqlService for OpenDuckService {
         cmd: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let (grant, target) = self.resolve(&request, cmd.catalog.as_deref(), cmd.transaction_id.as_deref())?;
+        let (grant, target) = self.resolve(&request, cmd.catalog.as_deref(), cmd.transaction_id.as_deref()).await?;
         let mode = ingest_mode(&cmd)?;
         if cmd.table.is_empty() {
             return Err(Status::invalid_argument("ingest needs a table name"));
@@ -533,7 +557,7 @@ impl FlightSqlService for OpenDuckService {
         _cmd: ActionBeginTransactionRequest,
         request: Request<Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
-        let (grant, target) = self.resolve(&request, None, None)?;
+        let (grant, target) = self.resolve(&request, None, None).await?;
         let id = self.engine.begin(&grant, target.database().clone()).await.map_err(status)?;
         Ok(ActionBeginTransactionResult { transaction_id: id.as_bytes().to_vec().into() })
     }
