@@ -320,3 +320,22 @@ def test_old_snapshots_are_readable_by_id(tmp_path, duck):
     with pytest.raises(Exception, match="read-?only"):
         duck.execute("INSERT INTO old.t VALUES (1)")
     s.stop()
+
+
+def test_snapshots_are_listed_in_sql(tmp_path):
+    layout = Layout("sqlite-file", tmp_path)
+    s = layout.serve()
+    rows(s, "CREATE TABLE t AS SELECT range AS id FROM range(1000)")
+    rows(s, "CHECKPOINT")
+    listed = rows(s, "SELECT snapshot_id, file_bytes, stored_bytes, layers, parent_id, created_at <= now() FROM openduck_snapshots() ORDER BY snapshot_id")
+    cli = [line.split() for line in layout.cli("snapshot", "list", "mydb").stdout.splitlines()[1:]]
+    assert [r[0] for r in listed] == [int(c[0]) for c in cli]
+    first, newest = listed[0], listed[-1]
+    assert first[4] is None and newest[4] == listed[-2][0], listed
+    assert newest[1] >= 1000 * 8 and newest[3] == len(listed) and newest[5] is True, listed
+    # The snapshot id from the list opens that snapshot.
+    header = {"adbc.flight.sql.rpc.call_header.x-openduck-snapshot": str(first[0])}
+    with adbc_connect(s, **header) as c, c.cursor() as cur:
+        cur.execute("SELECT count(*) FROM duckdb_tables()")
+        assert cur.fetchall() == [(0,)]
+    s.stop()

@@ -23,6 +23,7 @@ use openduck_layers::storage::Storage;
 use openduck_layers::LayerError;
 
 use crate::config::DuckDbSettings;
+use crate::duck::rows_function::{RowsColumn, RowsFunction};
 use crate::duck::{Conn, RawDatabase};
 use crate::error::{Result, ServerError};
 
@@ -70,6 +71,30 @@ fn storage_err(e: LayerError) -> ServerError {
         LayerError::Metadata(MetadataError::UnknownDatabase(name)) => ServerError::UnknownDatabase(name),
         LayerError::NotDurable(msg) => ServerError::NotDurable(msg),
         other => ServerError::Storage(other.to_string()),
+    }
+}
+
+/// `openduck_snapshots()`: the database's snapshots as SQL rows, newest last.
+fn snapshots_function(name: &str, storage: &Storage, rt: tokio::runtime::Handle) -> RowsFunction {
+    let (meta, name) = (storage.meta.clone(), name.to_string());
+    let column = |n: &str, kind| (n.to_string(), kind);
+    RowsFunction {
+        name: "openduck_snapshots".into(),
+        columns: vec![
+            column("snapshot_id", RowsColumn::BigInt),
+            column("created_at", RowsColumn::Timestamp),
+            column("file_bytes", RowsColumn::BigInt),
+            column("stored_bytes", RowsColumn::BigInt),
+            column("layers", RowsColumn::BigInt),
+            column("parent_id", RowsColumn::BigInt),
+        ],
+        rows: Arc::new(move || {
+            let snapshots = rt.block_on(meta.snapshots(&name)).map_err(|e| format!("IO Error: listing snapshots: {e}"))?;
+            Ok(snapshots
+                .into_iter()
+                .map(|s| vec![Some(s.id), Some(s.created_ms * 1000), Some(s.file_len), Some(s.size), Some(s.layers.len() as i64), s.parent])
+                .collect())
+        }),
     }
 }
 
@@ -132,8 +157,9 @@ impl Database {
                 Head::open(storage, name, path, &layers.holder, layers.lease_ttl).await
             })
             .map_err(storage_err)?;
-        let layered = Layered { head: tokio::sync::Mutex::new(head), rt, last_seal: Mutex::new(Instant::now()) };
+        let layered = Layered { head: tokio::sync::Mutex::new(head), rt: rt.clone(), last_seal: Mutex::new(Instant::now()) };
         let db = Self::open_with(name, path, settings, Some(layered))?;
+        db.connect()?.register_rows_function(snapshots_function(name, &layers.storage, rt))?;
         let snapshot = db.seal()?;
         tracing::info!(database = name, ?recovery, snapshot, "opened layered database");
         Ok(db)

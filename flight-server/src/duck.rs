@@ -27,6 +27,8 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use libduckdb_sys as ffi;
 
+pub mod rows_function;
+
 /// An error reported by DuckDB, with DuckDB's message ("Catalog Error: …").
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
