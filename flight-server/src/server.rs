@@ -14,6 +14,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use axum::http::header::CONTENT_TYPE;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt as _;
 
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
@@ -102,11 +103,18 @@ impl Server {
         });
         let sealer = tokio::spawn(seal_loop(Arc::downgrade(&engine), config.seal_interval, config.seal_log_bytes, config.lease_ttl));
         tracing::info!(address = ?addr, databases = ?engine.databases().names(), "serving Flight SQL and /health");
+        // Small request/response exchanges (one-row INSERTs) must not wait for delayed ACKs.
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            if let Ok(stream) = &conn {
+                let _ = stream.set_nodelay(true);
+            }
+            conn
+        });
         let served = tonic::transport::Server::builder()
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_routes(tonic::service::Routes::from(router))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .serve_with_incoming_shutdown(incoming, signal)
             .await;
         sweeper.abort();
         sealer.abort();
