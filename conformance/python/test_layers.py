@@ -112,21 +112,45 @@ def test_acknowledged_writes_survive_kill9_and_disk_loss(layout):
     s.stop()
 
 
-def test_second_writer_is_refused_naming_the_holder(layout, tmp_path):
+def wait_until(check, timeout=20, what="condition"):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:
+            if time.time() > deadline:
+                raise
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_second_server_follows_read_only_then_takes_over(layout, tmp_path):
+    """One writer per database: a second server is refused the write lease (naming the holder)
+    and serves the newest snapshot read-only, moving to newer ones as they are sealed; when the
+    writer dies and its lease lapses, it takes over with every acknowledged commit."""
     a = layout.serve(node="server-a")
     rows(a, "CREATE TABLE t AS SELECT 1 AS x")
+    rows(a, "CHECKPOINT")
     other = Layout.__new__(Layout)
     other.__dict__.update(layout.__dict__, disk=tmp_path / "disk-b")
     b = other.serve(node="server-b")
-    with pytest.raises(Exception) as err:
-        rows(b, "SELECT * FROM t")
-    assert "server-a" in str(err.value) and "mydb" in str(err.value), err.value
-    b.stop()
-    # Once A is gone and its lease expired, B takes the database over with everything A committed.
-    a.stop(signal.SIGKILL)
-    time.sleep(3.5)
-    b = other.serve(node="server-b")
     assert rows(b, "SELECT * FROM t") == [(1,)]
+    with pytest.raises(Exception) as err:
+        rows(b, "INSERT INTO t VALUES (9)")
+    assert "read-only on this server" in str(err.value) and "server-a" in str(err.value), err.value
+
+    rows(a, "INSERT INTO t VALUES (2)")
+    rows(a, "CHECKPOINT")
+    wait_until(lambda: rows(b, "SELECT count(*) FROM t") == [(2,)], what="the follower to see the new snapshot")
+
+    # Acknowledged but not yet sealed: only in the durable log.
+    rows(a, "INSERT INTO t VALUES (3)")
+    a.stop(signal.SIGKILL)
+    wait_until(lambda: rows(b, "INSERT INTO t VALUES (4)") is not None, timeout=30, what="the takeover")
+    assert rows(b, "SELECT x FROM t ORDER BY x") == [(1,), (2,), (3,), (4,)]
+    assert "took over writing" in b.log_path.read_text()
     b.stop()
 
 

@@ -105,6 +105,16 @@ pub struct Database {
     /// The DuckDB instance; `None` once closed.
     instance: Mutex<Option<RawDatabase>>,
     layered: Option<Layered>,
+    /// Set when this server only follows the database (another server writes it).
+    follows: Option<Follow>,
+}
+
+/// A database this server serves read-only, at the newest snapshot another server sealed.
+#[derive(Debug, Clone)]
+struct Follow {
+    snapshot: openduck_layers::metadata::SnapshotInfo,
+    /// Why this server does not write it (names the lease holder).
+    reason: String,
 }
 
 impl std::fmt::Debug for Database {
@@ -140,7 +150,7 @@ impl Database {
         }
         options.extend(LOCKDOWN.iter().map(|(k, v)| (*k, v.to_string())));
         let instance = RawDatabase::open(path, &options)?;
-        Ok(Database { name: name.to_string(), path: path.to_path_buf(), instance: Mutex::new(Some(instance)), layered })
+        Ok(Database { name: name.to_string(), path: path.to_path_buf(), instance: Mutex::new(Some(instance)), layered, follows: None })
     }
 
     /// Opens a database on layered storage: takes its write lease, recovers the file (see
@@ -168,6 +178,56 @@ impl Database {
     /// Opens a materialised snapshot file read-only.
     pub fn open_read_only(name: &str, path: &Path, settings: &DuckDbSettings) -> Result<Self> {
         Self::open_options(name, path, settings, None, true)
+    }
+
+    /// Opens `name` as a follower: the newest snapshot, read-only, materialised under
+    /// `<data-dir>/.follow/<name>/<id>/` — from `previous` (the follower it replaces) by applying
+    /// only the newer layers when possible. Runs on a blocking thread.
+    fn open_follower(
+        name: &str,
+        dir: &Path,
+        settings: &DuckDbSettings,
+        layers: &LayeredStorage,
+        rt: &tokio::runtime::Handle,
+        reason: String,
+        previous: Option<&Database>,
+    ) -> Result<Option<Self>> {
+        let storage = layers.storage.clone();
+        let Some(newest) = rt.block_on(storage.meta.snapshots(name)).map_err(|e| storage_err(e.into()))?.pop() else {
+            return Ok(None);
+        };
+        let prev = previous.and_then(|p| p.follows.as_ref().map(|f| (f.snapshot.clone(), p.path.clone())));
+        if prev.as_ref().is_some_and(|(s, _)| s.id == newest.id) {
+            return Ok(None);
+        }
+        let target_dir = dir.join(".follow").join(name).join(newest.id.to_string());
+        std::fs::create_dir_all(&target_dir).map_err(|e| ServerError::Internal(format!("cannot create {}: {e}", target_dir.display())))?;
+        let path = target_dir.join(format!("{name}.duckdb"));
+        let tmp = target_dir.join(format!("{name}.duckdb.part"));
+        rt.block_on(async {
+            let store = storage.store.as_ref();
+            if let Some((prev_snapshot, prev_path)) = &prev {
+                if std::fs::copy(prev_path, &tmp).is_ok() && openduck_layers::snapshot::advance(store, prev_snapshot, &newest, &tmp).await? {
+                    return Ok(());
+                }
+            }
+            let map = openduck_layers::snapshot::open_map(store, &newest).await?;
+            openduck_layers::snapshot::materialize(store, &map, &tmp).await
+        })
+        .map_err(storage_err)?;
+        std::fs::rename(&tmp, &path).map_err(|e| ServerError::Internal(format!("cannot rename {}: {e}", tmp.display())))?;
+        let mut db = Self::open_options(name, &path, settings, None, true)?;
+        db.connect()?.register_rows_function(snapshots_function(name, &storage, rt.clone()))?;
+        tracing::info!(database = name, snapshot = newest.id, "following the newest snapshot read-only");
+        db.follows = Some(Follow { snapshot: newest, reason });
+        Ok(Some(db))
+    }
+
+    /// Why writes are refused here, for a database this server only follows.
+    pub fn follower_reason(&self) -> Option<String> {
+        self.follows.as_ref().map(|f| {
+            format!("database '{}' is read-only on this server (snapshot {}): {}", self.name, f.snapshot.id, f.reason)
+        })
     }
 
     /// Whether the database lives on layered storage.
@@ -300,9 +360,11 @@ impl Databases {
                     Ok(_) => {}
                     // Another server writes it: not ours to serve.
                     Err(ServerError::Storage(msg)) if msg.contains("is being written by") => {
-                        tracing::warn!(database = %name, reason = %msg, "not serving database");
-                        if let Ok(mut refused) = opener.refused.write() {
-                            refused.insert(name, msg);
+                        if let Err(e) = opener.follow(&name, msg.clone()) {
+                            tracing::warn!(database = %name, reason = %msg, error = %e, "not serving database");
+                            if let Ok(mut refused) = opener.refused.write() {
+                                refused.insert(name, msg);
+                            }
                         }
                     }
                     Err(e) => return Err(e),
@@ -318,6 +380,7 @@ impl Databases {
     fn new(dir: &Path, default: &str, settings: DuckDbSettings, layers: Option<LayeredStorage>) -> Result<Self> {
         // Snapshots materialised by an earlier run are rebuilt on demand.
         let _ = std::fs::remove_dir_all(dir.join(".snapshots"));
+        let _ = std::fs::remove_dir_all(dir.join(".follow"));
         if !valid_name(default) {
             return Err(ServerError::InvalidArgument(format!(
                 "invalid database name '{default}': use letters, digits and '_', starting with a letter"
@@ -346,6 +409,63 @@ impl Databases {
         Ok(names)
     }
 
+    /// Serves `name` read-only as a follower of its writer (see [`Database::follower_reason`]).
+    fn follow(&self, name: &str, reason: String) -> Result<()> {
+        let Some(layers) = &self.layers else { return Ok(()) };
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
+        let previous = self.open.read().ok().and_then(|m| m.get(name).cloned());
+        let Some(db) = Database::open_follower(name, &self.dir, &self.settings, layers, &rt, reason, previous.as_deref())? else {
+            if previous.is_none() {
+                return Err(ServerError::Storage(format!("database '{name}' has no snapshot to follow yet")));
+            }
+            return Ok(());
+        };
+        let old = self
+            .open
+            .write()
+            .map_err(|_| ServerError::Internal("registry lock poisoned".into()))?
+            .insert(name.to_string(), Arc::new(db));
+        if let Some(old) = old {
+            // Queries still running keep it open; the file goes once they end.
+            let _ = old.close();
+            if let Some(parent) = old.path.parent() {
+                let _ = std::fs::remove_dir_all(parent);
+            }
+        }
+        Ok(())
+    }
+
+    /// For databases this server follows: takes over writing when the writer's lease has lapsed,
+    /// else moves to a newer snapshot if one was sealed. Queries already running finish on the
+    /// snapshot they started on. Runs on a blocking thread.
+    pub fn refresh_followers(&self) {
+        let followed: Vec<Arc<Database>> = self.all().into_iter().filter(|db| db.follows.is_some()).collect();
+        for db in followed {
+            let name = db.name().to_string();
+            let Some(layers) = &self.layers else { return };
+            let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+            let path = self.dir.join(format!("{name}.duckdb"));
+            match Database::open_layered(&name, &path, &self.settings, layers, rt) {
+                Ok(writer) => {
+                    tracing::info!(database = %name, "took over writing: the previous writer's lease lapsed");
+                    if let Ok(mut open) = self.open.write() {
+                        open.insert(name.clone(), Arc::new(writer));
+                    }
+                    let _ = db.close();
+                    if let Some(parent) = db.path.parent() {
+                        let _ = std::fs::remove_dir_all(parent);
+                    }
+                }
+                Err(ServerError::Storage(msg)) if msg.contains("is being written by") => {
+                    if let Err(e) = self.follow(&name, msg) {
+                        tracing::warn!(database = %name, error = %e, "following a newer snapshot failed");
+                    }
+                }
+                Err(e) => tracing::warn!(database = %name, error = %e, "taking over the database failed"),
+            }
+        }
+    }
+
     /// Opens databases created in the metadata store since the server started (by `openduck db
     /// create` or `clone`, or another server); returns their names. Runs on a blocking thread.
     pub fn open_new(&self) -> Result<Vec<String>> {
@@ -361,6 +481,9 @@ impl Databases {
                         refused.remove(&name);
                     }
                     opened.push(name)
+                }
+                Err(ServerError::Storage(msg)) if msg.contains("is being written by") && self.follow(&name, msg.clone()).is_ok() => {
+                    opened.push(name);
                 }
                 Err(e) => {
                     tracing::debug!(database = %name, error = %e, "not opening database");

@@ -247,6 +247,12 @@ impl Engine {
 
     /// Refuses statements a grant or target does not allow.
     fn check_kind(kind: StatementKind, target: &Target, read_only: bool) -> Result<()> {
+        // (Anything else that writes meets DuckDB's own read-only error.)
+        if matches!(kind, StatementKind::Dml | StatementKind::Ddl) {
+            if let Some(reason) = target.database().follower_reason() {
+                return Err(ServerError::NotWriter(reason));
+            }
+        }
         if kind == StatementKind::Forbidden {
             return Err(ServerError::PermissionDenied(
                 "ATTACH, DETACH, LOAD, EXPORT and COPY FROM DATABASE are not allowed on an OpenDuck server".into(),
@@ -499,6 +505,9 @@ impl Engine {
     ) -> Result<i64> {
         if grant.read_only {
             return Err(ServerError::ReadOnly("bulk ingest".into()));
+        }
+        if let Some(reason) = target.database().follower_reason() {
+            return Err(ServerError::NotWriter(reason));
         }
         let id = Uuid::new_v4();
         let engine = self.clone();

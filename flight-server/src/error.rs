@@ -48,6 +48,9 @@ pub enum ServerError {
     /// stores (they are down, or this server lost the database's write lease).
     #[error("the change was committed on the server but could not be made durable: {0}")]
     NotDurable(String),
+    /// A write to a database this server only follows (another server holds its write lease).
+    #[error("{0}")]
+    NotWriter(String),
     /// The layered storage (object or metadata store) failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -71,6 +74,7 @@ impl ServerError {
             ServerError::Timeout(_) => Code::DeadlineExceeded,
             ServerError::Cancelled => Code::Cancelled,
             ServerError::ShuttingDown | ServerError::NotDurable(_) | ServerError::Storage(_) => Code::Unavailable,
+            ServerError::NotWriter(_) => Code::FailedPrecondition,
             ServerError::Internal(_) => Code::Internal,
         }
     }

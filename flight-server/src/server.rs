@@ -138,8 +138,10 @@ async fn seal_loop(engine: std::sync::Weak<Engine>, interval: Duration, max_log:
         let registry = engine.databases().clone();
         let dbs = registry.all();
         drop(engine);
-        if registry.layers().is_some() && last_discovery.elapsed() >= Duration::from_secs(2) {
+        if registry.layers().is_some() && last_discovery.elapsed() >= Duration::from_secs(1) {
             last_discovery = tokio::time::Instant::now();
+            let followers = registry.clone();
+            let _ = tokio::task::spawn_blocking(move || followers.refresh_followers()).await;
             match tokio::task::spawn_blocking(move || registry.open_new()).await {
                 Ok(Ok(names)) if !names.is_empty() => tracing::info!(databases = ?names, "opened new databases"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "looking for new databases failed"),

@@ -93,6 +93,39 @@ pub async fn materialize(store: &dyn ObjectStore, map: &LayerMap, path: &Path) -
     Ok(())
 }
 
+/// Turns the file of snapshot `from` (at `path`) into the file of snapshot `to` in place, by
+/// writing only the pages of the layers `to` adds — when `to`'s layers extend `from`'s (a later
+/// commit of the same database). Returns `false` (and changes nothing) when they do not (e.g.
+/// after a compaction); the caller then materialises `to` from scratch.
+pub async fn advance(store: &dyn ObjectStore, from: &SnapshotInfo, to: &SnapshotInfo, path: &Path) -> Result<bool, LayerError> {
+    if to.layers.len() < from.layers.len() || to.layers[..from.layers.len()] != from.layers[..] {
+        return Ok(false);
+    }
+    let io = |source| LayerError::Store(crate::object_store::StoreError::Io { op: "advance", key: path.display().to_string(), source });
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+    for key in &to.layers[from.layers.len()..] {
+        let index = load_index(store, key).await?;
+        let page_size = u64::from(index.page_size);
+        if index.entries.is_empty() {
+            continue;
+        }
+        let first = index.page_range(0).start;
+        let bytes = store.get_range(key, first..index.page_range(index.entries.len() - 1).end).await?;
+        for (slot, &(page_no, _)) in index.entries.iter().enumerate() {
+            let page = bytes.get(slot * page_size as usize..(slot + 1) * page_size as usize).unwrap_or(&[]);
+            index.verify(slot, page)?;
+            let at = page_no * page_size;
+            let keep = (to.file_len as u64).saturating_sub(at).min(page_size) as usize;
+            use std::io::{Seek, SeekFrom};
+            file.seek(SeekFrom::Start(at)).map_err(io)?;
+            file.write_all(&page[..keep]).map_err(io)?;
+        }
+    }
+    file.set_len(to.file_len as u64).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(true)
+}
+
 /// The layer of pages where `new` differs from `old` (files; `old` may be missing for the first
 /// layer), or `None` when nothing changed.
 pub fn diff(old: Option<&Path>, new: &Path, page_size: u32) -> std::io::Result<Option<Vec<u8>>> {
@@ -171,6 +204,22 @@ mod tests {
         let out = dir.path().join("out.db");
         materialize(&store, &map, &out).await.unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), content);
+        // A copy of snapshot 1's file advances to snapshot 2 by applying layer 2 only.
+        let info = |id: i64, layers: &[&str], file_len: usize| SnapshotInfo {
+            id,
+            database: "db".into(),
+            parent: None,
+            created_ms: 0,
+            file_len: file_len as i64,
+            size: 0,
+            layers: layers.iter().map(|s| s.to_string()).collect(),
+        };
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&v1, &copy).unwrap();
+        let (s1, s2) = (info(1, &["db/layers/1"], 100_000), info(2, &["db/layers/1", "db/layers/2"], content.len()));
+        assert!(advance(&store, &s1, &s2, &copy).await.unwrap());
+        assert_eq!(std::fs::read(&copy).unwrap(), content);
+        assert!(!advance(&store, &s2, &info(3, &["db/layers/c"], 10), &copy).await.unwrap(), "not an extension");
         // The older snapshot still reads as it was.
         let old_map = LayerMap::new(vec![load_index(&store, "db/layers/1").await.unwrap()]).unwrap();
         materialize(&store, &old_map, &out).await.unwrap();
