@@ -20,6 +20,8 @@
 
 pub mod compaction;
 pub mod delta_layer;
+#[cfg(target_os = "linux")]
+pub mod fuse;
 pub mod gc;
 pub mod head;
 pub mod layer_map;
