@@ -83,7 +83,21 @@ class Server:
                 self.proc.wait()
                 raise
         self.log.close()
+        # A killed server leaves its FUSE mount behind (its next start clears it too).
+        fuse = self.data_dir / ".fuse"
+        if os.path.ismount(fuse) or fuse_stale(fuse):
+            subprocess.run(["umount", "-l", str(fuse)], capture_output=True)
         return self.proc.returncode
+
+
+def fuse_stale(path: Path) -> bool:
+    try:
+        os.stat(path)
+        return False
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # "Transport endpoint is not connected"
 
 
 def adbc_connect(server: Server, token: str = TOKEN, autocommit=True, database=None, **kwargs):

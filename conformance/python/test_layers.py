@@ -315,9 +315,13 @@ def newest_snapshot(layout, database="mydb") -> int:
     return int(listing.splitlines()[-1].split()[0])
 
 
-def test_old_snapshots_are_readable_by_id(tmp_path, duck):
+@pytest.mark.parametrize("fuse", ["on", "off"])
+def test_old_snapshots_are_readable_by_id(tmp_path, duck, fuse):
+    """Both ways of serving a snapshot file: FUSE (pages fetched as DuckDB reads them) and
+    materialising it into the data directory."""
     layout = Layout("sqlite-file", tmp_path)
-    s = layout.serve()
+    s = layout.serve(extra=["--fuse", fuse])
+    assert ("serving snapshot files through FUSE" in s.log_path.read_text()) == (fuse == "on")
     rows(s, "CREATE TABLE t AS SELECT range AS id FROM range(10)")
     rows(s, "CHECKPOINT")
     old = newest_snapshot(layout)

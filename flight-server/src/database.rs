@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use openduck_layers::fuse::Mount;
 use openduck_layers::head::Head;
 use openduck_layers::metadata::MetadataError;
 use openduck_layers::storage::Storage;
@@ -57,6 +58,20 @@ pub struct LayeredStorage {
     pub holder: String,
     /// How long a write lease lasts without renewal.
     pub lease_ttl: Duration,
+    /// Whether snapshots are served through FUSE.
+    pub fuse: FuseMode,
+}
+
+/// Whether to serve snapshot files through FUSE (else they are materialised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FuseMode {
+    /// Use FUSE when it can be mounted.
+    #[default]
+    Auto,
+    /// Require FUSE.
+    On,
+    /// Never use FUSE.
+    Off,
 }
 
 /// The layered side of one database.
@@ -71,6 +86,26 @@ fn storage_err(e: LayerError) -> ServerError {
         LayerError::Metadata(MetadataError::UnknownDatabase(name)) => ServerError::UnknownDatabase(name),
         LayerError::NotDurable(msg) => ServerError::NotDurable(msg),
         other => ServerError::Storage(other.to_string()),
+    }
+}
+
+/// Mounts the FUSE snapshot filesystem at `<data-dir>/.fuse` as `layers.fuse` asks; `None` when
+/// snapshots are materialised instead.
+fn mount_snapshots(dir: &Path, layers: &LayeredStorage) -> Result<Option<Mount>> {
+    if layers.fuse == FuseMode::Off {
+        return Ok(None);
+    }
+    let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
+    match openduck_layers::fuse::mount(layers.storage.clone(), &dir.join(".fuse"), 256 << 20, rt) {
+        Ok(m) => {
+            tracing::info!(path = %m.path().display(), "serving snapshot files through FUSE");
+            Ok(Some(m))
+        }
+        Err(e) if layers.fuse == FuseMode::Auto => {
+            tracing::info!(error = %e, "FUSE is not available; snapshots are materialised into the data directory");
+            Ok(None)
+        }
+        Err(e) => Err(ServerError::Storage(format!("cannot mount the snapshot filesystem (--fuse on): {e}"))),
     }
 }
 
@@ -191,6 +226,7 @@ impl Database {
         rt: &tokio::runtime::Handle,
         reason: String,
         previous: Option<&Database>,
+        fuse: Option<&Mount>,
     ) -> Result<Option<Self>> {
         let storage = layers.storage.clone();
         let Some(newest) = rt.block_on(storage.meta.snapshots(name)).map_err(|e| storage_err(e.into()))?.pop() else {
@@ -199,6 +235,15 @@ impl Database {
         let prev = previous.and_then(|p| p.follows.as_ref().map(|f| (f.snapshot.clone(), p.path.clone())));
         if prev.as_ref().is_some_and(|(s, _)| s.id == newest.id) {
             return Ok(None);
+        }
+        if let Some(fuse) = fuse {
+            // Served page by page through FUSE: nothing to materialise.
+            let path = fuse.snapshot_file(name, newest.id);
+            let mut db = Self::open_options(name, &path, settings, None, true)?;
+            db.connect()?.register_rows_function(snapshots_function(name, &storage, rt.clone()))?;
+            tracing::info!(database = name, snapshot = newest.id, "following the newest snapshot read-only (FUSE)");
+            db.follows = Some(Follow { snapshot: newest, reason });
+            return Ok(Some(db));
         }
         let target_dir = dir.join(".follow").join(name).join(newest.id.to_string());
         std::fs::create_dir_all(&target_dir).map_err(|e| ServerError::Internal(format!("cannot create {}: {e}", target_dir.display())))?;
@@ -329,6 +374,8 @@ pub struct Databases {
     refused: RwLock<BTreeMap<String, String>>,
     /// Snapshots opened read-only, by id, newest use last (a few are kept open).
     snapshots: tokio::sync::Mutex<Vec<(i64, Arc<Database>)>>,
+    /// The FUSE mount serving snapshot files, when available.
+    fuse: Option<Mount>,
 }
 
 /// How many snapshots stay open (and materialised) at once.
@@ -348,7 +395,9 @@ impl Databases {
     /// every `*.duckdb` file already in `dir` (imported as a new database), on layered storage.
     pub async fn open_layered(dir: &Path, default: &str, settings: DuckDbSettings, layers: LayeredStorage) -> Result<Self> {
         let known = layers.storage.meta.databases().await.map_err(|e| storage_err(e.into()))?;
-        let dbs = Arc::new(Self::new(dir, default, settings, Some(layers))?);
+        let mut registry = Self::new(dir, default, settings, Some(layers.clone()))?;
+        registry.fuse = mount_snapshots(dir, &layers)?;
+        let dbs = Arc::new(registry);
         let mut names = dbs.local_names()?;
         names.extend(known.into_iter().filter(|n| valid_name(n)));
         names.sort();
@@ -388,7 +437,7 @@ impl Databases {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", dir.display())))?;
-        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), refused: Default::default(), snapshots: Default::default() })
+        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), refused: Default::default(), snapshots: Default::default(), fuse: None })
     }
 
     /// The default database and the `*.duckdb` files in the data directory.
@@ -409,12 +458,19 @@ impl Databases {
         Ok(names)
     }
 
+    /// Deletes a follower's or snapshot's materialised copy (never a FUSE-served file).
+    fn remove_materialised(&self, file: &Path) {
+        if let Some(parent) = file.parent().filter(|p| p.starts_with(self.dir.join(".follow")) || p.starts_with(self.dir.join(".snapshots"))) {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
+
     /// Serves `name` read-only as a follower of its writer (see [`Database::follower_reason`]).
     fn follow(&self, name: &str, reason: String) -> Result<()> {
         let Some(layers) = &self.layers else { return Ok(()) };
         let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
         let previous = self.open.read().ok().and_then(|m| m.get(name).cloned());
-        let Some(db) = Database::open_follower(name, &self.dir, &self.settings, layers, &rt, reason, previous.as_deref())? else {
+        let Some(db) = Database::open_follower(name, &self.dir, &self.settings, layers, &rt, reason, previous.as_deref(), self.fuse.as_ref())? else {
             if previous.is_none() {
                 return Err(ServerError::Storage(format!("database '{name}' has no snapshot to follow yet")));
             }
@@ -428,9 +484,7 @@ impl Databases {
         if let Some(old) = old {
             // Queries still running keep it open; the file goes once they end.
             let _ = old.close();
-            if let Some(parent) = old.path.parent() {
-                let _ = std::fs::remove_dir_all(parent);
-            }
+            self.remove_materialised(&old.path);
         }
         Ok(())
     }
@@ -452,9 +506,7 @@ impl Databases {
                         open.insert(name.clone(), Arc::new(writer));
                     }
                     let _ = db.close();
-                    if let Some(parent) = db.path.parent() {
-                        let _ = std::fs::remove_dir_all(parent);
-                    }
+                    self.remove_materialised(&db.path);
                 }
                 Err(ServerError::Storage(msg)) if msg.contains("is being written by") => {
                     if let Err(e) = self.follow(&name, msg) {
@@ -518,8 +570,11 @@ impl Databases {
             Err(e) => return Err(storage_err(e.into())),
         };
         let dir = self.dir.join(".snapshots").join(id.to_string());
-        let path = dir.join(format!("{name}.duckdb"));
-        if !path.exists() {
+        let path = match &self.fuse {
+            Some(fuse) => fuse.snapshot_file(name, id),
+            None => dir.join(format!("{name}.duckdb")),
+        };
+        if self.fuse.is_none() && !path.exists() {
             std::fs::create_dir_all(&dir).map_err(|e| ServerError::Internal(format!("cannot create {}: {e}", dir.display())))?;
             let store = layers.storage.store.clone();
             let map = openduck_layers::snapshot::open_map(store.as_ref(), &info).await.map_err(storage_err)?;
@@ -535,9 +590,9 @@ impl Databases {
         tracing::info!(database = name, snapshot = id, "opened snapshot read-only");
         open.push((id, db.clone()));
         if open.len() > OPEN_SNAPSHOTS {
-            let (old_id, old) = open.remove(0);
+            let (_, old) = open.remove(0);
             let _ = old.close();
-            let _ = std::fs::remove_dir_all(self.dir.join(".snapshots").join(old_id.to_string()));
+            self.remove_materialised(&old.path);
         }
         Ok(db)
     }

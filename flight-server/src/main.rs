@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use openduck_flight_server::auth::Authenticator;
 use openduck_flight_server::config::{DuckDbSettings, ServerConfig};
-use openduck_flight_server::database::{valid_name, LayeredStorage};
+use openduck_flight_server::database::{valid_name, FuseMode, LayeredStorage};
 use openduck_flight_server::server::Server;
 use openduck_layers::storage::Storage;
 
@@ -22,6 +22,13 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Fuse {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -184,6 +191,11 @@ struct ServeArgs {
     /// over after it).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     lease_ttl: Duration,
+    /// Serve snapshot files (time travel, followers) through FUSE, reading only the pages
+    /// queries touch; `auto` uses it when it can be mounted (Linux, root), else snapshots are
+    /// materialised into the data directory.
+    #[arg(long, value_enum, default_value = "auto", env = "OPENDUCK_FUSE")]
+    fuse: Fuse,
     /// DuckDB memory limit per database, e.g. `4GB` (DuckDB's default: 80% of RAM).
     #[arg(long, env = "OPENDUCK_MEMORY_LIMIT")]
     memory_limit: Option<String>,
@@ -264,7 +276,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
             format!("{host}:{}", absolute(&args.storage.data_dir).display())
         });
-        config.layers = Some(LayeredStorage { storage, holder, lease_ttl: args.lease_ttl });
+        let fuse = match args.fuse {
+            Fuse::Auto => FuseMode::Auto,
+            Fuse::On => FuseMode::On,
+            Fuse::Off => FuseMode::Off,
+        };
+        config.layers = Some(LayeredStorage { storage, holder, lease_ttl: args.lease_ttl, fuse });
     }
     config.seal_interval = args.seal_interval;
     config.seal_log_bytes = args.seal_log_mib * 1024 * 1024;

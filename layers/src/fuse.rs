@@ -322,6 +322,12 @@ impl Mount {
     }
 }
 
+impl std::fmt::Debug for Mount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mount").field("path", &self.path).finish()
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
