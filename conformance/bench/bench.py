@@ -277,13 +277,13 @@ class Server:
 
 
 @contextmanager
-def openduck_server(binary: str, data_dir: Path, logs: Path, name: str):
-    """Run `openduck serve` for database `bench` in `data_dir` while the block runs. The
-    server logs JSON so that the remote SQL of every query can be read back."""
+def openduck_server(binary: str, data_dir: Path, logs: Path, name: str, extra=(), stop_timeout: float = 30):
+    """Run `openduck serve` for database `bench` in `data_dir` (with `extra` arguments) while
+    the block runs. The server logs JSON so that the remote SQL of every query can be read back."""
     port = free_port()
     log_path = logs / f"{name}.log"
     args = [binary, "serve", "-d", "bench", "-t", TOKEN, "--data-dir", str(data_dir),
-            "--port", str(port), "--host", "127.0.0.1", "--log-format", "json"]
+            "--port", str(port), "--host", "127.0.0.1", "--log-format", "json", *extra]
     env = {k: v for k, v in os.environ.items() if k != "OPENDUCK_TOKEN"}
     with open(log_path, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -312,7 +312,7 @@ def openduck_server(binary: str, data_dir: Path, logs: Path, name: str):
             ) from e
         raise
     finally:
-        stop_process(proc)
+        stop_process(proc, stop_timeout)
 
 
 def adbc_connect(port: int):

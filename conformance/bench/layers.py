@@ -19,9 +19,7 @@ layers.sh, which uses the project's Python environment.
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,29 +36,10 @@ TOKEN = bench.TOKEN
 
 @contextmanager
 def server(binary: str, data: Path, logs: Path, name: str, extra=()):
-    """`openduck serve` for database `bench`, logging JSON (seal events are read back)."""
-    port = bench.free_port()
-    log_path = logs / f"{name}.log"
-    args = [binary, "serve", "-d", "bench", "-t", TOKEN, "--data-dir", str(data), "--port", str(port),
-            "--log-format", "json", *extra]
-    env = {k: v for k, v in os.environ.items() if k != "OPENDUCK_TOKEN"}
-    with open(log_path, "w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def healthy():
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return True
-        except OSError:
-            return False
-
-    try:
-        bench.wait_for(healthy, proc, "openduck serve", log_path, timeout=600)
-        yield port, log_path
-    finally:
-        bench.stop_process(proc, timeout=600)
+    """`openduck serve` for database `bench`, logging JSON (seal events are read back); shutdown
+    seals, which may take long for a large database."""
+    with bench.openduck_server(binary, data, logs, name, extra=extra, stop_timeout=600) as s:
+        yield s.port, s.log_path
 
 
 def events(log_path: Path, message: str) -> list:
@@ -260,7 +239,7 @@ def main():
                 "| read | seconds |",
                 "|---|---|",
                 f"| head | {s['head_s']:.3f} |",
-                f"| old snapshot, cold (materialise from the store + open + query) | {s['cold_s']:.3f} |",
+                f"| old snapshot, cold (pages fetched through FUSE, or the file materialised without it; + open + query) | {s['cold_s']:.3f} |",
                 f"| old snapshot, warm | {s['warm_s']:.3f} |",
             ]
         if "inserts" in only:

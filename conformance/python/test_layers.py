@@ -170,15 +170,7 @@ def test_object_store_down_fails_writes_cleanly_and_recovers(pg, s3, tmp_path):
     finally:
         s3.restart()
     # The sealer makes the state certain again; writes are acknowledged once more.
-    deadline = time.time() + 30
-    while True:
-        try:
-            rows(s, "INSERT INTO t VALUES (3)")
-            break
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)
+    wait_until(lambda: rows(s, "INSERT INTO t VALUES (3)") is not None, timeout=30, what="writes to be acknowledged again")
     s.stop(signal.SIGKILL)
     wipe(layout.disk)
     s = layout.serve()
@@ -199,15 +191,7 @@ def test_metadata_store_down_fails_writes_cleanly_reads_go_on(pg, s3, tmp_path):
         assert rows(s, "SELECT min(id) FROM t") == [(1,)]
     finally:
         pg.start()
-    deadline = time.time() + 30
-    while True:
-        try:
-            rows(s, "INSERT INTO t VALUES (3)")
-            break
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)
+    wait_until(lambda: rows(s, "INSERT INTO t VALUES (3)") is not None, timeout=30, what="writes to be acknowledged again")
     s.stop()
 
 
@@ -229,10 +213,7 @@ def test_cli_create_clone_snapshots_restore_gc(layout, tmp_path):
     assert all(name in listing for name in ("mydb", "fresh", "copy")), listing
 
     # The running server picks the new databases up; the clone holds the snapshot's data only.
-    deadline = time.time() + 20
-    while "copy" not in s.health()["databases"] or "fresh" not in s.health()["databases"]:
-        assert time.time() < deadline, s.health()
-        time.sleep(0.2)
+    wait_until(lambda: {"copy", "fresh"} <= set(s.health()["databases"]), what="the server to open the new databases")
     assert rows(s, "SELECT count(*), max(id) FROM t", database="copy") == [(1000, 999)]
     assert rows(s, "SELECT count(*), max(id) FROM t") == [(1001, 5000)]
     rows(s, "CREATE TABLE f AS SELECT 1 AS one", database="fresh")

@@ -20,13 +20,13 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 /// Fires the abort of every body sent through one [`AbortableChannel`].
-pub struct AbortSignal(Option<oneshot::Sender<()>>);
+pub struct AbortSignal(Option<oneshot::Sender<String>>);
 
 impl AbortSignal {
-    /// Makes every in-flight and future request body of the paired channel fail.
-    pub fn fire(&mut self) {
+    /// Makes every in-flight and future request body of the paired channel fail with `reason`.
+    pub fn fire(&mut self, reason: &str) {
         if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
+            let _ = tx.send(reason.to_string());
         }
     }
 }
@@ -35,7 +35,7 @@ impl AbortSignal {
 #[derive(Clone)]
 pub struct AbortableChannel {
     inner: Channel,
-    aborted: Shared<oneshot::Receiver<()>>,
+    aborted: Shared<oneshot::Receiver<String>>,
 }
 
 impl AbortableChannel {
@@ -66,7 +66,7 @@ impl Service<http::Request<Body>> for AbortableChannel {
 struct AbortableBody {
     inner: Body,
     /// `None` once the signal can no longer fire (its sender was dropped without firing).
-    aborted: Option<Shared<oneshot::Receiver<()>>>,
+    aborted: Option<Shared<oneshot::Receiver<String>>>,
 }
 
 impl http_body::Body for AbortableBody {
@@ -76,7 +76,7 @@ impl http_body::Body for AbortableBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         if let Some(aborted) = self.aborted.as_mut() {
             match aborted.poll_unpin(cx) {
-                Poll::Ready(Ok(())) => return Poll::Ready(Some(Err(Status::cancelled("aborted by the client")))),
+                Poll::Ready(Ok(reason)) => return Poll::Ready(Some(Err(Status::cancelled(format!("aborted by the client: {reason}"))))),
                 Poll::Ready(Err(_)) => self.aborted = None,
                 Poll::Pending => {}
             }
@@ -112,16 +112,16 @@ mod tests {
         // The wrapped body is already complete: without the signal it would end the stream.
         let mut body = AbortableBody { inner: Body::empty(), aborted: Some(rx.shared()) };
         assert!(!body.is_end_stream(), "no early end while an abort may come");
-        signal.fire();
+        signal.fire("test");
         match poll(&mut body) {
-            Poll::Ready(Some(Err(status))) => assert_eq!(status.code(), tonic::Code::Cancelled),
+            Poll::Ready(Some(Err(status))) => assert_eq!((status.code(), status.message()), (tonic::Code::Cancelled, "aborted by the client: test")),
             other => panic!("expected an error frame, got {other:?}"),
         }
     }
 
     #[test]
     fn a_dropped_signal_lets_the_body_end_normally() {
-        let (tx, rx) = oneshot::channel::<()>();
+        let (tx, rx) = oneshot::channel::<String>();
         let mut body = AbortableBody { inner: Body::empty(), aborted: Some(rx.shared()) };
         drop(tx);
         assert!(matches!(poll(&mut body), Poll::Ready(None)));

@@ -396,11 +396,9 @@ impl Upload {
     /// the batch sender is dropped, so the server never sees the data as complete; this returns
     /// once the call has ended (or after a few seconds if the server does not answer).
     pub fn abort(&mut self, reason: &str) {
-        self.abort.fire();
-        if let Some(tx) = self.tx.take() {
-            // Let the encoder stop too; the error item itself is never sent.
-            let _ = tx.try_send(Err(FlightError::ExternalError(reason.to_string().into())));
-        }
+        self.abort.fire(reason);
+        // Only now may the batch stream end: the body has already failed.
+        self.tx = None;
         if let Some(task) = self.task.take() {
             let _ = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
         }

@@ -85,6 +85,7 @@ fn storage_err(e: LayerError) -> ServerError {
     match e {
         LayerError::Metadata(MetadataError::UnknownDatabase(name)) => ServerError::UnknownDatabase(name),
         LayerError::NotDurable(msg) => ServerError::NotDurable(msg),
+        LayerError::Metadata(held @ MetadataError::LeaseHeld { .. }) => ServerError::LeaseHeld(held.to_string()),
         other => ServerError::Storage(other.to_string()),
     }
 }
@@ -236,34 +237,31 @@ impl Database {
         if prev.as_ref().is_some_and(|(s, _)| s.id == newest.id) {
             return Ok(None);
         }
-        if let Some(fuse) = fuse {
+        let path = match fuse {
             // Served page by page through FUSE: nothing to materialise.
-            let path = fuse.snapshot_file(name, newest.id);
-            let mut db = Self::open_options(name, &path, settings, None, true)?;
-            db.connect()?.register_rows_function(snapshots_function(name, &storage, rt.clone()))?;
-            tracing::info!(database = name, snapshot = newest.id, "following the newest snapshot read-only (FUSE)");
-            db.follows = Some(Follow { snapshot: newest, reason });
-            return Ok(Some(db));
-        }
-        let target_dir = dir.join(".follow").join(name).join(newest.id.to_string());
-        std::fs::create_dir_all(&target_dir).map_err(|e| ServerError::Internal(format!("cannot create {}: {e}", target_dir.display())))?;
-        let path = target_dir.join(format!("{name}.duckdb"));
-        let tmp = target_dir.join(format!("{name}.duckdb.part"));
-        rt.block_on(async {
-            let store = storage.store.as_ref();
-            if let Some((prev_snapshot, prev_path)) = &prev {
-                if std::fs::copy(prev_path, &tmp).is_ok() && openduck_layers::snapshot::advance(store, prev_snapshot, &newest, &tmp).await? {
-                    return Ok(());
-                }
+            Some(fuse) => fuse.snapshot_file(name, newest.id),
+            None => {
+                let target_dir = dir.join(".follow").join(name).join(newest.id.to_string());
+                std::fs::create_dir_all(&target_dir)
+                    .map_err(|e| ServerError::Internal(format!("cannot create {}: {e}", target_dir.display())))?;
+                let path = target_dir.join(format!("{name}.duckdb"));
+                let tmp = target_dir.join(format!("{name}.duckdb.advance"));
+                rt.block_on(async {
+                    let store = storage.store.as_ref();
+                    if let Some((prev_snapshot, prev_path)) = &prev {
+                        if std::fs::copy(prev_path, &tmp).is_ok() && openduck_layers::snapshot::advance(store, prev_snapshot, &newest, &tmp).await? {
+                            return std::fs::rename(&tmp, &path).map_err(|source| LayerError::Local { what: format!("renaming {}", tmp.display()), source });
+                        }
+                    }
+                    openduck_layers::snapshot::restore_to(store, &newest, &path).await.map(|_| ())
+                })
+                .map_err(storage_err)?;
+                path
             }
-            let map = openduck_layers::snapshot::open_map(store, &newest).await?;
-            openduck_layers::snapshot::materialize(store, &map, &tmp).await
-        })
-        .map_err(storage_err)?;
-        std::fs::rename(&tmp, &path).map_err(|e| ServerError::Internal(format!("cannot rename {}: {e}", tmp.display())))?;
+        };
         let mut db = Self::open_options(name, &path, settings, None, true)?;
         db.connect()?.register_rows_function(snapshots_function(name, &storage, rt.clone()))?;
-        tracing::info!(database = name, snapshot = newest.id, "following the newest snapshot read-only");
+        tracing::info!(database = name, snapshot = newest.id, fuse = fuse.is_some(), "following the newest snapshot read-only");
         db.follows = Some(Follow { snapshot: newest, reason });
         Ok(Some(db))
     }
@@ -314,10 +312,9 @@ impl Database {
     pub fn seal_due(&self, interval: Duration, max_log: u64) -> bool {
         let Some(l) = &self.layered else { return false };
         let Ok(head) = l.head.try_lock() else { return false };
-        let (pending, must) = head.pending();
-        let log = std::fs::metadata(openduck_layers::head::with_suffix(&self.path, ".wal")).map_or(0, |m| m.len());
+        let pending = head.pending();
         let age = l.last_seal.lock().map(|t| t.elapsed()).unwrap_or_default();
-        must || log >= max_log || (log > 0 && age >= interval) || (pending > 0 && age >= interval)
+        pending.must_seal || pending.log_bytes >= max_log || (pending.log_bytes > 0 && age >= interval)
     }
 
     /// Renews this server's write lease (a no-op without layered storage).
@@ -408,7 +405,7 @@ impl Databases {
                 match opener.create(&name) {
                     Ok(_) => {}
                     // Another server writes it: not ours to serve.
-                    Err(ServerError::Storage(msg)) if msg.contains("is being written by") => {
+                    Err(ServerError::LeaseHeld(msg)) => {
                         if let Err(e) = opener.follow(&name, msg.clone()) {
                             tracing::warn!(database = %name, reason = %msg, error = %e, "not serving database");
                             if let Ok(mut refused) = opener.refused.write() {
@@ -508,7 +505,7 @@ impl Databases {
                     let _ = db.close();
                     self.remove_materialised(&db.path);
                 }
-                Err(ServerError::Storage(msg)) if msg.contains("is being written by") => {
+                Err(ServerError::LeaseHeld(msg)) => {
                     if let Err(e) = self.follow(&name, msg) {
                         tracing::warn!(database = %name, error = %e, "following a newer snapshot failed");
                     }
@@ -534,7 +531,7 @@ impl Databases {
                     }
                     opened.push(name)
                 }
-                Err(ServerError::Storage(msg)) if msg.contains("is being written by") && self.follow(&name, msg.clone()).is_ok() => {
+                Err(ServerError::LeaseHeld(msg)) if self.follow(&name, msg.clone()).is_ok() => {
                     opened.push(name);
                 }
                 Err(e) => {
@@ -576,11 +573,7 @@ impl Databases {
         };
         if self.fuse.is_none() && !path.exists() {
             std::fs::create_dir_all(&dir).map_err(|e| ServerError::Internal(format!("cannot create {}: {e}", dir.display())))?;
-            let store = layers.storage.store.clone();
-            let map = openduck_layers::snapshot::open_map(store.as_ref(), &info).await.map_err(storage_err)?;
-            let tmp = dir.join(format!("{name}.duckdb.part"));
-            openduck_layers::snapshot::materialize(store.as_ref(), &map, &tmp).await.map_err(storage_err)?;
-            std::fs::rename(&tmp, &path).map_err(|e| ServerError::Internal(format!("cannot rename {}: {e}", tmp.display())))?;
+            openduck_layers::snapshot::restore_to(layers.storage.store.as_ref(), &info, &path).await.map_err(storage_err)?;
         }
         let (n, p, settings) = (name.to_string(), path.clone(), self.settings.clone());
         let db = tokio::task::spawn_blocking(move || Database::open_read_only(&n, &p, &settings))

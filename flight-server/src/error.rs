@@ -51,6 +51,9 @@ pub enum ServerError {
     /// A write to a database this server only follows (another server holds its write lease).
     #[error("{0}")]
     NotWriter(String),
+    /// Another server holds the database's write lease (the message names it).
+    #[error("{0}")]
+    LeaseHeld(String),
     /// The layered storage (object or metadata store) failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -73,7 +76,7 @@ impl ServerError {
             ServerError::InvalidArgument(_) => Code::InvalidArgument,
             ServerError::Timeout(_) => Code::DeadlineExceeded,
             ServerError::Cancelled => Code::Cancelled,
-            ServerError::ShuttingDown | ServerError::NotDurable(_) | ServerError::Storage(_) => Code::Unavailable,
+            ServerError::ShuttingDown | ServerError::NotDurable(_) | ServerError::Storage(_) | ServerError::LeaseHeld(_) => Code::Unavailable,
             ServerError::NotWriter(_) => Code::FailedPrecondition,
             ServerError::Internal(_) => Code::Internal,
         }

@@ -321,8 +321,7 @@ async fn main() -> anyhow::Result<()> {
             let storage = storage.open().await?;
             let info = storage.meta.snapshot(snapshot).await?;
             anyhow::ensure!(info.database == database, "snapshot {snapshot} belongs to database '{}', not '{database}'", info.database);
-            let map = openduck_layers::snapshot::open_map(storage.store.as_ref(), &info).await?;
-            openduck_layers::snapshot::materialize(storage.store.as_ref(), &map, &output).await?;
+            openduck_layers::snapshot::restore_to(storage.store.as_ref(), &info, &output).await?;
             println!("wrote snapshot {snapshot} of '{database}' ({} bytes) to {}", info.file_len, output.display());
             Ok(())
         }

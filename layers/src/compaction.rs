@@ -6,10 +6,9 @@
 //! are collected once no snapshot needs them.
 
 use crate::delta_layer::LayerWriter;
-use crate::layer_map::LayerMap;
 use crate::metadata::{Lease, Metadata, SnapshotInfo};
 use crate::object_store::ObjectStore;
-use crate::snapshot::load_index;
+use crate::snapshot::open_map;
 use crate::LayerError;
 
 /// Compacts the newest snapshot of the lease's database into one layer stored under `key`.
@@ -19,11 +18,7 @@ pub async fn compact(meta: &dyn Metadata, store: &dyn ObjectStore, lease: &Lease
     if newest.layers.len() < 2 {
         return Ok(None);
     }
-    let mut indexes = Vec::with_capacity(newest.layers.len());
-    for layer in &newest.layers {
-        indexes.push(load_index(store, layer).await?);
-    }
-    let map = LayerMap::new(indexes).map_err(|reason| LayerError::Malformed { key: key.to_string(), reason })?;
+    let map = open_map(store, &newest).await?;
     let page_size = map.layers()[0].page_size;
     let mut writer = LayerWriter::new(page_size, map.file_len());
     let pages = map.file_len().div_ceil(u64::from(page_size));
@@ -46,7 +41,7 @@ mod tests {
     use super::*;
     use crate::metadata::SqliteMetadata;
     use crate::object_store::LocalDirStore;
-    use crate::snapshot::{diff, materialize};
+    use crate::snapshot::diff;
     use std::time::Duration;
 
     #[tokio::test]
@@ -75,12 +70,8 @@ mod tests {
         let compacted = compact(&meta, &store, &lease, "layers/compacted-1").await.unwrap().unwrap();
         assert_eq!(compacted.layers, vec!["layers/compacted-1"]);
         // Same bytes as the five-layer snapshot.
-        let mut indexes = Vec::new();
-        for l in &compacted.layers {
-            indexes.push(load_index(&store, l).await.unwrap());
-        }
         let out = dir.path().join("out.db");
-        materialize(&store, &LayerMap::new(indexes).unwrap(), &out).await.unwrap();
+        crate::snapshot::restore_to(&store, &compacted, &out).await.unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), content);
         // Nothing left to merge.
         assert!(compact(&meta, &store, &lease, "layers/compacted-2").await.unwrap().is_none());

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::delta_layer::LayerWriter;
 use crate::metadata::{Lease, SnapshotInfo};
-use crate::snapshot::{materialize, open_map};
+use crate::snapshot::restore_to;
 use crate::storage::Storage;
 use crate::LayerError;
 
@@ -167,6 +167,17 @@ pub struct Head {
     needs_seal: Option<String>,
 }
 
+/// The state of a head's log, for deciding when to seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// Length of the local write-ahead log.
+    pub log_bytes: u64,
+    /// Bytes of it not yet durable.
+    pub unshipped: u64,
+    /// Shipping stopped until the next seal.
+    pub must_seal: bool,
+}
+
 /// What [`Head::open`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recovery {
@@ -235,16 +246,14 @@ impl Head {
     /// Replaces the local file and log with snapshot `s` and its durable log.
     async fn restore(&mut self, s: &SnapshotInfo) -> Result<u64, LayerError> {
         let store = self.storage.store.clone();
-        let map = open_map(store.as_ref(), s).await?;
-        let tmp = with_suffix(&self.path, ".restore");
-        materialize(store.as_ref(), &map, &tmp).await?;
+        // The old log belongs to another file: gone before the restored file appears.
         for suffix in [".wal", ".wal.checkpoint", ".wal.recovery"] {
             let p = with_suffix(&self.path, suffix);
             if p.exists() {
                 std::fs::remove_file(&p).map_err(local(format!("removing {}", p.display())))?;
             }
         }
-        std::fs::rename(&tmp, &self.path).map_err(local(format!("renaming {}", tmp.display())))?;
+        let map = restore_to(store.as_ref(), s, &self.path).await?;
         let pieces = self.storage.meta.wal_segments(&s.database, s.id).await?;
         let mut wal_bytes = 0u64;
         if !pieces.is_empty() {
@@ -291,10 +300,11 @@ impl Head {
         self.base.as_ref().map(|b| b.snapshot)
     }
 
-    /// Log bytes written locally but not yet durable, and whether a seal is required first.
-    pub fn pending(&self) -> (u64, bool) {
-        let len = std::fs::metadata(with_suffix(&self.path, ".wal")).map_or(0, |m| m.len());
-        (len.saturating_sub(self.shipped), self.needs_seal.is_some())
+    /// The local log's length, how much of it is not yet durable, and whether a seal is required
+    /// before anything more can be shipped.
+    pub fn pending(&self) -> Pending {
+        let log_bytes = std::fs::metadata(with_suffix(&self.path, ".wal")).map_or(0, |m| m.len());
+        Pending { log_bytes, unshipped: log_bytes.saturating_sub(self.shipped), must_seal: self.needs_seal.is_some() }
     }
 
     /// Renews the lease; fails if this head was fenced (another writer took the database).
@@ -519,7 +529,7 @@ mod tests {
         append(&wal, b"ab");
         let err = head.sync_wal().await.unwrap_err();
         assert!(err.to_string().contains("outside the sealer"), "{err}");
-        assert!(head.pending().1);
+        assert!(head.pending().must_seal);
         std::fs::write(&path, vec![6u8; 10_000]).unwrap();
         std::fs::remove_file(&wal).unwrap();
         head.seal().await.unwrap().unwrap();

@@ -93,6 +93,19 @@ pub async fn materialize(store: &dyn ObjectStore, map: &LayerMap, path: &Path) -
     Ok(())
 }
 
+/// Writes snapshot `snapshot` as a standalone file at `path`, atomically (a `.part` file renamed
+/// into place), and returns its layer map.
+pub async fn restore_to(store: &dyn ObjectStore, snapshot: &SnapshotInfo, path: &Path) -> Result<LayerMap, LayerError> {
+    let map = open_map(store, snapshot).await?;
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".part");
+    let tmp = std::path::PathBuf::from(tmp);
+    materialize(store, &map, &tmp).await?;
+    std::fs::rename(&tmp, path)
+        .map_err(|source| LayerError::Store(crate::object_store::StoreError::Io { op: "restore", key: path.display().to_string(), source }))?;
+    Ok(map)
+}
+
 /// Turns the file of snapshot `from` (at `path`) into the file of snapshot `to` in place, by
 /// writing only the pages of the layers `to` adds — when `to`'s layers extend `from`'s (a later
 /// commit of the same database). Returns `false` (and changes nothing) when they do not (e.g.
