@@ -153,11 +153,19 @@ fn scan(file: &Path, page_size: u32, base: Option<&PageHashes>) -> Result<(u64, 
 /// The writable head of one database: see the module docs.
 pub struct Head {
     storage: Storage,
+    /// The file DuckDB opens.
     path: PathBuf,
+    /// Its write-ahead log (read here directly, also when DuckDB writes it through FUSE).
+    wal_path: PathBuf,
     lease: Lease,
     page_size: u32,
-    /// The newest snapshot and the page hashes of its file (`None` before the first seal).
+    /// The newest snapshot (`None` before the first seal).
+    newest: Option<i64>,
+    /// The page hashes of the newest snapshot's file (local path only).
     base: Option<PageHashes>,
+    /// The head file when DuckDB reaches it through the head filesystem.
+    #[cfg(target_os = "linux")]
+    fuse: Option<crate::head_fs::Registration>,
     /// Log bytes already durable for `base`, and how many pieces hold them.
     shipped: u64,
     pieces: usize,
@@ -216,20 +224,11 @@ impl Head {
         let hashes_path = with_suffix(path, ".pages");
         let local = PageHashes::load(&hashes_path).filter(|_| path.exists());
         let page_size = local.as_ref().map_or(DEFAULT_PAGE_SIZE, |h| h.page_size);
-        let mut head = Head {
-            storage,
-            path: path.to_path_buf(),
-            lease,
-            page_size,
-            base: None,
-            shipped: 0,
-            pieces: 0,
-            wal_inode: None,
-            needs_seal: Some("the database was just opened".into()),
-        };
+        let mut head = Head::new(storage, path.to_path_buf(), with_suffix(path, ".wal"), lease, page_size);
         let recovery = match newest {
             None => Recovery::New,
             Some(s) if local.as_ref().is_some_and(|h| h.snapshot == s.id) => {
+                head.newest = Some(s.id);
                 head.base = local;
                 head.pieces = head.storage.meta.wal_segments(database, s.id).await?.len();
                 Recovery::Local
@@ -240,6 +239,78 @@ impl Head {
             }
         };
         tracing::info!(database, lease_epoch = head.lease.epoch, ?recovery, "opened head");
+        Ok((head, recovery))
+    }
+
+    fn new(storage: Storage, path: PathBuf, wal_path: PathBuf, lease: Lease, page_size: u32) -> Self {
+        Head {
+            storage,
+            path,
+            wal_path,
+            lease,
+            page_size,
+            newest: None,
+            base: None,
+            #[cfg(target_os = "linux")]
+            fuse: None,
+            shipped: 0,
+            pieces: 0,
+            wal_inode: None,
+            needs_seal: Some("the database was just opened".into()),
+        }
+    }
+
+    /// Like [`Head::open`], but DuckDB reaches the file through the head filesystem `heads`
+    /// ([`crate::head_fs`]): nothing is materialised, pages are fetched when DuckDB first touches
+    /// them, and a seal uploads exactly the pages written since the last one. Local state is
+    /// never trusted: the head always starts from the newest snapshot and its durable log (a
+    /// cheap step here). A database without snapshots starts empty, or from the ordinary
+    /// DuckDB file `import` (and its log) when given and present.
+    #[cfg(target_os = "linux")]
+    pub async fn open_fuse(
+        storage: Storage,
+        database: &str,
+        heads: &crate::head_fs::HeadMount,
+        holder: &str,
+        lease_ttl: Duration,
+        import: Option<&Path>,
+    ) -> Result<(Head, Recovery), LayerError> {
+        let lease = storage.meta.acquire_lease(database, holder, lease_ttl).await?;
+        let newest = storage.meta.snapshots(database).await?.pop();
+        let (map, page_size) = match &newest {
+            Some(s) => {
+                let map = crate::snapshot::open_map(storage.store.as_ref(), s).await?;
+                let page_size = map.layers().first().map_or(DEFAULT_PAGE_SIZE, |l| l.page_size);
+                (Some(std::sync::Arc::new(map)), page_size)
+            }
+            None => (None, DEFAULT_PAGE_SIZE),
+        };
+        let dir = heads.local_dir(database);
+        let registration = heads
+            .register(database, storage.store.clone(), tokio::runtime::Handle::current(), page_size, map)
+            .map_err(local(format!("starting the head of {database} in {}", dir.display())))?;
+        let wal_path = dir.join(format!("{database}.duckdb.wal"));
+        let mut head = Head::new(storage, heads.file_path(database), wal_path, lease, page_size);
+        let recovery = match newest {
+            None => {
+                if let Some(file) = import.filter(|p| p.exists()) {
+                    registration.file.import(file).map_err(local(format!("importing {}", file.display())))?;
+                    let wal = with_suffix(file, ".wal");
+                    if wal.exists() {
+                        std::fs::copy(&wal, &head.wal_path).map_err(local(format!("importing {}", wal.display())))?;
+                    }
+                    tracing::info!(database, file = %file.display(), "importing a DuckDB file");
+                }
+                Recovery::New
+            }
+            Some(s) => {
+                let wal_bytes = head.rebuild_wal(&s).await?;
+                head.newest = Some(s.id);
+                Recovery::Restored { snapshot: s.id, wal_bytes }
+            }
+        };
+        head.fuse = Some(registration);
+        tracing::info!(database, lease_epoch = head.lease.epoch, ?recovery, "opened head through FUSE");
         Ok((head, recovery))
     }
 
@@ -254,10 +325,24 @@ impl Head {
             }
         }
         let map = restore_to(store.as_ref(), s, &self.path).await?;
+        let wal_bytes = self.rebuild_wal(s).await?;
+        let page_size = map.layers().first().map_or(DEFAULT_PAGE_SIZE, |l| l.page_size);
+        let (file_len, hashes, _) = scan(&self.path, page_size, None)?;
+        let base = PageHashes { snapshot: s.id, page_size, file_len, hashes };
+        base.store(&with_suffix(&self.path, ".pages"))?;
+        self.page_size = page_size;
+        self.base = Some(base);
+        self.newest = Some(s.id);
+        Ok(wal_bytes)
+    }
+
+    /// Writes the durable log of snapshot `s` as the local log; returns its length.
+    async fn rebuild_wal(&mut self, s: &SnapshotInfo) -> Result<u64, LayerError> {
+        let store = self.storage.store.clone();
         let pieces = self.storage.meta.wal_segments(&s.database, s.id).await?;
         let mut wal_bytes = 0u64;
         if !pieces.is_empty() {
-            let wal_path = with_suffix(&self.path, ".wal");
+            let wal_path = self.wal_path.clone();
             let mut wal = std::fs::File::create(&wal_path).map_err(local(format!("writing {}", wal_path.display())))?;
             for piece in &pieces {
                 if piece.offset as u64 != wal_bytes {
@@ -275,14 +360,14 @@ impl Head {
             }
             wal.sync_all().map_err(local(format!("writing {}", wal_path.display())))?;
         }
-        let page_size = map.layers().first().map_or(DEFAULT_PAGE_SIZE, |l| l.page_size);
-        let (file_len, hashes, _) = scan(&self.path, page_size, None)?;
-        let base = PageHashes { snapshot: s.id, page_size, file_len, hashes };
-        base.store(&with_suffix(&self.path, ".pages"))?;
-        self.page_size = page_size;
-        self.base = Some(base);
         self.pieces = pieces.len();
         Ok(wal_bytes)
+    }
+
+    /// The file DuckDB must open (the head filesystem's file when the head was opened through
+    /// FUSE).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The database's name.
@@ -297,13 +382,13 @@ impl Head {
 
     /// The newest snapshot (the one the log extends).
     pub fn snapshot(&self) -> Option<i64> {
-        self.base.as_ref().map(|b| b.snapshot)
+        self.newest
     }
 
     /// The local log's length, how much of it is not yet durable, and whether a seal is required
     /// before anything more can be shipped.
     pub fn pending(&self) -> Pending {
-        let log_bytes = std::fs::metadata(with_suffix(&self.path, ".wal")).map_or(0, |m| m.len());
+        let log_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
         Pending { log_bytes, unshipped: log_bytes.saturating_sub(self.shipped), must_seal: self.needs_seal.is_some() }
     }
 
@@ -324,10 +409,10 @@ impl Head {
         if let Some(reason) = &self.needs_seal {
             return Err(LayerError::NotDurable(reason.clone()));
         }
-        let Some(base) = self.base.as_ref().map(|b| b.snapshot) else {
+        let Some(base) = self.newest else {
             return Err(LayerError::NotDurable("the database has no snapshot yet".into()));
         };
-        let wal_path = with_suffix(&self.path, ".wal");
+        let wal_path = self.wal_path.clone();
         let (len, ino) = match std::fs::metadata(&wal_path) {
             Ok(m) => (m.len(), inode(&wal_path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, None),
@@ -382,7 +467,26 @@ impl Head {
     }
 
     async fn seal_inner(&mut self) -> Result<Option<SnapshotInfo>, LayerError> {
-        let started = std::time::Instant::now();
+        #[cfg(target_os = "linux")]
+        if let Some(file) = self.fuse.as_ref().map(|r| r.file.clone()) {
+            let batch = file.take_dirty().map_err(local("reading the head's changed pages"))?;
+            if !batch.changed && self.newest.is_some() && self.pieces == 0 && self.shipped == 0 {
+                self.after_seal(None);
+                return Ok(None);
+            }
+            return match self.commit_layer(batch.layer, batch.len).await {
+                Ok(snapshot) => {
+                    file.sealed(batch.len);
+                    self.newest = Some(snapshot.id);
+                    self.after_seal(None);
+                    Ok(Some(snapshot))
+                }
+                Err(e) => {
+                    file.seal_failed(&batch.pages);
+                    Err(e)
+                }
+            };
+        }
         let (file_len, hashes, layer) = scan(&self.path, self.page_size, self.base.as_ref())?;
         // A log was shipped for the base: its pieces must be folded into a new snapshot even if
         // the checkpoint changed nothing, so the next log starts clean.
@@ -394,20 +498,28 @@ impl Head {
                 return Ok(None);
             }
         };
+        let snapshot = self.commit_layer(layer, file_len).await?;
+        let base = PageHashes { snapshot: snapshot.id, page_size: self.page_size, file_len, hashes };
+        base.store(&with_suffix(&self.path, ".pages"))?;
+        self.newest = Some(snapshot.id);
+        self.after_seal(Some(base));
+        Ok(Some(snapshot))
+    }
+
+    /// Uploads `layer` and commits it as the next snapshot of a `file_len`-byte file.
+    async fn commit_layer(&self, layer: LayerWriter, file_len: u64) -> Result<SnapshotInfo, LayerError> {
+        let started = std::time::Instant::now();
         let pages = layer.page_count();
         let bytes = layer.finish();
         let size = bytes.len() as i64;
         let key = format!("{}/layers/{:08}-{}", self.lease.database, self.lease.epoch, unique_suffix());
         self.storage.store.put_if_absent(&key, bytes.into()).await?;
         let snapshot = self.storage.meta.commit(&self.lease, &key, size, file_len as i64).await?;
-        let base = PageHashes { snapshot: snapshot.id, page_size: self.page_size, file_len, hashes };
-        base.store(&with_suffix(&self.path, ".pages"))?;
         tracing::info!(
             database = %self.lease.database, snapshot = snapshot.id, pages, bytes = size, file_len,
             elapsed_ms = started.elapsed().as_millis() as u64, "sealed snapshot"
         );
-        self.after_seal(Some(base));
-        Ok(Some(snapshot))
+        Ok(snapshot)
     }
 
     fn after_seal(&mut self, base: Option<PageHashes>) {
@@ -417,7 +529,7 @@ impl Head {
         // Whatever log exists now was written after the checkpoint: it extends the new base.
         self.shipped = 0;
         self.pieces = 0;
-        self.wal_inode = inode(&with_suffix(&self.path, ".wal"));
+        self.wal_inode = inode(&self.wal_path);
         self.needs_seal = None;
     }
 }

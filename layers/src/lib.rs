@@ -14,7 +14,8 @@
 //! collection of unreferenced layers and crash orphans ([`gc`]), compaction ([`compaction`]),
 //! opening a store and metadata pair from URLs ([`storage`]), and the writable head of a
 //! database kept as a local file whose write-ahead log is shipped on every commit and whose
-//! checkpoints are sealed as layers ([`head`]). Next: FUSE.
+//! checkpoints are sealed as layers ([`head`]), FUSE filesystems serving snapshots read-only
+//! ([`fuse`]) and the writable head page by page ([`head_fs`]).
 
 #![warn(missing_docs)]
 
@@ -24,6 +25,8 @@ pub mod delta_layer;
 pub mod fuse;
 pub mod gc;
 pub mod head;
+#[cfg(target_os = "linux")]
+pub mod head_fs;
 pub mod layer_map;
 pub mod metadata;
 pub mod object_store;
