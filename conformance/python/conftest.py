@@ -84,9 +84,10 @@ class Server:
                 raise
         self.log.close()
         # A killed server leaves its FUSE mount behind (its next start clears it too).
-        fuse = self.data_dir / ".fuse"
-        if os.path.ismount(fuse) or fuse_stale(fuse):
-            subprocess.run(["umount", "-l", str(fuse)], capture_output=True)
+        for mount in (".fuse", ".heads"):
+            fuse = self.data_dir / mount
+            if os.path.ismount(fuse) or fuse_stale(fuse):
+                subprocess.run(["umount", "-l", str(fuse)], capture_output=True)
         return self.proc.returncode
 
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use openduck_layers::fuse::Mount;
 use openduck_layers::head::Head;
+use openduck_layers::head_fs::HeadMount;
 use openduck_layers::metadata::MetadataError;
 use openduck_layers::storage::Storage;
 use openduck_layers::LayerError;
@@ -60,9 +61,13 @@ pub struct LayeredStorage {
     pub lease_ttl: Duration,
     /// Whether snapshots are served through FUSE.
     pub fuse: FuseMode,
+    /// Whether heads are served through FUSE too (when `fuse` allows FUSE).
+    pub fuse_heads: bool,
 }
 
-/// Whether to serve snapshot files through FUSE (else they are materialised).
+/// Whether to serve database files through FUSE: snapshots without materialising them, and
+/// (with [`LayeredStorage::fuse_heads`]) heads page by page; else heads are local files diffed
+/// at each seal, and snapshots are materialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FuseMode {
     /// Use FUSE when it can be mounted.
@@ -107,6 +112,25 @@ fn mount_snapshots(dir: &Path, layers: &LayeredStorage) -> Result<Option<Mount>>
             Ok(None)
         }
         Err(e) => Err(ServerError::Storage(format!("cannot mount the snapshot filesystem (--fuse on): {e}"))),
+    }
+}
+
+/// Mounts the FUSE head filesystem at `<data-dir>/.heads` (local files under
+/// `<data-dir>/.heads-local`) as `layers.fuse` asks; `None` when heads are local files.
+fn mount_heads(dir: &Path, layers: &LayeredStorage) -> Result<Option<HeadMount>> {
+    if layers.fuse == FuseMode::Off || !layers.fuse_heads {
+        return Ok(None);
+    }
+    match openduck_layers::head_fs::mount_heads(&dir.join(".heads"), &dir.join(".heads-local")) {
+        Ok(m) => {
+            tracing::info!(path = %m.path().display(), "serving database heads through FUSE");
+            Ok(Some(m))
+        }
+        Err(e) if layers.fuse == FuseMode::Auto => {
+            tracing::info!(error = %e, "FUSE is not available; heads are local files, diffed at each seal");
+            Ok(None)
+        }
+        Err(e) => Err(ServerError::Storage(format!("cannot mount the head filesystem (--fuse on): {e}"))),
     }
 }
 
@@ -170,7 +194,14 @@ impl Database {
     }
 
     fn open_options(name: &str, path: &Path, settings: &DuckDbSettings, layered: Option<Layered>, read_only: bool) -> Result<Self> {
+        Self::open_full(name, path, settings, layered, read_only, None)
+    }
+
+    fn open_full(name: &str, path: &Path, settings: &DuckDbSettings, layered: Option<Layered>, read_only: bool, temp_dir: Option<&Path>) -> Result<Self> {
         let mut options: Vec<(&str, String)> = Vec::new();
+        if let Some(t) = temp_dir {
+            options.push(("temp_directory", t.display().to_string()));
+        }
         if read_only {
             options.push(("access_mode", "READ_ONLY".to_string()));
         }
@@ -192,7 +223,10 @@ impl Database {
     /// Opens a database on layered storage: takes its write lease, recovers the file (see
     /// [`openduck_layers::head::Recovery`]), opens it (DuckDB replays the recovered log) and seals it, so that every
     /// later commit extends a snapshot. Runs on a blocking thread.
-    fn open_layered(name: &str, path: &Path, settings: &DuckDbSettings, layers: &LayeredStorage, rt: tokio::runtime::Handle) -> Result<Self> {
+    ///
+    /// With `heads`, DuckDB reaches the file through the FUSE head filesystem, and `path` (an
+    /// ordinary DuckDB file) is only imported when the database has no snapshot yet.
+    fn open_layered(name: &str, path: &Path, settings: &DuckDbSettings, layers: &LayeredStorage, rt: tokio::runtime::Handle, heads: Option<&HeadMount>) -> Result<Self> {
         let storage = layers.storage.clone();
         let (head, recovery) = rt
             .block_on(async {
@@ -200,11 +234,17 @@ impl Database {
                     Ok(()) | Err(MetadataError::DatabaseExists(_)) => {}
                     Err(e) => return Err(LayerError::from(e)),
                 }
-                Head::open(storage, name, path, &layers.holder, layers.lease_ttl).await
+                match heads {
+                    Some(heads) => Head::open_fuse(storage, name, heads, &layers.holder, layers.lease_ttl, Some(path)).await,
+                    None => Head::open(storage, name, path, &layers.holder, layers.lease_ttl).await,
+                }
             })
             .map_err(storage_err)?;
+        let file = head.path().to_path_buf();
+        // Spill files stay off the head filesystem.
+        let temp = heads.map(|h| h.temp_dir(name));
         let layered = Layered { head: tokio::sync::Mutex::new(head), rt: rt.clone(), last_seal: Mutex::new(Instant::now()) };
-        let db = Self::open_with(name, path, settings, Some(layered))?;
+        let db = Self::open_full(name, &file, settings, Some(layered), false, temp.as_deref())?;
         db.connect()?.register_rows_function(snapshots_function(name, &layers.storage, rt))?;
         let snapshot = db.seal()?;
         tracing::info!(database = name, ?recovery, snapshot, "opened layered database");
@@ -373,6 +413,8 @@ pub struct Databases {
     snapshots: tokio::sync::Mutex<Vec<(i64, Arc<Database>)>>,
     /// The FUSE mount serving snapshot files, when available.
     fuse: Option<Mount>,
+    /// The FUSE mount serving the heads this server writes, when available.
+    heads: Option<HeadMount>,
 }
 
 /// How many snapshots stay open (and materialised) at once.
@@ -394,6 +436,7 @@ impl Databases {
         let known = layers.storage.meta.databases().await.map_err(|e| storage_err(e.into()))?;
         let mut registry = Self::new(dir, default, settings, Some(layers.clone()))?;
         registry.fuse = mount_snapshots(dir, &layers)?;
+        registry.heads = mount_heads(dir, &layers)?;
         let dbs = Arc::new(registry);
         let mut names = dbs.local_names()?;
         names.extend(known.into_iter().filter(|n| valid_name(n)));
@@ -434,7 +477,7 @@ impl Databases {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", dir.display())))?;
-        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), refused: Default::default(), snapshots: Default::default(), fuse: None })
+        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), refused: Default::default(), snapshots: Default::default(), fuse: None, heads: None })
     }
 
     /// The default database and the `*.duckdb` files in the data directory.
@@ -496,7 +539,7 @@ impl Databases {
             let Some(layers) = &self.layers else { return };
             let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
             let path = self.dir.join(format!("{name}.duckdb"));
-            match Database::open_layered(&name, &path, &self.settings, layers, rt) {
+            match Database::open_layered(&name, &path, &self.settings, layers, rt, self.heads.as_ref()) {
                 Ok(writer) => {
                     tracing::info!(database = %name, "took over writing: the previous writer's lease lapsed");
                     if let Ok(mut open) = self.open.write() {
@@ -614,7 +657,7 @@ impl Databases {
             Some(layers) => {
                 let rt = tokio::runtime::Handle::try_current()
                     .map_err(|_| ServerError::Internal("layered storage needs a Tokio runtime".into()))?;
-                Database::open_layered(name, &path, &self.settings, layers, rt)?
+                Database::open_layered(name, &path, &self.settings, layers, rt, self.heads.as_ref())?
             }
             None => Database::open(name, &path, &self.settings)?,
         });

@@ -24,7 +24,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
 enum Fuse {
     Auto,
     On,
@@ -196,6 +196,13 @@ struct ServeArgs {
     /// materialised into the data directory.
     #[arg(long, value_enum, default_value = "auto", env = "OPENDUCK_FUSE")]
     fuse: Fuse,
+    /// Also serve the heads this server writes through FUSE (needs FUSE, see --fuse): no copy of
+    /// the database is made when it opens, pages are fetched when first touched, and a seal
+    /// uploads just the pages written instead of diffing the whole file. Off by default: a
+    /// server killed while one of its own queries waits on the filesystem cannot finish exiting
+    /// until the mount is aborted (`/sys/fs/fuse/connections/*/abort`).
+    #[arg(long, env = "OPENDUCK_FUSE_HEADS")]
+    fuse_heads: bool,
     /// DuckDB memory limit per database, e.g. `4GB` (DuckDB's default: 80% of RAM).
     #[arg(long, env = "OPENDUCK_MEMORY_LIMIT")]
     memory_limit: Option<String>,
@@ -281,7 +288,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Fuse::On => FuseMode::On,
             Fuse::Off => FuseMode::Off,
         };
-        config.layers = Some(LayeredStorage { storage, holder, lease_ttl: args.lease_ttl, fuse });
+        config.layers = Some(LayeredStorage { storage, holder, lease_ttl: args.lease_ttl, fuse, fuse_heads: args.fuse_heads });
     }
     config.seal_interval = args.seal_interval;
     config.seal_log_bytes = args.seal_log_mib * 1024 * 1024;
@@ -292,6 +299,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.transaction_idle_timeout = args.transaction_idle_timeout;
     config.max_message_bytes = args.max_message_mib * 1024 * 1024;
     let server = Server::bind(config, auth).await.context("starting the server")?;
+    if !args.plain && args.fuse != Fuse::Off {
+        // Releases the FUSE mounts if this process is killed (see openduck_layers::fuse_watchdog);
+        // mounts that are not there are ignored.
+        let dir = absolute(&args.storage.data_dir);
+        let mounts = [dir.join(".fuse"), dir.join(".heads")];
+        if let Err(e) = std::env::current_exe().and_then(|exe| openduck_layers::fuse_watchdog::spawn(&exe, &mounts)) {
+            tracing::warn!(error = %e, "cannot start the FUSE watchdog");
+        }
+    }
     let addr = server.local_addr()?;
     eprintln!("openduck: serving Flight SQL on grpc://{addr} (health: http://{addr}/health)");
     server.serve(shutdown_signal(), args.shutdown_grace).await?;
@@ -299,8 +315,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The FUSE watchdog (started by `serve`, see openduck_layers::fuse_watchdog) needs no runtime.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(openduck_layers::fuse_watchdog::SUBCOMMAND) {
+        let parent = args.get(2).and_then(|p| p.parse().ok()).context("fuse-watchdog: expected a process id")?;
+        let mounts: Vec<PathBuf> = args[3..].iter().map(PathBuf::from).collect();
+        init_logging(LogFormat::Text);
+        openduck_layers::fuse_watchdog::run(parent, &mounts);
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async_main())
+}
+
+async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

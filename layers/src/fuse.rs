@@ -349,7 +349,7 @@ pub fn mount(storage: Storage, path: &Path, cache_bytes: usize, rt: tokio::runti
     let fs = SnapshotFs::new(storage, rt, cache_bytes);
     let fetched = fs.fetched_bytes();
     let mut config = Config::default();
-    config.mount_options = vec![MountOption::FSName("openduck-snapshots".into()), MountOption::RO, MountOption::NoAtime];
+    config.mount_options = vec![MountOption::FSName(crate::fuse_watchdog::source_name("openduck-snapshots", std::process::id())), MountOption::RO, MountOption::NoAtime];
     config.n_threads = Some(4);
     let session = fuser::spawn_mount(fs, path, &config)?;
     Ok(Mount { session: Some(session), path: path.to_path_buf(), fetched })

@@ -47,6 +47,9 @@ use crate::snapshot::read;
 
 /// Pages missing locally are fetched in aligned runs of this size.
 const FETCH: u64 = 256 * 1024;
+/// The probe file at the root (see [`mount_heads`]).
+const PROBE: u64 = 2;
+const PROBE_NAME: &str = ".openduck-heads";
 /// Directory inodes are `DIR | n`, file inodes `FILE | n`.
 const DIR: u64 = 1 << 40;
 const FILE: u64 = 2 << 40;
@@ -462,6 +465,9 @@ impl Filesystem for HeadFs {
         let s = &self.0;
         let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
         if parent == INodeNo::ROOT {
+            if name == PROBE_NAME {
+                return reply.entry(&DIR_TTL, &attr(PROBE, 0, FileType::RegularFile, 0o444), fuser::Generation(0));
+            }
             if !lock(&s.heads).contains_key(name) {
                 return reply.error(Errno::ENOENT);
             }
@@ -480,6 +486,9 @@ impl Filesystem for HeadFs {
         let s = &self.0;
         if ino == INodeNo::ROOT || s.db_of_dir(ino.0).is_some() {
             return reply.attr(&DIR_TTL, &attr(ino.0, 0, FileType::Directory, 0o755));
+        }
+        if ino.0 == PROBE {
+            return reply.attr(&DIR_TTL, &attr(PROBE, 0, FileType::RegularFile, 0o444));
         }
         match s.resolve(ino.0) {
             Some((db, name)) => match s.file_attr(ino.0, &db, &name) {
@@ -528,6 +537,9 @@ impl Filesystem for HeadFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let s = &self.0;
+        if ino.0 == PROBE {
+            return reply.opened(FileHandle(0), FopenFlags::empty());
+        }
         let Some((db, name)) = s.resolve(ino.0) else { return reply.error(Errno::ENOENT) };
         let handle = match s.head(&db, &name) {
             Some(head) if lock(&head.state).exists => Handle::Head(head),
@@ -644,10 +656,6 @@ impl Filesystem for HeadFs {
                 reply.error(io_errno(e))
             }
         }
-    }
-
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
-        reply.ok()
     }
 
     fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
@@ -805,6 +813,12 @@ impl HeadMount {
         self.shared.local.join(database)
     }
 
+    /// A local directory for `database`'s spill files (kept off the head filesystem, and not
+    /// wiped when the head restarts).
+    pub fn temp_dir(&self, database: &str) -> PathBuf {
+        self.shared.local.join(".tmp").join(database)
+    }
+
     /// Starts `database`'s head afresh: its local files are removed and `base` (if any) becomes
     /// the file's content. Replaces any head registered for it.
     pub(crate) fn register(&self, database: &str, store: Arc<dyn ObjectStore>, rt: tokio::runtime::Handle, page_size: u32, base: Option<Arc<LayerMap>>) -> io::Result<Registration> {
@@ -843,6 +857,12 @@ impl Drop for HeadMount {
     }
 }
 
+/// Why there is no `flush` and a probe file: the server is both this filesystem's daemon and a
+/// client of it. When it is killed, the kernel closes its files while exiting and sends a FLUSH
+/// for each — to the daemon threads that already died, so the exit would wait forever. A
+/// filesystem that once answers FLUSH with "not implemented" is never sent one again, so the
+/// mount opens and closes the probe file right away.
+///
 /// Mounts the head filesystem at `path`, keeping local files under `local` (both created if
 /// missing; a stale mount left by a killed process is cleared first). Needs `/dev/fuse` and the
 /// right to mount (root). Heads are added by [`crate::head::Head::open_fuse`].
@@ -860,10 +880,12 @@ pub fn mount_heads(path: &Path, local: &Path) -> io::Result<HeadMount> {
         next_fh: AtomicU64::new(0),
     });
     let mut config = Config::default();
-    config.mount_options = vec![MountOption::FSName("openduck-heads".into()), MountOption::RW, MountOption::NoAtime];
+    config.mount_options = vec![MountOption::FSName(crate::fuse_watchdog::source_name("openduck-heads", std::process::id())), MountOption::RW, MountOption::NoAtime];
     config.n_threads = Some(4);
     let session = fuser::spawn_mount(HeadFs(shared.clone()), path, &config)?;
-    Ok(HeadMount { session: Some(session), path: path.to_path_buf(), shared })
+    let mount = HeadMount { session: Some(session), path: path.to_path_buf(), shared };
+    drop(File::open(path.join(PROBE_NAME))?);
+    Ok(mount)
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub mod compaction;
 pub mod delta_layer;
 #[cfg(target_os = "linux")]
 pub mod fuse;
+#[cfg(target_os = "linux")]
+pub mod fuse_watchdog;
 pub mod gc;
 pub mod head;
 #[cfg(target_os = "linux")]
