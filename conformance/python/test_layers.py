@@ -348,3 +348,41 @@ def test_snapshots_are_listed_in_sql(tmp_path):
         cur.execute("SELECT count(*) FROM duckdb_tables()")
         assert cur.fetchall() == [(0,)]
     s.stop()
+
+
+def test_heads_through_fuse_seal_only_written_pages_and_survive_kill9(layout):
+    """--fuse-heads: DuckDB reads and writes its file through the head filesystem. A small change
+    in a larger database seals as a small layer (no whole-file diff), acknowledged writes survive
+    kill -9 plus the loss of the disk, and the killed server's mounts are released by its
+    watchdog instead of wedging it."""
+    N = 10 * 122_880
+    s = layout.serve(extra=["--fuse-heads"])
+    assert "serving database heads through FUSE" in s.log_path.read_text()
+    assert os.path.ismount(layout.disk / ".heads")
+    with adbc_connect(s) as c, c.cursor() as cur:
+        # Ten row groups: DuckDB's checkpoint rewrites the one an update touches.
+        cur.execute(f"CREATE TABLE big AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range({N})")
+        cur.execute("CHECKPOINT")
+        cur.execute("SELECT file_bytes, stored_bytes FROM openduck_snapshots() ORDER BY snapshot_id DESC LIMIT 1")
+        file_bytes, before = cur.fetchone()
+        cur.execute("UPDATE big SET h = 'changed' WHERE id < 100")
+        cur.execute("CHECKPOINT")
+        cur.execute("SELECT stored_bytes FROM openduck_snapshots() ORDER BY snapshot_id DESC LIMIT 1")
+        (after,) = cur.fetchone()
+    layer = after - before
+    assert 0 < layer < file_bytes / 4, f"a 100-row change sealed {layer} bytes of a {file_bytes}-byte file"
+    for i in range(5):
+        rows(s, f"INSERT INTO big VALUES ({1_000_000 + i}, 'acked')")
+    pid = s.proc.pid
+    s.stop(signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the killed server to exit (its watchdog releases the mounts)")
+    wipe(layout.disk)
+
+    s = layout.serve(extra=["--fuse-heads"])
+    assert rows(s, "SELECT count(*), count(*) FILTER (h = 'changed'), count(*) FILTER (h = 'acked') FROM big") == [(N + 5, 100, 5)]
+    rows(s, "INSERT INTO big VALUES (2000000, 'after')")
+    s.stop()
+    s = layout.serve(extra=["--fuse-heads"])
+    assert rows(s, "SELECT count(*) FROM big") == [(N + 6,)]
+    s.stop()
+    assert not os.path.ismount(layout.disk / ".heads"), "a clean stop unmounts"
