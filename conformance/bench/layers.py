@@ -72,18 +72,20 @@ def run(cur, sql):
     return cur.fetchall()
 
 
-def bench_commit_and_snapshots(binary, root, logs, db_mib, change_mib, runs):
+def bench_commit_and_snapshots(binary, root, logs, db_mib, change_mib, runs, fuse_heads=False):
     data = root / "commit"
     db_rows_per_mib = 38_000  # rows of (BIGINT, 48 hex chars) per MiB of database file, measured
     change_rows_per_mib = 16_000  # random strings compress less: rows per MiB of change
     results = {}
-    with server(binary, data, logs, "commit", extra=["--seal-interval", "1h", "--seal-log-mib", "100000"]) as (port, log_path):
+    extra = ["--seal-interval", "1h", "--seal-log-mib", "100000"] + (["--fuse-heads"] if fuse_heads else [])
+    newest_file = "SELECT file_bytes FROM openduck_snapshots() ORDER BY snapshot_id DESC LIMIT 1"
+    with server(binary, data, logs, "commit-fuse" if fuse_heads else "commit", extra=extra) as (port, log_path):
         with connect(port) as c, c.cursor() as cur:
             bench.log(f"building a ~{db_mib} MiB database")
             run(cur, f"CREATE TABLE big AS SELECT range AS id, md5(range::VARCHAR) || md5((range * 7)::VARCHAR)[:16] AS s "
                      f"FROM range({db_mib * db_rows_per_mib})")
             run(cur, "CHECKPOINT")
-            file_len = (data / "bench.duckdb").stat().st_size
+            file_len = run(cur, newest_file)[0][0]
             snapshot_before = run(cur, "SELECT max(snapshot_id) FROM openduck_snapshots()")[0][0]
             best = None
             for i in range(runs):
@@ -102,7 +104,7 @@ def bench_commit_and_snapshots(binary, root, logs, db_mib, change_mib, runs):
                 if not seal:
                     raise RuntimeError("the CHECKPOINT sealed nothing")
                 seal = seal[-1]
-                r = {"file_len": (data / "bench.duckdb").stat().st_size, "wal_bytes": max(wal_bytes, 0), "commit_s": commit_s,
+                r = {"file_len": run(cur, newest_file)[0][0], "wal_bytes": max(wal_bytes, 0), "commit_s": commit_s,
                      "layer_bytes": int(seal["bytes"]), "seal_ms": int(seal["elapsed_ms"]), "checkpoint_and_seal_s": seal_call_s}
                 if best is None or r["seal_ms"] < best["seal_ms"]:
                     best = r
@@ -212,6 +214,7 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--only", default="commit,inserts")
     p.add_argument("--no-quack", action="store_true", help="skip the Quack comparison")
+    p.add_argument("--heads", default="local,fuse", help="head kinds for the commit benchmark: local files (diffed at each seal) and/or FUSE (--fuse-heads)")
     args = p.parse_args()
     binary, described = bench.pick_binary()
     bench.log(f"OpenDuck: {described}")
@@ -222,12 +225,13 @@ def main():
     logs.mkdir()
     try:
         lines = []
-        if "commit" in only:
-            r = bench_commit_and_snapshots(binary, root, logs, args.db_mib, args.change_mib, args.runs)
+        for heads in (args.heads.split(",") if "commit" in only else []):
+            r = bench_commit_and_snapshots(binary, root, logs, args.db_mib, args.change_mib, args.runs, fuse_heads=heads == "fuse")
             c, s = r["commit"], r["snapshot"]
+            kind = "heads through FUSE (--fuse-heads)" if heads == "fuse" else "local-file heads"
             lines += [
                 "",
-                f"Commit cost: ~{args.change_mib} MiB of new rows into a {c['db_file_before'] / 2**20:.0f} MiB database (best of {args.runs})",
+                f"Commit cost, {kind}: ~{args.change_mib} MiB of new rows into a {c['db_file_before'] / 2**20:.0f} MiB database (best of {args.runs})",
                 "| what | value |",
                 "|---|---|",
                 f"| database file | {c['db_file_before']:,} bytes |",
@@ -235,7 +239,7 @@ def main():
                 f"| seal: layer uploaded | {c['layer_bytes']:,} bytes ({c['layer_bytes'] / c['db_file_before'] * 100:.2f}% of the file) |",
                 f"| seal: diff + upload + metadata commit | {c['seal_ms']} ms (CHECKPOINT + seal call: {c['checkpoint_and_seal_s'] * 1000:.0f} ms) |",
                 "",
-                f"Snapshot reads: `SELECT count(*), sum(id) FROM big` ({s['snapshot_rows']:,} rows in the snapshot, {s['head_rows']:,} in the head)",
+                f"Snapshot reads, {kind}: `SELECT count(*), sum(id) FROM big` ({s['snapshot_rows']:,} rows in the snapshot, {s['head_rows']:,} in the head)",
                 "| read | seconds |",
                 "|---|---|",
                 f"| head | {s['head_s']:.3f} |",
