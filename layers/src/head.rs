@@ -467,6 +467,7 @@ impl Head {
     }
 
     async fn seal_inner(&mut self) -> Result<Option<SnapshotInfo>, LayerError> {
+        let started = std::time::Instant::now();
         #[cfg(target_os = "linux")]
         if let Some(file) = self.fuse.as_ref().map(|r| r.file.clone()) {
             let batch = file.take_dirty().map_err(local("reading the head's changed pages"))?;
@@ -474,7 +475,7 @@ impl Head {
                 self.after_seal(None);
                 return Ok(None);
             }
-            return match self.commit_layer(batch.layer, batch.len).await {
+            return match self.commit_layer(batch.layer, batch.len, started).await {
                 Ok(snapshot) => {
                     file.sealed(batch.len);
                     self.newest = Some(snapshot.id);
@@ -498,7 +499,7 @@ impl Head {
                 return Ok(None);
             }
         };
-        let snapshot = self.commit_layer(layer, file_len).await?;
+        let snapshot = self.commit_layer(layer, file_len, started).await?;
         let base = PageHashes { snapshot: snapshot.id, page_size: self.page_size, file_len, hashes };
         base.store(&with_suffix(&self.path, ".pages"))?;
         self.newest = Some(snapshot.id);
@@ -506,9 +507,9 @@ impl Head {
         Ok(Some(snapshot))
     }
 
-    /// Uploads `layer` and commits it as the next snapshot of a `file_len`-byte file.
-    async fn commit_layer(&self, layer: LayerWriter, file_len: u64) -> Result<SnapshotInfo, LayerError> {
-        let started = std::time::Instant::now();
+    /// Uploads `layer` and commits it as the next snapshot of a `file_len`-byte file (logging
+    /// the time since the seal `started`, finding the pages included).
+    async fn commit_layer(&self, layer: LayerWriter, file_len: u64, started: std::time::Instant) -> Result<SnapshotInfo, LayerError> {
         let pages = layer.page_count();
         let bytes = layer.finish();
         let size = bytes.len() as i64;
