@@ -95,43 +95,42 @@ fn storage_err(e: LayerError) -> ServerError {
     }
 }
 
-/// Mounts the FUSE snapshot filesystem at `<data-dir>/.fuse` as `layers.fuse` asks; `None` when
-/// snapshots are materialised instead.
-fn mount_snapshots(dir: &Path, layers: &LayeredStorage) -> Result<Option<Mount>> {
-    if layers.fuse == FuseMode::Off {
+/// Runs `mount` as `mode` asks: `None` when FUSE is off, or unavailable under `auto` (then
+/// `fallback` says what happens instead); an error under `on`. `what` names the filesystem.
+fn fuse_mount<M>(mode: FuseMode, what: &str, fallback: &str, mount: impl FnOnce() -> std::io::Result<M>) -> Result<Option<M>> {
+    if mode == FuseMode::Off {
         return Ok(None);
     }
-    let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
-    match openduck_layers::fuse::mount(layers.storage.clone(), &dir.join(".fuse"), 256 << 20, rt) {
+    match mount() {
         Ok(m) => {
-            tracing::info!(path = %m.path().display(), "serving snapshot files through FUSE");
+            tracing::info!("serving {what} through FUSE");
             Ok(Some(m))
         }
-        Err(e) if layers.fuse == FuseMode::Auto => {
-            tracing::info!(error = %e, "FUSE is not available; snapshots are materialised into the data directory");
+        Err(e) if mode == FuseMode::Auto => {
+            tracing::info!(error = %e, "FUSE is not available; {fallback}");
             Ok(None)
         }
-        Err(e) => Err(ServerError::Storage(format!("cannot mount the snapshot filesystem (--fuse on): {e}"))),
+        Err(e) => Err(ServerError::Storage(format!("cannot mount the FUSE filesystem for {what} (--fuse on): {e}"))),
     }
 }
 
+/// Mounts the FUSE snapshot filesystem at `<data-dir>/.fuse` as `layers.fuse` asks; `None` when
+/// snapshots are materialised instead.
+fn mount_snapshots(dir: &Path, layers: &LayeredStorage) -> Result<Option<Mount>> {
+    let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
+    let storage = layers.storage.clone();
+    fuse_mount(layers.fuse, "snapshot files", "snapshots are materialised into the data directory", || {
+        openduck_layers::fuse::mount(storage, &dir.join(".fuse"), 256 << 20, rt)
+    })
+}
+
 /// Mounts the FUSE head filesystem at `<data-dir>/.heads` (local files under
-/// `<data-dir>/.heads-local`) as `layers.fuse` asks; `None` when heads are local files.
+/// `<data-dir>/.heads-local`) when `--fuse-heads` asks; `None` when heads are local files.
 fn mount_heads(dir: &Path, layers: &LayeredStorage) -> Result<Option<HeadMount>> {
-    if layers.fuse == FuseMode::Off || !layers.fuse_heads {
-        return Ok(None);
-    }
-    match openduck_layers::head_fs::mount_heads(&dir.join(".heads"), &dir.join(".heads-local")) {
-        Ok(m) => {
-            tracing::info!(path = %m.path().display(), "serving database heads through FUSE");
-            Ok(Some(m))
-        }
-        Err(e) if layers.fuse == FuseMode::Auto => {
-            tracing::info!(error = %e, "FUSE is not available; heads are local files, diffed at each seal");
-            Ok(None)
-        }
-        Err(e) => Err(ServerError::Storage(format!("cannot mount the head filesystem (--fuse on): {e}"))),
-    }
+    let mode = if layers.fuse_heads { layers.fuse } else { FuseMode::Off };
+    fuse_mount(mode, "database heads", "heads are local files, diffed at each seal", || {
+        openduck_layers::head_fs::mount_heads(&dir.join(".heads"), &dir.join(".heads-local"))
+    })
 }
 
 /// `openduck_snapshots()`: the database's snapshots as SQL rows, newest last.

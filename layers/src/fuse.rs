@@ -159,7 +159,8 @@ impl SnapshotFs {
     }
 }
 
-fn attr(ino: u64, size: u64, kind: FileType, perm: u16) -> FileAttr {
+/// Attributes of a file or directory owned by root, with fixed times.
+pub(crate) fn attr(ino: u64, size: u64, kind: FileType, perm: u16) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
         size,
@@ -298,22 +299,60 @@ impl Filesystem for SnapshotFs {
     }
 }
 
-/// A mounted snapshot filesystem; unmounted when dropped.
-pub struct Mount {
+/// A filesystem this process mounted, named for [`crate::fuse_watchdog`]; unmounted when dropped.
+pub(crate) struct Session {
     session: Option<fuser::BackgroundSession>,
     path: PathBuf,
+}
+
+impl Session {
+    /// Mounts `fs` at `path` as `<kind>-<pid>` with `access` (RO or RW), on 4 threads. The
+    /// directory is created if missing; a stale mount left by a killed process is cleared first.
+    /// Needs `/dev/fuse` and the right to mount (root).
+    pub(crate) fn spawn<F: Filesystem + Send + 'static>(fs: F, path: &Path, kind: &str, access: MountOption) -> std::io::Result<Self> {
+        // A process killed while mounted leaves "Transport endpoint is not connected" behind.
+        if std::fs::metadata(path).is_err() {
+            let _ = std::process::Command::new("umount").arg("-l").arg(path).output();
+        }
+        std::fs::create_dir_all(path)?;
+        let mut config = Config::default();
+        config.mount_options = vec![MountOption::FSName(crate::fuse_watchdog::source_name(kind, std::process::id())), access, MountOption::NoAtime];
+        config.n_threads = Some(4);
+        let session = fuser::spawn_mount(fs, path, &config)?;
+        Ok(Session { session: Some(session), path: path.to_path_buf() })
+    }
+
+    /// Where it is mounted.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            if let Err(e) = session.umount_and_join() {
+                tracing::warn!(path = %self.path.display(), error = %e, "unmounting a FUSE filesystem failed");
+            }
+        }
+    }
+}
+
+/// A mounted snapshot filesystem; unmounted when dropped.
+pub struct Mount {
+    session: Session,
     fetched: Arc<AtomicU64>,
 }
 
 impl Mount {
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.session.path()
     }
 
     /// The file of snapshot `id` of `database`.
     pub fn snapshot_file(&self, database: &str, id: i64) -> PathBuf {
-        self.path.join(database).join(id.to_string()).join(format!("{database}.duckdb"))
+        self.path().join(database).join(id.to_string()).join(format!("{database}.duckdb"))
     }
 
     /// Bytes read from the object store so far.
@@ -324,33 +363,14 @@ impl Mount {
 
 impl std::fmt::Debug for Mount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mount").field("path", &self.path).finish()
+        f.debug_struct("Mount").field("path", &self.path()).finish()
     }
 }
 
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            if let Err(e) = session.umount_and_join() {
-                tracing::warn!(path = %self.path.display(), error = %e, "unmounting the snapshot filesystem failed");
-            }
-        }
-    }
-}
-
-/// Mounts the snapshot filesystem of `storage` at `path` (created if missing; a stale mount left
-/// by a killed process is cleared first). Needs `/dev/fuse` and the right to mount (root).
+/// Mounts the snapshot filesystem of `storage` at `path` (see [`Session::spawn`]).
 pub fn mount(storage: Storage, path: &Path, cache_bytes: usize, rt: tokio::runtime::Handle) -> std::io::Result<Mount> {
-    // A process killed while mounted leaves "Transport endpoint is not connected" behind.
-    if std::fs::metadata(path).is_err() {
-        let _ = std::process::Command::new("umount").arg("-l").arg(path).output();
-    }
-    std::fs::create_dir_all(path)?;
     let fs = SnapshotFs::new(storage, rt, cache_bytes);
     let fetched = fs.fetched_bytes();
-    let mut config = Config::default();
-    config.mount_options = vec![MountOption::FSName(crate::fuse_watchdog::source_name("openduck-snapshots", std::process::id())), MountOption::RO, MountOption::NoAtime];
-    config.n_threads = Some(4);
-    let session = fuser::spawn_mount(fs, path, &config)?;
-    Ok(Mount { session: Some(session), path: path.to_path_buf(), fetched })
+    let session = Session::spawn(fs, path, "openduck-snapshots", MountOption::RO)?;
+    Ok(Mount { session, fetched })
 }

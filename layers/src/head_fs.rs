@@ -36,11 +36,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::delta_layer::LayerWriter;
+use crate::fuse::{attr, Session};
 use crate::layer_map::LayerMap;
 use crate::object_store::ObjectStore;
 use crate::snapshot::read;
@@ -432,25 +433,6 @@ fn io_errno(e: io::Error) -> Errno {
     }
 }
 
-fn attr(ino: u64, size: u64, kind: FileType, perm: u16) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(ino),
-        size,
-        blocks: size.div_ceil(512),
-        atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        crtime: UNIX_EPOCH,
-        kind,
-        perm,
-        nlink: if kind == FileType::Directory { 2 } else { 1 },
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
 
 /// Files change under the kernel only through this filesystem, but heads are replaced when a
 /// database is reopened: attributes are never cached.
@@ -775,8 +757,7 @@ impl Filesystem for HeadFs {
 
 /// A mounted head filesystem; unmounted when dropped.
 pub struct HeadMount {
-    session: Option<fuser::BackgroundSession>,
-    path: PathBuf,
+    session: Session,
     shared: Arc<Shared>,
 }
 
@@ -800,12 +781,12 @@ impl Drop for Registration {
 impl HeadMount {
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.session.path()
     }
 
     /// The head file of `database`, as DuckDB opens it.
     pub fn file_path(&self, database: &str) -> PathBuf {
-        self.path.join(database).join(Shared::head_name(database))
+        self.path().join(database).join(Shared::head_name(database))
     }
 
     /// The local directory holding `database`'s other files (its write-ahead log).
@@ -843,17 +824,7 @@ impl HeadMount {
 
 impl std::fmt::Debug for HeadMount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeadMount").field("path", &self.path).finish()
-    }
-}
-
-impl Drop for HeadMount {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            if let Err(e) = session.umount_and_join() {
-                tracing::warn!(path = %self.path.display(), error = %e, "unmounting the head filesystem failed");
-            }
-        }
+        f.debug_struct("HeadMount").field("path", &self.path()).finish()
     }
 }
 
@@ -867,10 +838,6 @@ impl Drop for HeadMount {
 /// missing; a stale mount left by a killed process is cleared first). Needs `/dev/fuse` and the
 /// right to mount (root). Heads are added by [`crate::head::Head::open_fuse`].
 pub fn mount_heads(path: &Path, local: &Path) -> io::Result<HeadMount> {
-    if std::fs::metadata(path).is_err() {
-        let _ = std::process::Command::new("umount").arg("-l").arg(path).output();
-    }
-    std::fs::create_dir_all(path)?;
     std::fs::create_dir_all(local)?;
     let shared = Arc::new(Shared {
         local: local.to_path_buf(),
@@ -879,13 +846,9 @@ pub fn mount_heads(path: &Path, local: &Path) -> io::Result<HeadMount> {
         handles: Mutex::new(HashMap::new()),
         next_fh: AtomicU64::new(0),
     });
-    let mut config = Config::default();
-    config.mount_options = vec![MountOption::FSName(crate::fuse_watchdog::source_name("openduck-heads", std::process::id())), MountOption::RW, MountOption::NoAtime];
-    config.n_threads = Some(4);
-    let session = fuser::spawn_mount(HeadFs(shared.clone()), path, &config)?;
-    let mount = HeadMount { session: Some(session), path: path.to_path_buf(), shared };
+    let session = Session::spawn(HeadFs(shared.clone()), path, "openduck-heads", MountOption::RW)?;
     drop(File::open(path.join(PROBE_NAME))?);
-    Ok(mount)
+    Ok(HeadMount { session, shared })
 }
 
 #[cfg(test)]

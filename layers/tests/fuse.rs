@@ -10,8 +10,17 @@ use std::time::Duration;
 use openduck_layers::fuse::mount;
 use openduck_layers::head::Head;
 use openduck_layers::metadata::SqliteMetadata;
-use openduck_layers::object_store::{LocalDirStore, ObjectStore as _};
+use openduck_layers::object_store::LocalDirStore;
 use openduck_layers::storage::Storage;
+
+/// A directory object store and SQLite metadata under `dir`.
+fn storage(dir: &std::path::Path) -> Storage {
+    Storage {
+        store: Arc::new(LocalDirStore::new(dir.join("objects")).unwrap()),
+        meta: Arc::new(SqliteMetadata::open(&dir.join("meta.sqlite")).unwrap()),
+        describe: "test".into(),
+    }
+}
 
 fn fuse_available() -> bool {
     std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok()
@@ -25,11 +34,7 @@ async fn snapshots_are_served_read_only_page_by_page() {
     }
     let dir = tempfile::tempdir().unwrap();
     let objects = dir.path().join("objects");
-    let storage = Storage {
-        store: Arc::new(LocalDirStore::new(&objects).unwrap()),
-        meta: Arc::new(SqliteMetadata::open(&dir.path().join("meta.sqlite")).unwrap()),
-        describe: "test".into(),
-    };
+    let storage = storage(dir.path());
     storage.meta.create_database("sales", 4096).await.unwrap();
     let path = dir.path().join("sales.duckdb");
     let v1: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -93,11 +98,7 @@ async fn the_head_is_served_read_write_and_seals_only_written_pages() {
     use std::io::Write;
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
-    let storage = Storage {
-        store: Arc::new(LocalDirStore::new(dir.path().join("objects")).unwrap()),
-        meta: Arc::new(SqliteMetadata::open(&dir.path().join("meta.sqlite")).unwrap()),
-        describe: "test".into(),
-    };
+    let storage = storage(dir.path());
     storage.meta.create_database("sales", 4096).await.unwrap();
     let (mnt, local) = (dir.path().join("heads"), dir.path().join("local"));
     let heads = openduck_layers::head_fs::mount_heads(&mnt, &local).unwrap();
