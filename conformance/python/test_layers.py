@@ -64,6 +64,17 @@ class Layout:
         args = ["--store", self.store, "--metadata", self.metadata, "--node", node, "--lease-ttl", lease_ttl, *extra]
         return Server(self.disk, extra=args, env=self.env, wait=wait)
 
+    def objects(self, under: str) -> list:
+        """Keys of the objects in the store under `under` (e.g. `mydb/layers/`)."""
+        if self.kind == "sqlite-file":
+            root = Path(self.store.removeprefix("file://"))
+        else:
+            bucket, prefix = self.store.removeprefix("s3://").split("/", 1)
+            root = self.s3.root / bucket / prefix
+        if not (root / under).exists():
+            return []
+        return sorted(str(p.relative_to(root)) for p in (root / under).rglob("*") if p.is_file() and not p.name.startswith("."))
+
     def cli(self, *args, check=True) -> subprocess.CompletedProcess:
         env = dict(os.environ, **self.env)
         out = subprocess.run([BIN, *args, *self.storage_args], capture_output=True, text=True, env=env, timeout=60)
@@ -386,3 +397,44 @@ def test_heads_through_fuse_seal_only_written_pages_and_survive_kill9(layout):
     assert rows(s, "SELECT count(*) FROM big") == [(N + 6,)]
     s.stop()
     assert not os.path.ismount(layout.disk / ".heads"), "a clean stop unmounts"
+
+
+@pytest.mark.parametrize("heads", ["local", "fuse"])
+def test_compaction_retention_and_gc_bound_depth_history_and_storage(layout, heads):
+    """The server compacts deep snapshots, prunes old ones and collects their layers, after each
+    seal and on its GC timer; the database stays whole through it, also after kill -9 and the
+    loss of the disk."""
+    maintenance = ["--compact-layers", "3", "--keep-snapshots", "2", "--keep-snapshots-for", "0s", "--gc-interval", "1s", "--gc-grace", "1s"]
+    extra = [*maintenance, *(["--fuse-heads"] if heads == "fuse" else [])]
+    s = layout.serve(extra=extra)
+    rows(s, "CREATE TABLE t (id INTEGER, v VARCHAR)")
+    rows(s, "CHECKPOINT")
+    first = rows(s, "SELECT min(snapshot_id) FROM openduck_snapshots()")[0][0]
+    for i in range(10):
+        rows(s, f"INSERT INTO t SELECT range + {i * 1000}, 'round {i}' FROM range(1000)")
+        rows(s, "CHECKPOINT")
+        listed = rows(s, "SELECT snapshot_id, layers FROM openduck_snapshots() ORDER BY snapshot_id")
+        assert len(listed) <= 2 and listed[-1][1] <= 3, f"round {i}: {listed}"
+    assert "compacted" in s.log_path.read_text()
+    assert "pruned old snapshots" in s.log_path.read_text()
+    header = {"adbc.flight.sql.rpc.call_header.x-openduck-snapshot": str(first)}
+    with adbc_connect(s, **header) as c, c.cursor() as cur:
+        with pytest.raises(Exception, match=f"has no snapshot {first}"):
+            cur.execute("SELECT 1")
+
+    # Released layers go once the grace has passed: about one snapshot's worth is left.
+    newest_layers = rows(s, "SELECT layers FROM openduck_snapshots() ORDER BY snapshot_id DESC LIMIT 1")[0][0]
+    wait_until(lambda: len(layout.objects("mydb/layers/")) <= newest_layers + 1, timeout=30, what="GC to delete released layers")
+    assert "garbage collected" in s.log_path.read_text()
+    assert rows(s, "SELECT count(*), sum(id), count(DISTINCT v) FROM t") == [(10_000, sum(range(10_000)), 10)]
+
+    # Acknowledged writes after all this survive kill -9 and the loss of the disk.
+    rows(s, "INSERT INTO t VALUES (-1, 'acked')")
+    s.stop(signal.SIGKILL)
+    if heads == "fuse":
+        pid = s.proc.pid
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the killed server to exit")
+    wipe(layout.disk)
+    s = layout.serve(extra=extra)
+    assert rows(s, "SELECT count(*), sum(id) FROM t") == [(10_001, sum(range(10_000)) - 1)]
+    s.stop()

@@ -10,17 +10,22 @@
 //! commit durable in the object and metadata stores before acknowledging it
 //! ([`Database::make_durable`]), and seals checkpoints as snapshots ([`Database::seal`]) — on a
 //! timer, when the log grows, when a client runs `CHECKPOINT`, and at shutdown. DuckDB's own
-//! automatic checkpoints are turned off so that only the sealer changes the file.
+//! automatic checkpoints are turned off so that only the sealer changes the file. After a seal,
+//! a snapshot grown too deep is compacted and old snapshots are pruned
+//! ([`LayeredStorage::compaction`], [`LayeredStorage::retention`]); the server's seal loop
+//! collects the garbage ([`LayeredStorage::gc_interval`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use openduck_layers::compaction::CompactionPolicy;
 use openduck_layers::fuse::Mount;
 use openduck_layers::head::Head;
 use openduck_layers::head_fs::HeadMount;
-use openduck_layers::metadata::MetadataError;
+use openduck_layers::metadata::{Metadata, MetadataError};
+use openduck_layers::retention::Retention;
 use openduck_layers::storage::Storage;
 use openduck_layers::LayerError;
 
@@ -63,6 +68,15 @@ pub struct LayeredStorage {
     pub fuse: FuseMode,
     /// Whether heads are served through FUSE too (when `fuse` allows FUSE).
     pub fuse_heads: bool,
+    /// When to merge a database's layers (checked after each seal).
+    pub compaction: CompactionPolicy,
+    /// Which old snapshots to keep (applied after each seal).
+    pub retention: Retention,
+    /// How often to delete layers and objects nothing needs any more (`None`: never; then
+    /// `openduck gc` does it).
+    pub gc_interval: Option<Duration>,
+    /// How long released layers and unrecorded objects are kept before garbage collection.
+    pub gc_grace: Duration,
 }
 
 /// Whether to serve database files through FUSE: snapshots without materialising them, and
@@ -84,6 +98,9 @@ struct Layered {
     head: tokio::sync::Mutex<Head>,
     rt: tokio::runtime::Handle,
     last_seal: Mutex<Instant>,
+    meta: Arc<dyn Metadata>,
+    compaction: CompactionPolicy,
+    retention: Retention,
 }
 
 fn storage_err(e: LayerError) -> ServerError {
@@ -242,7 +259,14 @@ impl Database {
         let file = head.path().to_path_buf();
         // Spill files stay off the head filesystem.
         let temp = heads.map(|h| h.temp_dir(name));
-        let layered = Layered { head: tokio::sync::Mutex::new(head), rt: rt.clone(), last_seal: Mutex::new(Instant::now()) };
+        let layered = Layered {
+            head: tokio::sync::Mutex::new(head),
+            rt: rt.clone(),
+            last_seal: Mutex::new(Instant::now()),
+            meta: layers.storage.meta.clone(),
+            compaction: layers.compaction,
+            retention: layers.retention,
+        };
         let db = Self::open_full(name, &file, settings, Some(layered), false, temp.as_deref())?;
         db.connect()?.register_rows_function(snapshots_function(name, &layers.storage, rt))?;
         let snapshot = db.seal()?;
@@ -343,6 +367,18 @@ impl Database {
         let r = f()?;
         let snapshot = l.rt.block_on(head.seal()).map_err(storage_err)?;
         *l.last_seal.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if snapshot.is_some() {
+            // Maintenance after a new snapshot; the seal stands whatever happens here. The head
+            // stays locked: a compaction moves the log to the compacted snapshot.
+            l.rt.block_on(async {
+                if let Err(e) = head.compact(&l.compaction).await {
+                    tracing::warn!(database = %self.name, error = %e, "compaction failed; retried after the next seal");
+                }
+                if let Err(e) = l.retention.apply(l.meta.as_ref(), &self.name).await {
+                    tracing::warn!(database = %self.name, error = %e, "pruning old snapshots failed");
+                }
+            });
+        }
         Ok((r, snapshot.map(|s| s.id)))
     }
 

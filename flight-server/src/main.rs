@@ -11,6 +11,8 @@ use openduck_flight_server::auth::Authenticator;
 use openduck_flight_server::config::{DuckDbSettings, ServerConfig};
 use openduck_flight_server::database::{valid_name, FuseMode, LayeredStorage};
 use openduck_flight_server::server::Server;
+use openduck_layers::compaction::CompactionPolicy;
+use openduck_layers::retention::Retention;
 use openduck_layers::storage::Storage;
 
 /// OpenDuck: open, self-hostable, distributed DuckDB over Arrow Flight SQL.
@@ -51,11 +53,13 @@ enum Command {
     /// Snapshots of a database.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
-    /// Deletes layer and log objects no snapshot needs, and orphans older than the grace period.
+    /// Deletes layers no snapshot has needed for the grace period (the first run that finds a
+    /// layer unneeded starts its clock), and unrecorded objects older than it.
     Gc {
         #[command(flatten)]
         storage: StorageArgs,
-        /// Keep unrecorded objects younger than this (a writer may be about to record them).
+        /// Keep layers released and objects written less than this ago (a reader may still be on
+        /// a pruned snapshot; a writer may be about to record an object).
         #[arg(long, value_parser = parse_duration, default_value = "1h")]
         grace: Duration,
     },
@@ -131,6 +135,20 @@ enum DbCommand {
 
 #[derive(Subcommand)]
 enum SnapshotCommand {
+    /// Deletes old snapshots (metadata only; `openduck gc` then deletes the layers nothing uses).
+    /// A running server does this after each seal with its --keep-snapshots settings.
+    Prune {
+        /// The database.
+        database: String,
+        /// Keep at least this many of the newest snapshots (the newest is always kept).
+        #[arg(long, default_value_t = 10)]
+        keep_last: usize,
+        /// Keep every snapshot younger than this.
+        #[arg(long, value_parser = parse_duration, default_value = "7d")]
+        keep_for: Duration,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Lists a database's snapshots: id, time, file size, bytes stored, layers, parent.
     List {
         /// The database.
@@ -203,6 +221,29 @@ struct ServeArgs {
     /// until the mount is aborted (`/sys/fs/fuse/connections/*/abort`).
     #[arg(long, env = "OPENDUCK_FUSE_HEADS")]
     fuse_heads: bool,
+    /// Compact a database once its newest snapshot has more layers than this, merging its
+    /// newest layers into one (0: never).
+    #[arg(long, default_value_t = 8, env = "OPENDUCK_COMPACT_LAYERS")]
+    compact_layers: usize,
+    /// The most MiB of layers one compaction merges (it holds them in memory, and commits to the
+    /// database wait for it); bigger old layers stay as they are.
+    #[arg(long, default_value_t = 256)]
+    compact_max_mib: u64,
+    /// Keep at least this many of each database's newest snapshots (the newest is always kept).
+    #[arg(long, default_value_t = 10, env = "OPENDUCK_KEEP_SNAPSHOTS")]
+    keep_snapshots: usize,
+    /// Keep every snapshot younger than this (time travel window), e.g. `7d`, `12h`.
+    #[arg(long, value_parser = parse_duration, default_value = "7d", env = "OPENDUCK_KEEP_SNAPSHOTS_FOR")]
+    keep_snapshots_for: Duration,
+    /// Delete layers and objects nothing needs any more this often (`0` turns it off; then run
+    /// `openduck gc`).
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    gc_interval: Duration,
+    /// Keep released layers and unrecorded objects this long before deleting them: readers of a
+    /// pruned snapshot finish, and a write in flight gets recorded. Keep it well above the time
+    /// one commit takes.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    gc_grace: Duration,
     /// DuckDB memory limit per database, e.g. `4GB` (DuckDB's default: 80% of RAM).
     #[arg(long, env = "OPENDUCK_MEMORY_LIMIT")]
     memory_limit: Option<String>,
@@ -233,7 +274,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit '{unit}' (use ms, s, m or h)")),
+        "d" => n * 86_400.0,
+        _ => return Err(format!("invalid duration unit '{unit}' (use ms, s, m, h or d)")),
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -288,7 +330,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Fuse::On => FuseMode::On,
             Fuse::Off => FuseMode::Off,
         };
-        config.layers = Some(LayeredStorage { storage, holder, lease_ttl: args.lease_ttl, fuse, fuse_heads: args.fuse_heads });
+        config.layers = Some(LayeredStorage {
+            storage,
+            holder,
+            lease_ttl: args.lease_ttl,
+            fuse,
+            fuse_heads: args.fuse_heads,
+            compaction: CompactionPolicy { max_layers: args.compact_layers, max_bytes: args.compact_max_mib.saturating_mul(1 << 20) },
+            retention: Retention { keep_last: args.keep_snapshots, keep_for: args.keep_snapshots_for },
+            gc_interval: Some(args.gc_interval).filter(|i| !i.is_zero()),
+            gc_grace: args.gc_grace,
+        });
     }
     config.seal_interval = args.seal_interval;
     config.seal_log_bytes = args.seal_log_mib * 1024 * 1024;
@@ -351,6 +403,15 @@ async fn async_main() -> anyhow::Result<()> {
             anyhow::ensure!(info.database == database, "snapshot {snapshot} belongs to database '{}', not '{database}'", info.database);
             openduck_layers::snapshot::restore_to(storage.store.as_ref(), &info, &output).await?;
             println!("wrote snapshot {snapshot} of '{database}' ({} bytes) to {}", info.file_len, output.display());
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCommand::Prune { database, keep_last, keep_for, storage }) => {
+            let storage = storage.open().await?;
+            let pruned = Retention { keep_last, keep_for }.apply(storage.meta.as_ref(), &database).await?;
+            println!("pruned {} snapshots of '{database}' (run `openduck gc` to delete the layers nothing uses now)", pruned.len());
+            for id in pruned {
+                println!("  {id}");
+            }
             Ok(())
         }
         Command::Gc { storage, grace } => {
@@ -421,6 +482,7 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
         assert!(parse_duration("abc").is_err() && parse_duration("5y").is_err());
     }
 

@@ -132,12 +132,29 @@ async fn seal_loop(engine: std::sync::Weak<Engine>, interval: Duration, max_log:
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut last_renewal = tokio::time::Instant::now();
     let mut last_discovery = tokio::time::Instant::now();
+    let mut last_gc = tokio::time::Instant::now();
+    let gc_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         tick.tick().await;
         let Some(engine) = engine.upgrade() else { return };
         let registry = engine.databases().clone();
         let dbs = registry.all();
         drop(engine);
+        if let Some(layers) = registry.layers().filter(|l| l.gc_interval.is_some_and(|i| last_gc.elapsed() >= i)) {
+            last_gc = tokio::time::Instant::now();
+            let (storage, grace) = (layers.storage.clone(), layers.gc_grace);
+            let running = gc_running.clone();
+            if !running.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                tokio::spawn(async move {
+                    match openduck_layers::gc::collect_garbage(storage.meta.as_ref(), storage.store.as_ref(), "", grace).await {
+                        Ok(r) if r.unreferenced.is_empty() && r.orphans.is_empty() => {}
+                        Ok(r) => tracing::info!(layers = r.unreferenced.len(), orphans = r.orphans.len(), "garbage collected"),
+                        Err(e) => tracing::warn!(error = %e, "garbage collection failed; retried later"),
+                    }
+                    running.store(false, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        }
         if registry.layers().is_some() && last_discovery.elapsed() >= Duration::from_secs(1) {
             last_discovery = tokio::time::Instant::now();
             let followers = registry.clone();

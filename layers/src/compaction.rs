@@ -1,9 +1,19 @@
-//! Compaction: merging a snapshot's layers into one, so reads of later snapshots stay shallow.
+//! Compaction: merging a snapshot's newest layers into one, so reads stay shallow.
 //!
-//! The compacted layer holds the newest version of every page of the snapshot; it is written as a
-//! new object, then recorded by [`Metadata::commit_compaction`] as a snapshot with the same
-//! content and that single layer. Older snapshots keep their layers (time travel); their layers
-//! are collected once no snapshot needs them.
+//! Every seal stacks one layer on the newest snapshot, so a database sealed often would soon be
+//! read through hundreds of layers. Once a snapshot has more than
+//! [`CompactionPolicy::max_layers`], [`plan`] picks the longest run of its newest layers whose
+//! bytes fit [`CompactionPolicy::max_bytes`] (all of them when the whole file fits: a full
+//! compaction), and [`compact`] writes one layer holding the newest version of every page of that
+//! run (one read per input layer, every page checked against its checksum). It is recorded by
+//! [`Metadata::commit_compaction`] as a new snapshot with the same content. The merge holds at
+//! most `max_bytes` of input and its output in memory, so the bound is what keeps it cheap on a
+//! large database: big old layers stay where they are and small new ones are folded together.
+//!
+//! Older snapshots keep their layers (time travel) until they are pruned
+//! ([`crate::retention`]); garbage collection ([`crate::gc`]) then deletes what nothing uses.
+
+use std::collections::BTreeMap;
 
 use crate::delta_layer::LayerWriter;
 use crate::metadata::{Lease, Metadata, SnapshotInfo};
@@ -11,29 +21,91 @@ use crate::object_store::ObjectStore;
 use crate::snapshot::open_map;
 use crate::LayerError;
 
-/// Compacts the newest snapshot of the lease's database into one layer stored under `key`.
-/// Returns the new snapshot, or `None` when there is nothing to merge (one layer or none).
-pub async fn compact(meta: &dyn Metadata, store: &dyn ObjectStore, lease: &Lease, key: &str) -> Result<Option<SnapshotInfo>, LayerError> {
-    let Some(newest) = meta.snapshots(&lease.database).await?.pop() else { return Ok(None) };
-    if newest.layers.len() < 2 {
-        return Ok(None);
+/// When and how much to compact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// Compact a snapshot once it has more layers than this (0: never).
+    pub max_layers: usize,
+    /// The most layer bytes merged at once.
+    pub max_bytes: u64,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy { max_layers: 8, max_bytes: 256 << 20 }
     }
-    let map = open_map(store, &newest).await?;
-    let page_size = map.layers()[0].page_size;
-    let mut writer = LayerWriter::new(page_size, map.file_len());
-    let pages = map.file_len().div_ceil(u64::from(page_size));
-    for page_no in 0..pages {
-        if let Some(loc) = map.locate(page_no) {
-            let layer = &map.layers()[loc.layer];
-            let page = store.get_range(&layer.key, layer.page_range(loc.slot)).await?;
-            layer.verify(loc.slot, &page)?;
-            writer.put_page(page_no, &page).map_err(|reason| LayerError::Malformed { key: key.to_string(), reason })?;
+}
+
+/// How many of the newest layers to merge, given every layer's size in bytes (oldest first):
+/// `None` when the snapshot is shallow enough, or when no two newest layers fit the budget.
+pub fn plan(sizes: &[u64], policy: &CompactionPolicy) -> Option<usize> {
+    if policy.max_layers == 0 || sizes.len() <= policy.max_layers {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut run = 0;
+    for &size in sizes.iter().rev() {
+        total = total.saturating_add(size);
+        if total > policy.max_bytes {
+            break;
+        }
+        run += 1;
+    }
+    (run >= 2).then_some(run)
+}
+
+/// Compacts snapshot `base` (the lease's database's newest) as `policy` says, writing the merged
+/// layer under `key`. Returns the new snapshot, or `None` when [`plan`] finds nothing to merge.
+pub async fn compact(
+    meta: &dyn Metadata,
+    store: &dyn ObjectStore,
+    lease: &Lease,
+    base: &SnapshotInfo,
+    key: &str,
+    policy: &CompactionPolicy,
+) -> Result<Option<SnapshotInfo>, LayerError> {
+    let map = open_map(store, base).await?;
+    let layers = map.layers();
+    let sizes: Vec<u64> = layers.iter().map(|l| l.object_len()).collect();
+    let Some(run) = plan(&sizes, policy) else { return Ok(None) };
+    let first = layers.len() - run;
+    let page_size = layers[first].page_size;
+    let pages_in_file = map.file_len().div_ceil(u64::from(page_size));
+    // Newest version of each page of the run: (layer, slot), later layers overwriting earlier.
+    let mut newest: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+    for (i, layer) in layers.iter().enumerate().skip(first) {
+        if layer.page_size != page_size {
+            return Err(LayerError::Malformed { key: layer.key.clone(), reason: format!("page size {} in a {page_size}-byte snapshot", layer.page_size) });
+        }
+        for (slot, &(page_no, _)) in layer.entries.iter().enumerate() {
+            if page_no < pages_in_file {
+                newest.insert(page_no, (i, slot));
+            }
         }
     }
+    let mut data: Vec<Vec<u8>> = vec![Vec::new(); layers.len()];
+    for (i, layer) in layers.iter().enumerate().skip(first) {
+        if newest.values().any(|&(l, _)| l == i) {
+            data[i] = store.get_range(&layer.key, layer.pages_range()).await?;
+        }
+    }
+    let mut writer = LayerWriter::new(page_size, map.file_len());
+    let ps = page_size as usize;
+    for (&page_no, &(i, slot)) in &newest {
+        let page = data[i].get(slot * ps..(slot + 1) * ps).unwrap_or(&[]);
+        layers[i].verify(slot, page)?;
+        writer.put_page(page_no, page).map_err(|reason| LayerError::Malformed { key: key.to_string(), reason })?;
+    }
+    drop(data);
     let bytes = writer.finish();
     let size = bytes.len() as i64;
     store.put_if_absent(key, bytes.into()).await?;
-    Ok(Some(meta.commit_compaction(lease, key, size, newest.id).await?))
+    let snapshot = meta.commit_compaction(lease, key, size, base.id, run).await?;
+    tracing::info!(
+        database = %lease.database, base = base.id, snapshot = snapshot.id, merged = run, layers = snapshot.layers.len(),
+        bytes = size, "compacted"
+    );
+    Ok(Some(snapshot))
 }
 
 #[cfg(test)]
@@ -44,18 +116,34 @@ mod tests {
     use crate::snapshot::diff;
     use std::time::Duration;
 
+    #[test]
+    fn plans_the_longest_newest_run_that_fits() {
+        let p = CompactionPolicy { max_layers: 3, max_bytes: 100 };
+        assert_eq!(plan(&[10, 10, 10], &p), None, "shallow enough");
+        assert_eq!(plan(&[10, 10, 10, 10], &p), Some(4), "everything fits: a full compaction");
+        assert_eq!(plan(&[500, 30, 30, 30], &p), Some(3), "a big base stays");
+        assert_eq!(plan(&[500, 95, 5, 5], &p), Some(2));
+        assert_eq!(plan(&[500, 5, 5, 200], &p), None, "the newest alone is over budget");
+        assert_eq!(plan(&[1; 50], &CompactionPolicy { max_layers: 0, max_bytes: 100 }), None, "off");
+    }
+
     #[tokio::test]
-    async fn compacted_snapshot_reads_the_same_in_one_layer() {
+    async fn compacted_snapshots_read_the_same_with_fewer_layers() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDirStore::new(dir.path().join("objects")).unwrap();
         let meta = SqliteMetadata::open(&dir.path().join("meta.sqlite")).unwrap();
         meta.create_database("db", 4096).await.unwrap();
         let lease = meta.acquire_lease("db", "w", Duration::from_secs(30)).await.unwrap();
-        // Five versions of a file, each changing a different part.
-        let mut content = vec![0u8; 50_000];
+        // A big first version, then five small changes, overlapping each other, and a shrink.
+        let mut content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let mut previous: Option<std::path::PathBuf> = None;
-        for v in 0..5usize {
-            content[v * 9000..v * 9000 + 5000].fill(v as u8 + 1);
+        for v in 0..6usize {
+            if v > 0 {
+                content[v * 3000..v * 3000 + 6000].fill(v as u8);
+            }
+            if v == 5 {
+                content.truncate(150_000);
+            }
             let path = dir.path().join(format!("v{v}.db"));
             std::fs::write(&path, &content).unwrap();
             let layer = diff(previous.as_deref(), &path, 4096).unwrap().unwrap();
@@ -65,15 +153,30 @@ mod tests {
             meta.commit(&lease, &key, size, content.len() as i64).await.unwrap();
             previous = Some(path);
         }
+        let check = |s: SnapshotInfo| {
+            let out = dir.path().join(format!("out{}.db", s.id));
+            let (store, content) = (&store, &content);
+            async move {
+                crate::snapshot::restore_to(store, &s, &out).await.unwrap();
+                assert_eq!(&std::fs::read(&out).unwrap(), content, "snapshot {}", s.id);
+            }
+        };
         let before = meta.snapshots("db").await.unwrap().pop().unwrap();
-        assert_eq!(before.layers.len(), 5);
-        let compacted = compact(&meta, &store, &lease, "layers/compacted-1").await.unwrap().unwrap();
-        assert_eq!(compacted.layers, vec!["layers/compacted-1"]);
-        // Same bytes as the five-layer snapshot.
-        let out = dir.path().join("out.db");
-        crate::snapshot::restore_to(&store, &compacted, &out).await.unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), content);
-        // Nothing left to merge.
-        assert!(compact(&meta, &store, &lease, "layers/compacted-2").await.unwrap().is_none());
+        assert_eq!(before.layers.len(), 6);
+        // The big first layer does not fit the budget: the five small ones are merged above it.
+        let policy = CompactionPolicy { max_layers: 4, max_bytes: 100_000 };
+        let merged = compact(&meta, &store, &lease, &before, "layers/m1", &policy).await.unwrap().unwrap();
+        assert_eq!(merged.layers, vec!["layers/0", "layers/m1"]);
+        check(merged.clone()).await;
+        assert!(compact(&meta, &store, &lease, &merged, "layers/m2", &policy).await.unwrap().is_none(), "shallow now");
+        // A full compaction, and the old snapshot still reads as it did.
+        let all = CompactionPolicy { max_layers: 1, max_bytes: u64::MAX };
+        let full = compact(&meta, &store, &lease, &merged, "layers/full", &all).await.unwrap().unwrap();
+        assert_eq!(full.layers, vec!["layers/full"]);
+        check(full.clone()).await;
+        check(before.clone()).await;
+        // A stale base is refused (the database moved on).
+        let err = compact(&meta, &store, &lease, &merged, "layers/late", &all).await.unwrap_err();
+        assert!(err.to_string().contains("changed during compaction"), "{err}");
     }
 }

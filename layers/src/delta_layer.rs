@@ -174,6 +174,16 @@ impl LayerIndex {
         self.entries.binary_search_by_key(&page_no, |&(p, _)| p).ok()
     }
 
+    /// The byte range of all pages within the layer object (one read fetches every page).
+    pub fn pages_range(&self) -> std::ops::Range<u64> {
+        HEADER_LEN..HEADER_LEN + self.entries.len() as u64 * u64::from(self.page_size)
+    }
+
+    /// The length of the whole layer object.
+    pub fn object_len(&self) -> u64 {
+        self.pages_range().end + self.entries.len() as u64 * INDEX_ENTRY_LEN + FOOTER_LEN
+    }
+
     /// The byte range of slot `slot`'s page within the layer object.
     pub fn page_range(&self, slot: usize) -> std::ops::Range<u64> {
         let start = HEADER_LEN + slot as u64 * u64::from(self.page_size);

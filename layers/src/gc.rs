@@ -1,9 +1,10 @@
 //! Garbage collection of layer objects.
 //!
 //! Two kinds of garbage: layers no snapshot refers to any more (after a database is dropped or
-//! old snapshots expire), which the metadata store lists; and orphans — objects the metadata
-//! store never recorded, left by a writer that crashed between writing a layer and committing
-//! it. Orphans younger than a grace period are kept: a commit may be on its way.
+//! old snapshots are pruned, see [`crate::retention`]), which the metadata store lists; and
+//! orphans — objects the metadata store never recorded, left by a writer that crashed between
+//! writing a layer and committing it, and log pieces folded into a snapshot. Both are kept for a
+//! grace period: a commit may be on its way, or a reader may still be on a pruned snapshot.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -21,10 +22,10 @@ pub struct GcReport {
     pub orphans: Vec<String>,
 }
 
-/// Deletes unreferenced layers and orphans (under `prefix`) older than `grace`.
+/// Deletes layers unreferenced for at least `grace`, and orphans (under `prefix`) older than it.
 pub async fn collect_garbage(meta: &dyn Metadata, store: &dyn ObjectStore, prefix: &str, grace: Duration) -> Result<GcReport, LayerError> {
     let mut report = GcReport::default();
-    for key in meta.unreferenced_layers().await? {
+    for key in meta.unreferenced_layers(grace).await? {
         store.delete(&key).await?;
         report.unreferenced.push(key);
     }
@@ -65,11 +66,12 @@ mod tests {
         store.put_if_absent("layers/crashed", "data".into()).await.unwrap();
         meta.drop_database("b").await.unwrap();
 
-        // Young orphans are kept (a commit may be in flight).
+        // Young orphans and just-released layers are kept (a commit may be in flight, a reader
+        // may still be on the dropped database).
         let report = collect_garbage(&meta, &store, "layers/", Duration::from_secs(3600)).await.unwrap();
-        assert_eq!(report, GcReport { unreferenced: vec!["layers/b1".into()], orphans: vec![] });
+        assert_eq!(report, GcReport::default());
         let report = collect_garbage(&meta, &store, "layers/", Duration::ZERO).await.unwrap();
-        assert_eq!(report, GcReport { unreferenced: vec![], orphans: vec!["layers/crashed".into()] });
+        assert_eq!(report, GcReport { unreferenced: vec!["layers/b1".into()], orphans: vec!["layers/crashed".into()] });
         let left: Vec<String> = store.list("").await.unwrap().into_iter().map(|o| o.key).collect();
         assert_eq!(left, vec!["layers/a1"]);
         assert_eq!(meta.layer_keys().await.unwrap(), vec!["layers/a1"]);

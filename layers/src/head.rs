@@ -166,6 +166,11 @@ pub struct Head {
     /// The head file when DuckDB reaches it through the head filesystem.
     #[cfg(target_os = "linux")]
     fuse: Option<crate::head_fs::Registration>,
+    /// The head file must take the newest snapshot as its base: set by a compaction, so that
+    /// untouched pages are read from the compacted layer and the old ones can go; kept when that
+    /// failed, to be retried.
+    #[cfg(target_os = "linux")]
+    fuse_rebase: bool,
     /// Log bytes already durable for `base`, and how many pieces hold them.
     shipped: u64,
     pieces: usize,
@@ -253,6 +258,8 @@ impl Head {
             base: None,
             #[cfg(target_os = "linux")]
             fuse: None,
+            #[cfg(target_os = "linux")]
+            fuse_rebase: false,
             shipped: 0,
             pieces: 0,
             wal_inode: None,
@@ -507,13 +514,59 @@ impl Head {
         Ok(Some(snapshot))
     }
 
+    /// Compacts the newest snapshot when `policy` finds it too deep ([`crate::compaction`]); the
+    /// head then extends the compacted snapshot, which has the same content (and the same log).
+    /// Returns the new snapshot, or `None` when there was nothing to merge.
+    pub async fn compact(&mut self, policy: &crate::compaction::CompactionPolicy) -> Result<Option<SnapshotInfo>, LayerError> {
+        #[cfg(target_os = "linux")]
+        self.move_fuse_base().await?;
+        let Some(newest) = self.newest else { return Ok(None) };
+        let base = self.storage.meta.snapshot(newest).await?;
+        if policy.max_layers == 0 || base.layers.len() <= policy.max_layers {
+            return Ok(None);
+        }
+        let key = self.layer_key();
+        let Some(compacted) = crate::compaction::compact(self.storage.meta.as_ref(), self.storage.store.as_ref(), &self.lease, &base, &key, policy).await?
+        else {
+            return Ok(None);
+        };
+        self.newest = Some(compacted.id);
+        if let Some(base) = &mut self.base {
+            base.snapshot = compacted.id;
+            base.store(&with_suffix(&self.path, ".pages"))?;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            self.fuse_rebase = self.fuse.is_some();
+            self.move_fuse_base().await?;
+        }
+        Ok(Some(compacted))
+    }
+
+    /// Points the head file's untouched pages at the newest snapshot's layers, when a compaction
+    /// asked for it. Any snapshot since the compaction will do: each has the content of the
+    /// head's sealed state.
+    #[cfg(target_os = "linux")]
+    async fn move_fuse_base(&mut self) -> Result<(), LayerError> {
+        let (Some(registration), Some(newest), true) = (&self.fuse, self.newest, self.fuse_rebase) else { return Ok(()) };
+        let snapshot = self.storage.meta.snapshot(newest).await?;
+        let map = crate::snapshot::open_map(self.storage.store.as_ref(), &snapshot).await?;
+        registration.file.rebase(std::sync::Arc::new(map));
+        self.fuse_rebase = false;
+        Ok(())
+    }
+
+    fn layer_key(&self) -> String {
+        format!("{}/layers/{:08}-{}", self.lease.database, self.lease.epoch, unique_suffix())
+    }
+
     /// Uploads `layer` and commits it as the next snapshot of a `file_len`-byte file (logging
     /// the time since the seal `started`, finding the pages included).
     async fn commit_layer(&self, layer: LayerWriter, file_len: u64, started: std::time::Instant) -> Result<SnapshotInfo, LayerError> {
         let pages = layer.page_count();
         let bytes = layer.finish();
         let size = bytes.len() as i64;
-        let key = format!("{}/layers/{:08}-{}", self.lease.database, self.lease.epoch, unique_suffix());
+        let key = self.layer_key();
         self.storage.store.put_if_absent(&key, bytes.into()).await?;
         let snapshot = self.storage.meta.commit(&self.lease, &key, size, file_len as i64).await?;
         tracing::info!(

@@ -310,6 +310,20 @@ impl HeadFile {
         Ok(SealBatch { len: st.len, changed, pages, layer })
     }
 
+    /// Takes `map` as the base from now on: a snapshot with the same content as the last sealed
+    /// state (its compaction), so that pages not yet local are fetched from its layers and the
+    /// old ones can be pruned. Pages that were local because they lay past the old base's end
+    /// are marked local, so the longer base never shows through them.
+    pub(crate) fn rebase(&self, map: Arc<LayerMap>) {
+        let mut st = lock(&self.state);
+        let ps = self.page_size;
+        let old_len = st.base.as_ref().map_or(0, |b| b.file_len());
+        for p in old_len.div_ceil(ps)..map.file_len().div_ceil(ps) {
+            st.present.set(p);
+        }
+        st.base = Some(map);
+    }
+
     /// The batch was committed as a snapshot.
     pub(crate) fn sealed(&self, len: u64) {
         lock(&self.state).sealed_len = len;

@@ -6,12 +6,13 @@
 //! [`layer_map::LayerMap`] resolves any byte range of a snapshot to the newest layer holding each
 //! page.
 //!
-//! This crate is being built up in steps. There now: the layer format ([`delta_layer`]), the
+//! What is here: the layer format ([`delta_layer`]), the
 //! layer map ([`layer_map`]), object stores with conditional puts and range reads
 //! ([`object_store`]: local directory and S3, with retries), reading, materialising and
 //! diff-sealing snapshots ([`snapshot`]), and the metadata store with leases, fencing, clones and
 //! GC queries ([`metadata`]: SQLite and PostgreSQL, same behaviour checks), and garbage
-//! collection of unreferenced layers and crash orphans ([`gc`]), compaction ([`compaction`]),
+//! collection of unreferenced layers and crash orphans ([`gc`]), compaction of deep snapshots
+//! ([`compaction`]), snapshot retention ([`retention`]),
 //! opening a store and metadata pair from URLs ([`storage`]), and the writable head of a
 //! database kept as a local file whose write-ahead log is shipped on every commit and whose
 //! checkpoints are sealed as layers ([`head`]), FUSE filesystems serving snapshots read-only
@@ -32,6 +33,7 @@ pub mod head_fs;
 pub mod layer_map;
 pub mod metadata;
 pub mod object_store;
+pub mod retention;
 pub mod snapshot;
 pub mod storage;
 

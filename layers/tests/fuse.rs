@@ -174,3 +174,88 @@ async fn the_head_is_served_read_write_and_seals_only_written_pages() {
     drop(head);
     drop(heads);
 }
+
+/// Runs file calls on a blocking thread (the FUSE daemon needs the runtime meanwhile).
+async fn on_file<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_head_reads_from_the_merged_layer_once_old_ones_are_collected() {
+    if !fuse_available() {
+        eprintln!("SKIPPED: /dev/fuse cannot be opened (FUSE needs root here)");
+        return;
+    }
+    use openduck_layers::compaction::CompactionPolicy;
+    use openduck_layers::retention::Retention;
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(dir.path());
+    storage.meta.create_database("db", 4096).await.unwrap();
+    let (mnt, local) = (dir.path().join("heads"), dir.path().join("local"));
+    let ttl = Duration::from_secs(60);
+    let mut expected: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    {
+        let heads = openduck_layers::head_fs::mount_heads(&mnt, &local).unwrap();
+        let (mut head, _) = Head::open_fuse(storage.clone(), "db", &heads, "t", ttl, None).await.unwrap();
+        let (p, c) = (head.path().to_path_buf(), expected.clone());
+        on_file(move || std::fs::write(p, c).unwrap()).await;
+        head.seal().await.unwrap().unwrap();
+    }
+    // Reopened with nothing local: untouched pages come from the first snapshot's layer.
+    std::fs::remove_dir_all(&local).unwrap();
+    let heads = openduck_layers::head_fs::mount_heads(&mnt, &local).unwrap();
+    let (mut head, _) = Head::open_fuse(storage.clone(), "db", &heads, "t", ttl, None).await.unwrap();
+    let path = head.path().to_path_buf();
+    let policy = CompactionPolicy { max_layers: 3, max_bytes: u64::MAX };
+    for round in 0..3u64 {
+        // Small changes, and in round 1 the file grows past the first snapshot's end.
+        let at = 100_000 + round * 300_000;
+        expected[at as usize..at as usize + 5000].fill(round as u8 + 1);
+        if round == 1 {
+            expected.extend((0..500_000u32).map(|i| (i % 7) as u8));
+        }
+        let (p, tail) = (path.clone(), expected[2_000_000..].to_vec());
+        on_file(move || {
+            let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            f.write_all_at(&[round as u8 + 1; 5000], at).unwrap();
+            if round == 1 {
+                f.write_all_at(&tail, 2_000_000).unwrap();
+            }
+        })
+        .await;
+        head.seal().await.unwrap().unwrap();
+        let compacted = head.compact(&policy).await.unwrap();
+        assert_eq!(compacted.is_some(), round == 2, "round {round}: compacts only past 3 layers");
+    }
+    let newest = storage.meta.snapshots("db").await.unwrap().pop().unwrap();
+    assert_eq!(newest.layers.len(), 1, "a full compaction: {:?}", newest.layers);
+    assert_eq!(head.snapshot(), Some(newest.id));
+
+    // Old snapshots pruned and their layers collected: the head no longer needs them.
+    let pruned = Retention { keep_last: 1, keep_for: Duration::ZERO }.apply(storage.meta.as_ref(), "db").await.unwrap();
+    assert_eq!(pruned.len(), 4);
+    let report = openduck_layers::gc::collect_garbage(storage.meta.as_ref(), storage.store.as_ref(), "", Duration::ZERO).await.unwrap();
+    assert_eq!(report.unreferenced.len(), 4, "{report:?}");
+
+    // A write past the old end after the compaction, not sealed: still the head's own bytes.
+    expected[2_100_000..2_100_010].fill(9);
+    let p = path.clone();
+    on_file(move || std::fs::OpenOptions::new().write(true).open(&p).unwrap().write_all_at(&[9u8; 10], 2_100_000).unwrap()).await;
+    let p = path.clone();
+    let whole = on_file(move || std::fs::read(p).unwrap()).await;
+    assert!(whole == expected, "the head's bytes changed after compaction and GC");
+
+    // Sealing and reopening from the stores still give the same bytes.
+    head.seal().await.unwrap().unwrap();
+    drop(head);
+    drop(heads);
+    std::fs::remove_dir_all(&local).unwrap();
+    let heads = openduck_layers::head_fs::mount_heads(&mnt, &local).unwrap();
+    let (head, _) = Head::open_fuse(storage.clone(), "db", &heads, "t", ttl, None).await.unwrap();
+    let p = head.path().to_path_buf();
+    let whole = on_file(move || std::fs::read(p).unwrap()).await;
+    assert!(whole == expected, "reopened head differs");
+    drop(head);
+    drop(heads);
+}

@@ -87,7 +87,7 @@ async fn postgres_behaves_like_a_metadata_store() {
     let pg = TempPostgres::start();
     let m = PostgresMetadata::connect(&pg.url()).await.unwrap();
     check_behaviour(&m).await;
-    assert_eq!(m.schema_version().await.unwrap(), 2);
+    assert_eq!(m.schema_version().await.unwrap(), 3);
     // A second connection (another host) migrates nothing and sees the same state.
     let again = PostgresMetadata::connect(&pg.url()).await.unwrap();
     assert_eq!(again.databases().await.unwrap(), vec!["copy"]);

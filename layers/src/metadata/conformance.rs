@@ -50,11 +50,16 @@ pub async fn check_behaviour(m: &dyn Metadata) {
     assert!(m.layer_keys().await.unwrap().contains(&"db/wal/a".to_string()));
 
     // Compaction: a new snapshot with one layer; the next commit stacks on it; a stale base races.
-    let compacted = m.commit_compaction(&b, "db/c", 30, s3.id).await.unwrap();
+    // Compacting the newest two layers keeps the oldest one below the merged layer.
+    let partial = m.commit_compaction(&b, "db/p", 20, s3.id, 2).await.unwrap();
+    assert_eq!((partial.layers.clone(), partial.parent, partial.file_len), (vec!["db/1".to_string(), "db/p".to_string()], Some(s3.id), 8192));
+    assert_eq!(m.wal_segments("db", partial.id).await.unwrap().len(), 2, "the log moves to the compacted snapshot");
+    let s3 = partial;
+    let compacted = m.commit_compaction(&b, "db/c", 30, s3.id, usize::MAX).await.unwrap();
     assert_eq!((compacted.layers.clone(), compacted.parent, compacted.file_len), (vec!["db/c".to_string()], Some(s3.id), 8192));
     assert_eq!(m.wal_segments("db", compacted.id).await.unwrap().len(), 2, "the log moves to the compacted snapshot");
-    assert!(matches!(m.commit_compaction(&b, "db/c2", 1, s3.id).await, Err(MetadataError::CompactionRaced { .. })));
-    assert!(matches!(m.commit_compaction(&lease, "db/c3", 1, compacted.id).await, Err(MetadataError::Fenced { .. })));
+    assert!(matches!(m.commit_compaction(&b, "db/c2", 1, s3.id, 2).await, Err(MetadataError::CompactionRaced { .. })));
+    assert!(matches!(m.commit_compaction(&lease, "db/c3", 1, compacted.id, 2).await, Err(MetadataError::Fenced { .. })));
     let s4 = m.commit(&b, "db/4", 5, 8192).await.unwrap();
     assert_eq!(s4.layers, vec!["db/c".to_string(), "db/4".to_string()]);
     assert!(m.wal_segments("db", compacted.id).await.unwrap().is_empty(), "a commit folds the log in");
@@ -66,13 +71,30 @@ pub async fn check_behaviour(m: &dyn Metadata) {
     assert!(matches!(m.clone_database("db", "copy", None).await, Err(MetadataError::DatabaseExists(_))));
     assert!(matches!(m.clone_database("nope", "x", None).await, Err(MetadataError::UnknownDatabase(_))));
     assert_eq!(m.databases().await.unwrap(), vec!["copy", "db"]);
+    // Retention: the newest snapshots and young ones stay; pruned ones free the layers no other
+    // snapshot (of this database or a clone) uses, once the grace since their release has passed.
+    let all: Vec<i64> = m.snapshots("db").await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(all.len(), 6);
+    assert!(m.prune_snapshots("db", 2, Duration::from_secs(3600)).await.unwrap().is_empty(), "all are young");
+    assert!(m.unreferenced_layers(Duration::ZERO).await.unwrap().is_empty());
+    assert!(matches!(m.prune_snapshots("nope", 1, Duration::ZERO).await, Err(MetadataError::UnknownDatabase(_))));
+    assert_eq!(m.prune_snapshots("db", 3, Duration::ZERO).await.unwrap(), all[..3].to_vec());
+    assert!(m.prune_snapshots("db", 3, Duration::ZERO).await.unwrap().is_empty());
+    assert!(matches!(m.snapshot(all[1]).await, Err(MetadataError::UnknownSnapshot(_))));
+    let left: Vec<i64> = m.snapshots("db").await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(left, all[3..].to_vec());
+    assert!(m.unreferenced_layers(Duration::from_secs(3600)).await.unwrap().is_empty(), "released just now");
+    assert_eq!(m.unreferenced_layers(Duration::ZERO).await.unwrap(), vec!["db/2", "db/3"], "db/1 is still the clone's");
+    m.forget_layers(&["db/2".to_string(), "db/3".to_string()]).await.unwrap();
+    assert_eq!(m.prune_snapshots("db", 0, Duration::ZERO).await.unwrap(), all[3..5].to_vec(), "the newest always stays");
+
     m.drop_database("db").await.unwrap();
     assert!(matches!(m.drop_database("db").await, Err(MetadataError::UnknownDatabase(_))));
-    assert_eq!(m.unreferenced_layers().await.unwrap(), vec!["db/2", "db/3", "db/4", "db/c"]);
-    assert_eq!(m.layer_keys().await.unwrap(), vec!["db/1", "db/2", "db/3", "db/4", "db/c"]);
-    let dropped: Vec<String> = ["db/2", "db/3", "db/4", "db/c", "db/1"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(m.unreferenced_layers(Duration::ZERO).await.unwrap(), vec!["db/4", "db/c", "db/p"]);
+    assert_eq!(m.layer_keys().await.unwrap(), vec!["db/1", "db/4", "db/c", "db/p"]);
+    let dropped: Vec<String> = ["db/4", "db/c", "db/p", "db/1"].iter().map(|s| s.to_string()).collect();
     m.forget_layers(&dropped).await.unwrap();
-    assert!(m.unreferenced_layers().await.unwrap().is_empty());
+    assert!(m.unreferenced_layers(Duration::ZERO).await.unwrap().is_empty());
     assert_eq!(m.snapshot(clone.id).await.unwrap().layers, vec!["db/1"]);
     assert_eq!(m.databases().await.unwrap(), vec!["copy"]);
 }

@@ -128,10 +128,17 @@ pub trait Metadata: Send + Sync {
     async fn acquire_lease(&self, database: &str, holder: &str, ttl: Duration) -> Result<Lease, MetadataError>;
     /// Records a sealed layer as the database's next snapshot, if `lease` is still current.
     async fn commit(&self, lease: &Lease, layer_key: &str, layer_size: i64, file_len: i64) -> Result<SnapshotInfo, MetadataError>;
-    /// Records a compacted layer (every page of snapshot `base`, the database's newest) as a new
-    /// snapshot with the same content and that single layer, so later reads stay shallow. Older
-    /// snapshots keep their layers (time travel) until they are dropped.
-    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError>;
+    /// Records a compacted layer as a new snapshot with the same content as snapshot `base` (the
+    /// database's newest): the base's layers with its newest `replaced` ones (all of them when
+    /// `replaced` is at least their number) swapped for the compacted layer, which holds the
+    /// newest version of every page they held. Later reads stay shallow; older snapshots keep
+    /// their layers (time travel) until they are pruned.
+    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64, replaced: usize) -> Result<SnapshotInfo, MetadataError>;
+    /// Deletes the snapshots of `database` that are neither among its newest `keep_last` (at
+    /// least one: the newest is always kept) nor younger than `keep_for` (by the store's clock);
+    /// returns their ids, oldest first. Their layers stay until no snapshot refers to them
+    /// ([`Metadata::unreferenced_layers`]).
+    async fn prune_snapshots(&self, database: &str, keep_last: usize, keep_for: Duration) -> Result<Vec<i64>, MetadataError>;
     /// The snapshots of a database, oldest first.
     async fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError>;
     /// One snapshot.
@@ -145,8 +152,11 @@ pub trait Metadata: Send + Sync {
     async fn append_wal(&self, lease: &Lease, base: i64, offset: i64, key: &str, size: i64) -> Result<(), MetadataError>;
     /// The log pieces extending snapshot `base` of `database`, in log order.
     async fn wal_segments(&self, database: &str, base: i64) -> Result<Vec<WalSegment>, MetadataError>;
-    /// Layers no snapshot refers to (safe to delete from the object store).
-    async fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError>;
+    /// Layers no snapshot has referred to for at least `grace` (safe to delete from the object
+    /// store: a reader that opened a pruned snapshot less than `grace` ago may still fetch from
+    /// them). A layer's release time is recorded the first time a call finds it unreferenced, so
+    /// with a non-zero grace it is returned by a later call, never the first.
+    async fn unreferenced_layers(&self, grace: Duration) -> Result<Vec<String>, MetadataError>;
     /// Every object the store knows: layers (referenced or not) and live log pieces.
     async fn layer_keys(&self) -> Result<Vec<String>, MetadataError>;
     /// Forgets layers after they were deleted from the object store.

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
                                 base BIGINT NOT NULL, start_offset BIGINT NOT NULL, key TEXT NOT NULL UNIQUE,
                                 size BIGINT NOT NULL, created_ms BIGINT NOT NULL,
                                 PRIMARY KEY (database, base, start_offset));",
+    "ALTER TABLE layers ADD COLUMN released_ms BIGINT;",
 ];
 
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::BIGINT";
@@ -237,7 +238,7 @@ impl Metadata for PostgresMetadata {
         Ok(info)
     }
 
-    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError> {
+    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64, replaced: usize) -> Result<SnapshotInfo, MetadataError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         Self::check_lease(&tx, lease).await?;
@@ -247,13 +248,48 @@ impl Metadata for PostgresMetadata {
             return Err(MetadataError::CompactionRaced { database: lease.database.clone(), base, newest });
         }
         let file_len: i64 = tx.query_one("SELECT file_len FROM snapshots WHERE id = $1", &[&base]).await?.get(0);
+        let count: i64 = tx.query_one("SELECT count(*) FROM snapshot_layers WHERE snapshot = $1", &[&base]).await?.get(0);
+        let kept = (count - replaced.min(count as usize) as i64).max(0) as i32;
         let id = Self::insert_snapshot(&tx, lease, layer_key, layer_size, Some(base), file_len).await?;
-        tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES ($1, 0, $2)", &[&id, &layer_key]).await?;
+        tx.execute(
+            "INSERT INTO snapshot_layers (snapshot, position, layer) SELECT $1, position, layer FROM snapshot_layers WHERE snapshot = $2 AND position < $3",
+            &[&id, &base, &kept],
+        )
+        .await?;
+        tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES ($1, $2, $3)", &[&id, &kept, &layer_key]).await?;
         // Same content: the log that extended the base now extends the compacted snapshot.
         tx.execute("UPDATE wal_segments SET base = $1 WHERE database = $2 AND base = $3", &[&id, &lease.database, &base]).await?;
         let info = Self::snapshot_in(&tx, id).await?;
         tx.commit().await?;
         Ok(info)
+    }
+
+    async fn prune_snapshots(&self, database: &str, keep_last: usize, keep_for: Duration) -> Result<Vec<i64>, MetadataError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if tx.query_opt("SELECT 1 FROM databases WHERE name = $1 FOR UPDATE", &[&database]).await?.is_none() {
+            return Err(MetadataError::UnknownDatabase(database.to_string()));
+        }
+        let keep_for_ms = keep_for.as_millis().min(i64::MAX as u128) as i64;
+        let keep_last = keep_last.max(1) as i64;
+        let ids: Vec<i64> = tx
+            .query(
+                format!(
+                    "DELETE FROM snapshots WHERE database = $1 AND created_ms < {NOW_MS} - $2
+                       AND id NOT IN (SELECT id FROM snapshots WHERE database = $1 ORDER BY id DESC LIMIT $3)
+                     RETURNING id"
+                )
+                .as_str(),
+                &[&database, &keep_for_ms, &keep_last],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().await?;
+        let mut ids = ids;
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     async fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError> {
@@ -357,14 +393,20 @@ impl Metadata for PostgresMetadata {
             .collect())
     }
 
-    async fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError> {
-        let client = self.pool.get().await?;
-        Ok(client
-            .query("SELECT key FROM layers WHERE NOT EXISTS (SELECT 1 FROM snapshot_layers s WHERE s.layer = layers.key) ORDER BY key", &[])
+    async fn unreferenced_layers(&self, grace: Duration) -> Result<Vec<String>, MetadataError> {
+        const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM snapshot_layers s WHERE s.layer = layers.key)";
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(format!("UPDATE layers SET released_ms = {NOW_MS} WHERE released_ms IS NULL AND {UNREFERENCED}").as_str(), &[]).await?;
+        let grace_ms = grace.as_millis().min(i64::MAX as u128) as i64;
+        let keys = tx
+            .query(format!("SELECT key FROM layers WHERE {UNREFERENCED} AND released_ms <= {NOW_MS} - $1 ORDER BY key").as_str(), &[&grace_ms])
             .await?
             .iter()
             .map(|r| r.get(0))
-            .collect())
+            .collect();
+        tx.commit().await?;
+        Ok(keys)
     }
 
     async fn layer_keys(&self) -> Result<Vec<String>, MetadataError> {

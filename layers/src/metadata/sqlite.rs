@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
                                 base INTEGER NOT NULL, start_offset INTEGER NOT NULL, key TEXT NOT NULL UNIQUE,
                                 size INTEGER NOT NULL, created_ms INTEGER NOT NULL,
                                 PRIMARY KEY (database, base, start_offset));",
+    "ALTER TABLE layers ADD COLUMN released_ms INTEGER;",
 ];
 
 fn now_ms() -> i64 {
@@ -224,7 +225,7 @@ impl SqliteMetadata {
         Ok(info)
     }
 
-    fn commit_compaction_sync(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError> {
+    fn commit_compaction_sync(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64, replaced: usize) -> Result<SnapshotInfo, MetadataError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::check_lease(&tx, lease)?;
@@ -233,13 +234,42 @@ impl SqliteMetadata {
             return Err(MetadataError::CompactionRaced { database: lease.database.clone(), base, newest });
         }
         let file_len: i64 = tx.query_row("SELECT file_len FROM snapshots WHERE id = ?1", [base], |r| r.get(0))?;
+        let count: i64 = tx.query_row("SELECT count(*) FROM snapshot_layers WHERE snapshot = ?1", [base], |r| r.get(0))?;
+        let kept = (count - replaced.min(count as usize) as i64).max(0);
         let id = Self::insert_snapshot(&tx, lease, layer_key, layer_size, Some(base), file_len)?;
-        tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES (?1, 0, ?2)", params![id, layer_key])?;
+        tx.execute(
+            "INSERT INTO snapshot_layers (snapshot, position, layer) SELECT ?1, position, layer FROM snapshot_layers WHERE snapshot = ?2 AND position < ?3",
+            params![id, base, kept],
+        )?;
+        tx.execute("INSERT INTO snapshot_layers (snapshot, position, layer) VALUES (?1, ?2, ?3)", params![id, kept, layer_key])?;
         // Same content: the log that extended the base now extends the compacted snapshot.
         tx.execute("UPDATE wal_segments SET base = ?1 WHERE database = ?2 AND base = ?3", params![id, lease.database, base])?;
         let info = Self::snapshot_in(&tx, id)?;
         tx.commit()?;
         Ok(info)
+    }
+
+    fn prune_snapshots_sync(&self, database: &str, keep_last: usize, keep_for: Duration) -> Result<Vec<i64>, MetadataError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !Self::exists(&tx, database)? {
+            return Err(MetadataError::UnknownDatabase(database.to_string()));
+        }
+        let cutoff = now_ms() - keep_for.as_millis().min(i64::MAX as u128) as i64;
+        let ids: Vec<i64> = {
+            let mut stmt = tx.prepare(
+                "SELECT id FROM snapshots WHERE database = ?1 AND created_ms < ?2
+                   AND id NOT IN (SELECT id FROM snapshots WHERE database = ?1 ORDER BY id DESC LIMIT ?3)
+                 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![database, cutoff, keep_last.max(1) as i64], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for id in &ids {
+            tx.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(ids)
     }
 
     fn snapshots_sync(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError> {
@@ -322,12 +352,19 @@ impl SqliteMetadata {
         Ok(segments)
     }
 
-    fn unreferenced_layers_sync(&self) -> Result<Vec<String>, MetadataError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT key FROM layers WHERE NOT EXISTS (SELECT 1 FROM snapshot_layers s WHERE s.layer = layers.key) ORDER BY key",
-        )?;
-        let keys = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    fn unreferenced_layers_sync(&self, grace: Duration) -> Result<Vec<String>, MetadataError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM snapshot_layers s WHERE s.layer = layers.key)";
+        tx.execute(&format!("UPDATE layers SET released_ms = ?1 WHERE released_ms IS NULL AND {UNREFERENCED}"), [now])?;
+        let cutoff = now - grace.as_millis().min(i64::MAX as u128) as i64;
+        let keys = {
+            let mut stmt = tx.prepare(&format!("SELECT key FROM layers WHERE {UNREFERENCED} AND released_ms <= ?1 ORDER BY key"))?;
+            let rows = stmt.query_map([cutoff], |r| r.get(0))?;
+            rows.collect::<Result<Vec<String>, _>>()?
+        };
+        tx.commit()?;
         Ok(keys)
     }
 
@@ -380,9 +417,13 @@ impl Metadata for SqliteMetadata {
         let (lease, key) = (lease.clone(), layer_key.to_string());
         blocking!(self, |m| m.commit_sync(&lease, &key, layer_size, file_len))
     }
-    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64) -> Result<SnapshotInfo, MetadataError> {
+    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64, replaced: usize) -> Result<SnapshotInfo, MetadataError> {
         let (lease, key) = (lease.clone(), layer_key.to_string());
-        blocking!(self, |m| m.commit_compaction_sync(&lease, &key, layer_size, base))
+        blocking!(self, |m| m.commit_compaction_sync(&lease, &key, layer_size, base, replaced))
+    }
+    async fn prune_snapshots(&self, database: &str, keep_last: usize, keep_for: Duration) -> Result<Vec<i64>, MetadataError> {
+        let database = database.to_string();
+        blocking!(self, |m| m.prune_snapshots_sync(&database, keep_last, keep_for))
     }
     async fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, MetadataError> {
         let database = database.to_string();
@@ -403,8 +444,8 @@ impl Metadata for SqliteMetadata {
         let database = database.to_string();
         blocking!(self, |m| m.wal_segments_sync(&database, base))
     }
-    async fn unreferenced_layers(&self) -> Result<Vec<String>, MetadataError> {
-        blocking!(self, |m| m.unreferenced_layers_sync())
+    async fn unreferenced_layers(&self, grace: Duration) -> Result<Vec<String>, MetadataError> {
+        blocking!(self, |m| m.unreferenced_layers_sync(grace))
     }
     async fn layer_keys(&self) -> Result<Vec<String>, MetadataError> {
         blocking!(self, |m| m.layer_keys_sync())
