@@ -235,6 +235,11 @@ def test_cli_create_clone_snapshots_restore_gc(layout, tmp_path):
         assert local.execute("SELECT count(*) FROM t").fetchall() == [(1000,)]
     assert "exists already" in layout.cli("snapshot", "restore", "mydb", str(ids[-1]), str(out), check=False).stderr
 
+    # Pruning mydb's history keeps the layers the clone shares with it.
+    pruned = layout.cli("snapshot", "prune", "mydb", "--keep-last", "1", "--keep-for", "0s").stdout
+    assert pruned.startswith("pruned ") and int(pruned.split()[1]) >= 1, pruned
+    assert len(layout.cli("snapshot", "list", "mydb").stdout.splitlines()) == 2
+    assert "unknown database" in layout.cli("snapshot", "prune", "nope", check=False).stderr
     gc = layout.cli("gc", "--grace", "0s").stdout
     assert gc.startswith("deleted"), gc
     s.stop()
