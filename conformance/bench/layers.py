@@ -171,10 +171,14 @@ def insert_rate(connect_fn, make_sql, clients: int, seconds: float) -> float:
     return sum(counts) / elapsed
 
 
-def openduck_inserts(binary, root, logs, clients_list, seconds, plain: bool):
-    data = root / ("plain" if plain else "layered")
+INSERT_MODES = {"layered": [], "fuse": ["--fuse-heads"], "plain": ["--plain"]}
+
+
+def openduck_inserts(binary, root, logs, clients_list, seconds, mode: str):
+    """`mode`: layered (local-file heads), fuse (heads through FUSE) or plain (no layers)."""
+    data = root / mode
     out = {}
-    with server(binary, data, logs, "inserts-plain" if plain else "inserts-layered", extra=["--plain"] if plain else []) as (port, _):
+    with server(binary, data, logs, f"inserts-{mode}", extra=INSERT_MODES[mode]) as (port, _):
         with connect(port) as c, c.cursor() as cur:
             run(cur, "CREATE TABLE t (k INTEGER, i INTEGER)")
 
@@ -247,15 +251,16 @@ def main():
                 f"| old snapshot, warm | {s['warm_s']:.3f} |",
             ]
         if "inserts" in only:
-            layered = openduck_inserts(binary, root, logs, clients_list, args.seconds, plain=False)
-            plain = openduck_inserts(binary, root, logs, clients_list, args.seconds, plain=True)
+            layered = openduck_inserts(binary, root, logs, clients_list, args.seconds, "layered")
+            fuse = openduck_inserts(binary, root, logs, clients_list, args.seconds, "fuse")
+            plain = openduck_inserts(binary, root, logs, clients_list, args.seconds, "plain")
             quack = {} if args.no_quack else quack_inserts(root, logs, clients_list, args.seconds)
             lines += ["", f"Single-row INSERT transactions per second ({args.seconds:.0f} s each)",
-                      "| clients | OpenDuck, layered (durable in the stores) | OpenDuck --plain (local disk) | DuckDB Quack |",
-                      "|---|---|---|---|"]
+                      "| clients | OpenDuck, layered (durable in the stores) | same, heads through FUSE | OpenDuck --plain (local disk) | DuckDB Quack |",
+                      "|---|---|---|---|---|"]
             for k in clients_list:
                 q = f"{quack[k]:,.0f}" if k in quack else "-"
-                lines.append(f"| {k} | {layered[k]:,.0f} | {plain[k]:,.0f} | {q} |")
+                lines.append(f"| {k} | {layered[k]:,.0f} | {fuse[k]:,.0f} | {plain[k]:,.0f} | {q} |")
         print("\n".join(lines))
     finally:
         shutil.rmtree(root, ignore_errors=True)
