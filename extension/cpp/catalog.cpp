@@ -12,6 +12,8 @@
 #include "duckdb/main/secret/secret.hpp"
 #include "duckdb/parser/parsed_data/create_view_info.hpp"
 #include "duckdb/main/secret/secret_manager.hpp"
+#include "duckdb/parser/parsed_data/attach_info.hpp"
+#include "duckdb/parser/parser.hpp"
 #include "duckdb/storage/storage_extension.hpp"
 
 namespace openduck {
@@ -90,8 +92,13 @@ optional_ptr<CatalogEntry> OdSchema::LookupEntry(CatalogTransaction transaction,
 
 optional_ptr<CatalogEntry> OdSchema::ViewEntry(OdTable &table) {
 	CreateViewInfo info(*this, table.name);
+#if OPENDUCK_DUCKDB_V2
+	auto parser = Parser::GetBuiltinParser();
+	info.query = CreateViewInfo::ParseSelect(parser, "SELECT 1");
+#else
 	info.query = CreateViewInfo::ParseSelect("SELECT 1");
-	info.names = table.GetColumns().GetColumnNames();
+#endif
+	info.names = Idents(Strs(table.GetColumns().GetColumnNames()));
 	info.types = table.GetColumns().GetColumnTypes();
 	auto view = make_uniq<ViewCatalogEntry>(catalog, *this, info);
 	optional_ptr<CatalogEntry> result = view.get();
@@ -108,7 +115,7 @@ optional_ptr<OdTable> OdSchema::Find(const string &table) {
 
 void OdSchema::Put(unique_ptr<OdTable> table) {
 	lock_guard<mutex> guard(lock);
-	auto &slot = tables[table->name];
+	auto &slot = tables[Str(table->name)];
 	if (slot) {
 		retired.push_back(std::move(slot));
 	}
@@ -184,7 +191,7 @@ void OdCatalog::Load(ClientContext &context) {
 		auto &slot = loaded[name];
 		if (!slot) {
 			CreateSchemaInfo info;
-			info.schema = name;
+			SetSchemaName(info, name);
 			slot = make_uniq<OdSchema>(*this, info);
 		}
 		return *slot;
@@ -228,7 +235,7 @@ OdSchema &OdCatalog::PutSchema(const string &name) {
 	auto &slot = schemas[name];
 	if (!slot) {
 		CreateSchemaInfo info;
-		info.schema = name;
+		SetSchemaName(info, name);
 		slot = make_uniq<OdSchema>(*this, info);
 	}
 	return *slot;

@@ -7,6 +7,10 @@
 #include "duckdb/catalog/catalog_entry/schema_catalog_entry.hpp"
 #include "duckdb/catalog/catalog_entry/table_catalog_entry.hpp"
 #include "duckdb/function/table/arrow.hpp"
+#include "duckdb/parser/parsed_data/create_schema_info.hpp"
+#include "duckdb/parser/parsed_data/create_table_info.hpp"
+#include "duckdb/parser/parsed_data/create_view_info.hpp"
+#include "duckdb/parser/parsed_data/drop_info.hpp"
 #include "duckdb/planner/operator/logical_get.hpp"
 #include "duckdb/transaction/transaction.hpp"
 #include "duckdb/transaction/transaction_manager.hpp"
@@ -16,6 +20,118 @@
 namespace openduck {
 
 using namespace duckdb;
+
+// The extension builds for DuckDB 1.5 and 2.0 (OPENDUCK_DUCKDB_V2). 2.0 names catalog objects
+// with `Identifier` (case-insensitive, converted to a string only explicitly) where 1.5 uses
+// `string`; these helpers let one source serve both.
+#if OPENDUCK_DUCKDB_V2
+inline const string &Str(const Identifier &name) {
+	return name.GetIdentifierName();
+}
+inline Identifier Ident(const string &name) {
+	return Identifier(name);
+}
+inline vector<Identifier> Idents(const vector<string> &names) {
+	vector<Identifier> result;
+	for (auto &name : names) {
+		result.emplace_back(name);
+	}
+	return result;
+}
+inline vector<string> Strs(const vector<Identifier> &names) {
+	vector<string> result;
+	for (auto &name : names) {
+		result.push_back(name.GetIdentifierName());
+	}
+	return result;
+}
+#else
+inline const string &Ident(const string &name) {
+	return name;
+}
+inline const vector<string> &Idents(const vector<string> &names) {
+	return names;
+}
+#endif
+inline const string &Str(const string &name) {
+	return name;
+}
+// A table function's name.
+template <class F>
+inline string FunctionName(const F &function) {
+#if OPENDUCK_DUCKDB_V2
+	return function.GetName().GetIdentifierName();
+#else
+	return function.name;
+#endif
+}
+// A table function as a LogicalGet holds it.
+#if OPENDUCK_DUCKDB_V2
+inline BoundTableFunction BindFunction(const TableFunction &function) {
+	return BoundTableFunction(function);
+}
+inline ProjectionIndex ColumnIndexOf(idx_t i) {
+	return ProjectionIndex(i);
+}
+#else
+inline const TableFunction &BindFunction(const TableFunction &function) {
+	return function;
+}
+inline idx_t ColumnIndexOf(idx_t i) {
+	return i;
+}
+#endif
+// The object a CREATE TABLE / CREATE VIEW / DROP names.
+#if OPENDUCK_DUCKDB_V2
+template <class INFO>
+inline string ObjectName(const INFO &info) {
+	return info.GetQualifiedName().Name().GetIdentifierName();
+}
+// The schema a DROP SCHEMA names.
+inline string DroppedSchemaName(const DropInfo &info) {
+	auto &name = info.GetQualifiedName();
+	return name.Name().empty() ? name.Schema().GetIdentifierName() : name.Name().GetIdentifierName();
+}
+#else
+inline const string &ObjectName(const CreateTableInfo &info) {
+	return info.table;
+}
+inline const string &ObjectName(const CreateViewInfo &info) {
+	return info.view_name;
+}
+inline const string &ObjectName(const DropInfo &info) {
+	return info.name;
+}
+inline const string &DroppedSchemaName(const DropInfo &info) {
+	return info.name;
+}
+#endif
+// The schema a CREATE SCHEMA names.
+inline string CreatedSchemaName(const CreateSchemaInfo &info) {
+#if OPENDUCK_DUCKDB_V2
+	return info.SchemaName().GetIdentifierName();
+#else
+	return info.schema;
+#endif
+}
+// The schema a CreateInfo names.
+inline const string &SchemaName(const CreateInfo &info) {
+#if OPENDUCK_DUCKDB_V2
+	return info.GetQualifiedName().Schema().GetIdentifierName();
+#else
+	return info.schema;
+#endif
+}
+inline void SetSchemaName(CreateInfo &info, const string &name) {
+#if OPENDUCK_DUCKDB_V2
+	info.SetSchema(Identifier(name));
+#else
+	info.schema = name;
+#endif
+}
+inline const vector<string> &Strs(const vector<string> &names) {
+	return names;
+}
 
 // Throws a DuckDB IOException with the Rust error message, freeing it.
 [[noreturn]] void ThrowClientError(char *err, const string &context);
@@ -68,6 +184,12 @@ public:
 	TableFunction GetScanFunction(ClientContext &context, unique_ptr<FunctionData> &bind_data) override;
 	TableStorageInfo GetStorageInfo(ClientContext &context) override;
 	virtual_column_map_t GetVirtualColumns() const override;
+#if OPENDUCK_DUCKDB_V2
+	const ColumnList &GetColumns() const override {
+		return columns;
+	}
+	ColumnList columns;
+#endif
 
 	std::shared_ptr<Connection> conn;
 	// Whether the remote object is a view (scanned like a table; dropped with DROP VIEW).

@@ -88,7 +88,11 @@ optional_ptr<OdCatalog> CatalogOf(ClientContext &context, const std::shared_ptr<
 
 // The current statement as SQL the server can run, or "" if it is not a plain SELECT.
 string ShippedSQL(ClientContext &context, const string &catalog) {
+#if OPENDUCK_DUCKDB_V2
+	Parser parser(context);
+#else
 	Parser parser(context.GetParserOptions());
+#endif
 	parser.ParseQuery(context.GetCurrentQuery());
 	if (parser.statements.size() != 1) {
 		return "";
@@ -126,7 +130,7 @@ void ShipWholeQuery(OptimizerExtensionInput &input, unique_ptr<LogicalOperator> 
 	}
 	string sql;
 	try {
-		sql = ShippedSQL(context, catalog->GetName());
+		sql = ShippedSQL(context, Str(catalog->GetName()));
 	} catch (std::exception &) {
 		return;
 	}

@@ -9,6 +9,18 @@
 #include "duckdb/planner/expression/bound_columnref_expression.hpp"
 #include "duckdb/planner/operator/logical_get.hpp"
 #include "duckdb/planner/operator/logical_projection.hpp"
+#include "duckdb/storage/table_storage_info.hpp"
+#if OPENDUCK_DUCKDB_V2
+#include "duckdb/function/scalar/tablefilter_functions.hpp"
+#include "duckdb/planner/expression/bound_comparison_expression.hpp"
+#include "duckdb/planner/expression/bound_conjunction_expression.hpp"
+#include "duckdb/planner/expression/bound_constant_expression.hpp"
+#include "duckdb/planner/expression/bound_function_expression.hpp"
+#include "duckdb/planner/expression/bound_operator_expression.hpp"
+#include "duckdb/planner/filter/expression_filter.hpp"
+#include "duckdb/planner/filter/table_filter_functions.hpp"
+#include "duckdb/planner/table_filter_set.hpp"
+#else
 #include "duckdb/planner/filter/conjunction_filter.hpp"
 #include "duckdb/planner/filter/constant_filter.hpp"
 #include "duckdb/planner/filter/dynamic_filter.hpp"
@@ -16,6 +28,7 @@
 #include "duckdb/planner/filter/null_filter.hpp"
 #include "duckdb/planner/filter/optional_filter.hpp"
 #include "duckdb/planner/filter/struct_filter.hpp"
+#endif
 
 namespace openduck {
 
@@ -39,9 +52,140 @@ struct Rendered {
 	string sql;
 };
 
+#if OPENDUCK_DUCKDB_V2
+// DuckDB 2.0 hands scans every filter as an expression over the scanned column (a bound
+// reference), with join and Top-N hints wrapped in internal optional/dynamic filter functions.
+Rendered RenderExpression(const Expression &expr, const string &column);
+
+Rendered RenderChildren(const vector<unique_ptr<Expression>> &children, const string &column, vector<string> &out) {
+	for (auto &child : children) {
+		auto r = RenderExpression(*child, column);
+		if (!r.ok || r.sql.empty()) {
+			return {false, ""};
+		}
+		out.push_back(r.sql);
+	}
+	return {true, ""};
+}
+
+// An optional filter: pushed when it can be rendered, else left out (DuckDB does not need it).
+Rendered RenderOptional(optional_ptr<const Expression> child, const string &column) {
+	if (!child) {
+		return {true, ""};
+	}
+	auto r = RenderExpression(*child, column);
+	return r.ok ? r : Rendered {true, ""};
+}
+
+Rendered RenderFunction(const BoundFunctionExpression &func, const string &column) {
+	auto &name = Str(func.Function().GetName());
+	if (BoundComparisonExpression::IsComparison(func)) {
+		auto left = RenderExpression(BoundComparisonExpression::Left(func), column);
+		auto right = RenderExpression(BoundComparisonExpression::Right(func), column);
+		if (!left.ok || !right.ok || left.sql.empty() || right.sql.empty()) {
+			return {false, ""};
+		}
+		return {true, "(" + left.sql + " " + ExpressionTypeToOperator(func.GetExpressionType()) + " " + right.sql + ")"};
+	}
+	if (name == TableFilterOptionalFun::Name) {
+		return RenderOptional(ExpressionFilter::GetOptionalFilterChild(func), column);
+	}
+	if (name == TableFilterSelectivityOptionalFun::Name) {
+		auto &info = func.BindInfo();
+		auto data = info ? dynamic_cast<const SelectivityOptionalFilterFunctionData *>(info.get()) : nullptr;
+		return RenderOptional(data ? data->child_filter_expr.get() : nullptr, column);
+	}
+	if (name == TableFilterDynamicFun::Name) {
+		auto &info = func.BindInfo();
+		auto data = info ? dynamic_cast<const DynamicFilterFunctionData *>(info.get()) : nullptr;
+		if (!data || !data->filter_data || !data->filter_data->initialized) {
+			return {true, ""};
+		}
+		auto &filter = *data->filter_data;
+		annotated_shared_lock guard(filter.lock);
+		return {true, "(" + column + " " + ExpressionTypeToOperator(filter.comparison_type) + " " +
+		                  filter.constant.ToSQLString() + ")"};
+	}
+	if (name == "struct_extract" || name == "struct_extract_at") {
+		vector<string> args;
+		if (!RenderChildren(func.GetChildren(), column, args).ok || args.size() != 2) {
+			return {false, ""};
+		}
+		return {true, name + "(" + args[0] + ", " + args[1] + ")"};
+	}
+	return {false, ""};
+}
+
+Rendered RenderExpression(const Expression &expr, const string &column) {
+	switch (expr.GetExpressionClass()) {
+	case ExpressionClass::BOUND_REF:
+		return {true, column};
+	case ExpressionClass::BOUND_CONSTANT:
+		return {true, expr.Cast<BoundConstantExpression>().GetValue().ToSQLString()};
+	case ExpressionClass::BOUND_FUNCTION:
+		return RenderFunction(expr.Cast<BoundFunctionExpression>(), column);
+	case ExpressionClass::BOUND_CONJUNCTION: {
+		auto &conj = expr.Cast<BoundConjunctionExpression>();
+		bool is_and = expr.GetExpressionType() == ExpressionType::CONJUNCTION_AND;
+		string sql;
+		for (auto &child : conj.GetChildren()) {
+			auto r = RenderExpression(*child, column);
+			if (is_and && r.ok && r.sql.empty()) {
+				continue;
+			}
+			if (!r.ok || r.sql.empty()) {
+				// AND: an unknown required part cannot be dropped; OR: it constrains nothing we can express.
+				return {false, ""};
+			}
+			sql += (sql.empty() ? "" : (is_and ? " AND " : " OR ")) + r.sql;
+		}
+		return {true, sql.empty() ? "" : "(" + sql + ")"};
+	}
+	case ExpressionClass::BOUND_OPERATOR: {
+		auto &op = expr.Cast<BoundOperatorExpression>();
+		vector<string> args;
+		if (!RenderChildren(op.GetChildren(), column, args).ok || args.empty()) {
+			return {false, ""};
+		}
+		switch (expr.GetExpressionType()) {
+		case ExpressionType::OPERATOR_IS_NULL:
+			return {true, "(" + args[0] + " IS NULL)"};
+		case ExpressionType::OPERATOR_IS_NOT_NULL:
+			return {true, "(" + args[0] + " IS NOT NULL)"};
+		case ExpressionType::OPERATOR_NOT:
+			return {true, "(NOT " + args[0] + ")"};
+		case ExpressionType::COMPARE_IN:
+		case ExpressionType::COMPARE_NOT_IN: {
+			string sql = "(" + args[0] + (expr.GetExpressionType() == ExpressionType::COMPARE_IN ? " IN (" : " NOT IN (");
+			for (idx_t i = 1; i < args.size(); i++) {
+				sql += (i > 1 ? ", " : "") + args[i];
+			}
+			return {true, sql + "))"};
+		}
+		default:
+			return {false, ""};
+		}
+	}
+	default:
+		return {false, ""};
+	}
+}
+
+Rendered RenderFilter(const TableFilter &filter, const string &column) {
+	auto &expression = ExpressionFilter::GetExpressionFilter(filter, "openduck remote scan");
+	auto r = RenderExpression(*expression.expr, column);
+	if (!r.ok && ExpressionFilter::IsOptionalFilter(filter)) {
+		return {true, ""};
+	}
+	if (!r.ok) {
+		throw NotImplementedException("openduck: cannot push filter '%s' to the server", expression.ToString(column));
+	}
+	return r;
+}
+#else
 Rendered Render(const TableFilter &filter, const string &column);
 
-Rendered RenderRequired(const TableFilter &filter, const string &column) {
+Rendered RenderFilter(const TableFilter &filter, const string &column) {
 	auto r = Render(filter, column);
 	if (!r.ok) {
 		throw NotImplementedException("openduck: cannot push filter '%s' to the server", filter.ToString(column));
@@ -126,12 +270,24 @@ Rendered Render(const TableFilter &filter, const string &column) {
 	}
 }
 
+#endif
+
+// The stream's row count is unknown in advance (1.5 keeps a field for it).
+template <class T>
+auto NoRowCount(T &stream) -> decltype(stream.number_of_rows = -1, void()) {
+	stream.number_of_rows = -1;
+}
+inline void NoRowCount(...) {
+}
+
 // Bind data of a remote scan: DuckDB's Arrow scan state plus what to ask the server for.
 struct OdScanData : public ArrowScanFunctionData {
 	OdScanData(std::shared_ptr<Connection> conn, string schema, string table, string txn);
 
 	// Exports the table's Arrow schema into schema_root and derives DuckDB's view of it.
 	void LoadSchema(ClientContext *context);
+	// Asks the server for the Arrow schema of the table or query.
+	void ExportSchema(ArrowSchema &out) const;
 
 	unique_ptr<FunctionData> Copy() const override;
 	bool Equals(const FunctionData &other) const override {
@@ -155,8 +311,7 @@ struct OdScanData : public ArrowScanFunctionData {
 	optional_idx estimated_rows;
 };
 
-unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStreamParameters &params) {
-	auto &data = *reinterpret_cast<OdScanData *>(factory);
+unique_ptr<ArrowArrayStreamWrapper> ProduceStreamOf(OdScanData &data, ArrowStreamParameters &params) {
 	if (!data.query_sql.empty()) {
 		auto stream = make_uniq<ArrowArrayStreamWrapper>();
 		char *err = nullptr;
@@ -164,7 +319,7 @@ unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStream
 		                   &err) != 0) {
 			ThrowClientError(err, "remote query");
 		}
-		stream->number_of_rows = -1;
+		NoRowCount(*stream);
 		return stream;
 	}
 	string columns;
@@ -185,8 +340,35 @@ unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStream
 	if (openduck_query(data.conn->Get(), sql.c_str(), TxnArg(data.txn), &stream->arrow_array_stream, &err) != 0) {
 		ThrowClientError(err, "remote scan of " + data.table_sql);
 	}
-	stream->number_of_rows = -1;
+	NoRowCount(*stream);
 	return stream;
+}
+
+#if OPENDUCK_DUCKDB_V2
+// DuckDB 2.0's Arrow scan asks a factory object for its streams.
+struct OdStreamFactory : public ArrowScanFactory {
+	explicit OdStreamFactory(OdScanData &data) : data(data) {
+	}
+	void GetSchema(ArrowSchema &schema) override {
+		ArrowSchemaWrapper copy;
+		data.ExportSchema(copy.arrow_schema);
+		schema = copy.arrow_schema;
+		copy.arrow_schema.release = nullptr;
+	}
+	unique_ptr<ArrowArrayStreamWrapper> ProduceStream(ArrowStreamParameters &parameters) override {
+		return ProduceStreamOf(data, parameters);
+	}
+	OdScanData &data;
+};
+
+OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, string table_p, string txn_p)
+    : ArrowScanFunctionData(nullptr), conn(std::move(conn_p)), schema(std::move(schema_p)), table(std::move(table_p)),
+      txn(std::move(txn_p)), table_sql(QuoteIdent(schema) + "." + QuoteIdent(table)) {
+	factory = make_shared_ptr<OdStreamFactory>(*this);
+}
+#else
+unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStreamParameters &params) {
+	return ProduceStreamOf(*reinterpret_cast<OdScanData *>(factory), params);
 }
 
 OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, string table_p, string txn_p)
@@ -194,16 +376,20 @@ OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, stri
       table(std::move(table_p)), txn(std::move(txn_p)), table_sql(QuoteIdent(schema) + "." + QuoteIdent(table)) {
 	stream_factory_ptr = reinterpret_cast<uintptr_t>(this);
 }
+#endif
 
-void OdScanData::LoadSchema(ClientContext *context) {
+void OdScanData::ExportSchema(ArrowSchema &out) const {
 	char *err = nullptr;
-	auto rc = query_sql.empty() ? openduck_table_schema(conn->Get(), schema.c_str(), table.c_str(), TxnArg(txn),
-	                                                    &schema_root.arrow_schema, &err)
-	                            : openduck_describe(conn->Get(), query_sql.c_str(), TxnArg(txn),
-	                                                &schema_root.arrow_schema, &err);
+	auto rc = query_sql.empty()
+	              ? openduck_table_schema(conn->Get(), schema.c_str(), table.c_str(), TxnArg(txn), &out, &err)
+	              : openduck_describe(conn->Get(), query_sql.c_str(), TxnArg(txn), &out, &err);
 	if (rc != 0) {
 		ThrowClientError(err, query_sql.empty() ? "schema of " + table_sql : "remote query");
 	}
+}
+
+void OdScanData::LoadSchema(ClientContext *context) {
+	ExportSchema(schema_root.arrow_schema);
 	if (context) {
 		ArrowTableFunction::PopulateArrowTableSchema(*context, arrow_table, schema_root.arrow_schema);
 		all_types = arrow_table.GetTypes();
@@ -252,7 +438,7 @@ struct OrderedArrowScan : public ArrowTableFunction {
 };
 
 TableFunction MakeScanFunction(const string &name, bool pushdown) {
-	TableFunction scan(name, {}, ArrowTableFunction::ArrowScanFunction, nullptr,
+	TableFunction scan(Ident(name), {}, ArrowTableFunction::ArrowScanFunction, nullptr,
 	                   ArrowTableFunction::ArrowScanInitGlobal, ArrowTableFunction::ArrowScanInitLocal);
 	scan.projection_pushdown = pushdown;
 	scan.filter_pushdown = pushdown;
@@ -274,12 +460,22 @@ string RenderFilters(const TableFilterSet *filters, const ArrowProjectedColumns 
 		return "";
 	}
 	string sql;
+#if OPENDUCK_DUCKDB_V2
+	if (filters->HasMultiColumnFilters()) {
+		throw NotImplementedException("openduck: multi-column filters cannot be pushed to the server");
+	}
+	for (auto &entry : *filters) {
+		auto name = columns.projection_map.find(entry.GetIndex().GetIndex());
+		auto &filter = entry.Filter();
+#else
 	for (auto &entry : filters->filters) {
 		auto name = columns.projection_map.find(entry.first);
+		auto &filter = *entry.second;
+#endif
 		if (name == columns.projection_map.end()) {
 			throw InternalException("openduck: filter on a column that is not projected");
 		}
-		auto r = RenderRequired(*entry.second, QuoteIdent(name->second));
+		auto r = RenderFilter(filter, QuoteIdent(name->second));
 		if (!r.sql.empty()) {
 			sql += (sql.empty() ? "" : " AND ") + r.sql;
 		}
@@ -290,6 +486,9 @@ string RenderFilters(const TableFilterSet *filters, const ArrowProjectedColumns 
 OdTable::OdTable(Catalog &catalog, SchemaCatalogEntry &schema, CreateTableInfo &info,
                  std::shared_ptr<Connection> conn_p)
     : TableCatalogEntry(catalog, schema, info), conn(std::move(conn_p)) {
+#if OPENDUCK_DUCKDB_V2
+	columns = info.columns.Copy();
+#endif
 }
 
 unique_ptr<OdTable> OdTable::FromArrow(ClientContext &context, OdSchema &schema, const string &name,
@@ -299,11 +498,11 @@ unique_ptr<OdTable> OdTable::FromArrow(ClientContext &context, OdSchema &schema,
 	arrow_schema.release = nullptr;
 	ArrowTableSchema converted;
 	ArrowTableFunction::PopulateArrowTableSchema(context, converted, owned.arrow_schema);
-	CreateTableInfo info(schema, name);
+	CreateTableInfo info(schema, Ident(name));
 	auto &names = converted.GetNames();
 	auto &types = converted.GetTypes();
 	for (idx_t c = 0; c < names.size(); c++) {
-		info.columns.AddColumn(ColumnDefinition(names[c], types[c]));
+		info.columns.AddColumn(ColumnDefinition(Ident(names[c]), types[c]));
 	}
 	auto table = make_uniq<OdTable>(schema.catalog, schema, info, std::move(conn));
 	table->is_view = is_view;
@@ -326,7 +525,7 @@ virtual_column_map_t OdTable::GetVirtualColumns() const {
 }
 
 TableFunction OdTable::GetScanFunction(ClientContext &context, unique_ptr<FunctionData> &bind_data) {
-	auto data = make_uniq<OdScanData>(conn, schema.name, name, OdTransaction::Of(context, catalog));
+	auto data = make_uniq<OdScanData>(conn, Str(schema.name), Str(name), OdTransaction::Of(context, catalog));
 	data->estimated_rows = estimated_rows;
 	data->LoadSchema(&context);
 	// The catalog entry's columns must be the ones the scan produces.
@@ -340,7 +539,7 @@ TableFunction OdTable::GetScanFunction(ClientContext &context, unique_ptr<Functi
 }
 
 std::shared_ptr<Connection> RemoteScanConnection(LogicalGet &get) {
-	if (get.function.name != "openduck_scan" || !get.bind_data) {
+	if (FunctionName(get.function) != "openduck_scan" || !get.bind_data) {
 		return nullptr;
 	}
 	return get.bind_data->Cast<OdScanData>().conn;
@@ -357,8 +556,8 @@ unique_ptr<LogicalOperator> RemoteQueryPlan(ClientContext &context, Binder &bind
 	}
 	auto names = data->arrow_table.GetNames();
 	auto get_index = binder.GenerateTableIndex();
-	auto get = make_uniq<LogicalGet>(get_index, MakeScanFunction("openduck_query", false), std::move(data), types,
-	                                 names);
+	auto get = make_uniq<LogicalGet>(get_index, BindFunction(MakeScanFunction("openduck_query", false)), std::move(data),
+	                                 types, Idents(names));
 	for (idx_t i = 0; i < types.size(); i++) {
 		get->AddColumnId(i);
 	}
@@ -369,7 +568,7 @@ unique_ptr<LogicalOperator> RemoteQueryPlan(ClientContext &context, Binder &bind
 	// cast back to what the query produces locally.
 	vector<unique_ptr<Expression>> casts;
 	for (idx_t i = 0; i < types.size(); i++) {
-		unique_ptr<Expression> column = make_uniq<BoundColumnRefExpression>(types[i], ColumnBinding(get_index, i));
+		unique_ptr<Expression> column = make_uniq<BoundColumnRefExpression>(types[i], ColumnBinding(get_index, ColumnIndexOf(i)));
 		casts.push_back(BoundCastExpression::AddCastToType(context, std::move(column), expected[i]));
 	}
 	auto projection = make_uniq<LogicalProjection>(binder.GenerateTableIndex(), std::move(casts));

@@ -12,6 +12,10 @@
 #include "duckdb/parser/statement/delete_statement.hpp"
 #include "duckdb/parser/statement/select_statement.hpp"
 #include "duckdb/parser/statement/update_statement.hpp"
+#if OPENDUCK_DUCKDB_V2
+#include "duckdb/parser/query_node/delete_query_node.hpp"
+#include "duckdb/parser/query_node/update_query_node.hpp"
+#endif
 #include "duckdb/parser/tableref/basetableref.hpp"
 #include "duckdb/planner/binder.hpp"
 #include "duckdb/planner/operator/logical_get.hpp"
@@ -24,27 +28,67 @@ static void StripExpression(unique_ptr<ParsedExpression> &expr, const string &ca
 		return;
 	}
 	if (expr->GetExpressionClass() == ExpressionClass::SUBQUERY) {
+#if OPENDUCK_DUCKDB_V2
+		StripCatalog(*expr->Cast<SubqueryExpression>().SubqueryMutable()->node, catalog);
+#else
 		StripCatalog(*expr->Cast<SubqueryExpression>().subquery->node, catalog);
+#endif
 	}
 	ParsedExpressionIterator::EnumerateChildren(
 	    *expr, [&](unique_ptr<ParsedExpression> &child) { StripExpression(child, catalog); });
 }
 
+// The catalog and schema a base table reference names ("" when not given).
+static string RefCatalog(const BaseTableRef &base) {
+#if OPENDUCK_DUCKDB_V2
+	return Str(base.GetQualifiedName().Catalog());
+#else
+	return base.catalog_name;
+#endif
+}
+
+static string RefSchema(const BaseTableRef &base) {
+#if OPENDUCK_DUCKDB_V2
+	return Str(base.GetQualifiedName().Schema());
+#else
+	return base.schema_name;
+#endif
+}
+
 static void StripRef(TableRef &ref, const string &catalog) {
 	if (ref.type == TableReferenceType::BASE_TABLE) {
 		auto &base = ref.Cast<BaseTableRef>();
-		if (StringUtil::CIEquals(base.catalog_name, catalog)) {
+		auto ref_catalog = RefCatalog(base);
+		if (StringUtil::CIEquals(ref_catalog, catalog)) {
+#if OPENDUCK_DUCKDB_V2
+			base.SetQualifiedName(Identifier(), base.GetQualifiedName().Schema(), base.Table());
+#else
 			base.catalog_name.clear();
-		} else if (base.catalog_name.empty() && StringUtil::CIEquals(base.schema_name, catalog)) {
+#endif
+		} else if (ref_catalog.empty() && StringUtil::CIEquals(RefSchema(base), catalog)) {
 			// `cloud.users` parses as schema cloud, table users: it means the catalog.
+#if OPENDUCK_DUCKDB_V2
+			base.SetQualifiedName(Identifier(), Identifier(), base.Table());
+#else
 			base.schema_name.clear();
+#endif
 		}
 	}
 }
 
+// The query of a common table expression.
+template <class CTE>
+static QueryNode &CteQuery(CTE &cte) {
+#if OPENDUCK_DUCKDB_V2
+	return *cte.query_node;
+#else
+	return *cte.query->node;
+#endif
+}
+
 void StripCatalog(QueryNode &node, const string &catalog) {
 	for (auto &cte : node.cte_map.map) {
-		StripCatalog(*cte.second->query->node, catalog);
+		StripCatalog(CteQuery(*cte.second), catalog);
 	}
 	ParsedExpressionIterator::EnumerateQueryNodeChildren(
 	    node, [&](unique_ptr<ParsedExpression> &expr) { StripExpression(expr, catalog); },
@@ -93,16 +137,34 @@ InsertionOrderPreservingMap<string> RemoteStatementToString(TableFunctionToStrin
 	return result;
 }
 
+// The parts of an UPDATE / DELETE (2.0 keeps them in a query node of the statement).
+#if OPENDUCK_DUCKDB_V2
+UpdateQueryNode &UpdateOf(SQLStatement &statement) {
+	return *statement.Cast<UpdateStatement>().node;
+}
+DeleteQueryNode &DeleteOf(SQLStatement &statement) {
+	return *statement.Cast<DeleteStatement>().node;
+}
+#else
+UpdateStatement &UpdateOf(SQLStatement &statement) {
+	return statement.Cast<UpdateStatement>();
+}
+DeleteStatement &DeleteOf(SQLStatement &statement) {
+	return statement.Cast<DeleteStatement>();
+}
+#endif
+
 // The OpenDuck catalog a table reference names, or null.
 optional_ptr<OdCatalog> RemoteCatalog(ClientContext &context, TableRef &ref) {
 	if (ref.type != TableReferenceType::BASE_TABLE) {
 		return nullptr;
 	}
 	auto &base = ref.Cast<BaseTableRef>();
-	if (base.catalog_name.empty()) {
+	auto name = RefCatalog(base);
+	if (name.empty()) {
 		return nullptr;
 	}
-	auto catalog = Catalog::GetCatalogEntry(context, base.catalog_name);
+	auto catalog = Catalog::GetCatalogEntry(context, Ident(name));
 	if (!catalog || catalog->GetCatalogType() != "openduck") {
 		return nullptr;
 	}
@@ -112,9 +174,9 @@ optional_ptr<OdCatalog> RemoteCatalog(ClientContext &context, TableRef &ref) {
 BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, OperatorExtensionInfo *, SQLStatement &statement) {
 	TableRef *target = nullptr;
 	if (statement.type == StatementType::UPDATE_STATEMENT) {
-		target = statement.Cast<UpdateStatement>().table.get();
+		target = UpdateOf(statement).table.get();
 	} else if (statement.type == StatementType::DELETE_STATEMENT) {
-		target = statement.Cast<DeleteStatement>().table.get();
+		target = DeleteOf(statement).table.get();
 	} else {
 		return BoundStatement();
 	}
@@ -124,10 +186,10 @@ BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, Opera
 	}
 	// The server knows its tables without our local name for its database: drop that name
 	// everywhere in the statement (target, FROM/USING, subqueries, CTEs).
-	auto name = catalog->GetName();
+	string name = Str(catalog->GetName());
 	auto copy = statement.Copy();
 	if (copy->type == StatementType::UPDATE_STATEMENT) {
-		auto &update = copy->Cast<UpdateStatement>();
+		auto &update = UpdateOf(*copy);
 		if (!update.returning_list.empty()) {
 			throw NotImplementedException("openduck: UPDATE ... RETURNING on a remote table is not supported yet");
 		}
@@ -140,10 +202,10 @@ BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, Opera
 			StripExpression(expr, name);
 		}
 		for (auto &cte : update.cte_map.map) {
-			StripCatalog(*cte.second->query->node, name);
+			StripCatalog(CteQuery(*cte.second), name);
 		}
 	} else {
-		auto &del = copy->Cast<DeleteStatement>();
+		auto &del = DeleteOf(*copy);
 		if (!del.returning_list.empty()) {
 			throw NotImplementedException("openduck: DELETE ... RETURNING on a remote table is not supported yet");
 		}
@@ -153,17 +215,17 @@ BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, Opera
 		}
 		StripExpression(del.condition, name);
 		for (auto &cte : del.cte_map.map) {
-			StripCatalog(*cte.second->query->node, name);
+			StripCatalog(CteQuery(*cte.second), name);
 		}
 	}
 	auto sql = copy->ToString();
 
-	TableFunction function("openduck_remote_statement", {}, RemoteStatementRun, nullptr, RemoteStatementInit);
+	TableFunction function(Ident("openduck_remote_statement"), {}, RemoteStatementRun, nullptr, RemoteStatementInit);
 	function.to_string = RemoteStatementToString;
 	vector<LogicalType> types {LogicalType::BIGINT};
 	vector<string> names {"Count"};
-	auto get = make_uniq<LogicalGet>(binder.GenerateTableIndex(), function,
-	                                 make_uniq<RemoteStatementData>(*catalog, sql), types, names);
+	auto get = make_uniq<LogicalGet>(binder.GenerateTableIndex(), BindFunction(function),
+	                                 make_uniq<RemoteStatementData>(*catalog, sql), types, Idents(names));
 	get->AddColumnId(0);
 
 	auto &properties = binder.GetStatementProperties();
@@ -172,7 +234,7 @@ BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, Opera
 
 	BoundStatement result;
 	result.plan = std::move(get);
-	result.names = names;
+	result.names = Idents(names);
 	result.types = types;
 	return result;
 }

@@ -43,7 +43,7 @@ static string CreateTableSQL(const string &schema, CreateTableInfo &info) {
 	if (info.temporary) {
 		throw NotImplementedException("openduck: temporary tables cannot be created in a remote database");
 	}
-	return CreatePrefix(info.on_conflict, "TABLE") + QuoteIdent(schema) + "." + QuoteIdent(info.table) +
+	return CreatePrefix(info.on_conflict, "TABLE") + QuoteIdent(schema) + "." + QuoteIdent(ObjectName(info)) +
 	       TableCatalogEntry::ColumnsToSQL(info.columns, info.constraints);
 }
 
@@ -69,16 +69,16 @@ static optional_ptr<CatalogEntry> AfterCreate(ClientContext &context, OdCatalog 
 		                                  EntryLookupInfo(CatalogType::SCHEMA_ENTRY, schema.name),
 		                                  OnEntryNotFound::THROW_EXCEPTION);
 		return fresh->LookupEntry(catalog.GetCatalogTransaction(context),
-		                          EntryLookupInfo(CatalogType::TABLE_ENTRY, table));
+		                          EntryLookupInfo(CatalogType::TABLE_ENTRY, Ident(table)));
 	}
 	ArrowSchema arrow_schema;
 	char *err = nullptr;
-	if (openduck_table_schema(catalog.conn->Get(), schema.name.c_str(), table.c_str(), txn.c_str(), &arrow_schema,
+	if (openduck_table_schema(catalog.conn->Get(), Str(schema.name).c_str(), table.c_str(), txn.c_str(), &arrow_schema,
 	                          &err) != 0) {
 		ThrowClientError(err, "schema of new table " + table);
 	}
 	// `schema` may be an entry of an older listing: add the table to the current one.
-	auto &current = catalog.PutSchema(schema.name);
+	auto &current = catalog.PutSchema(Str(schema.name));
 	auto entry = OdTable::FromArrow(context, current, table, arrow_schema, catalog.conn, is_view);
 	optional_ptr<CatalogEntry> result = entry.get();
 	current.Put(std::move(entry));
@@ -90,8 +90,8 @@ optional_ptr<CatalogEntry> OdSchema::CreateTable(CatalogTransaction transaction,
 	auto &od = catalog.Cast<OdCatalog>();
 	auto &context = transaction.GetContext();
 	auto txn = DdlTransaction(context, od);
-	RunRemote(*od.conn, CreateTableSQL(name, base), txn);
-	return AfterCreate(context, od, *this, base.table, txn);
+	RunRemote(*od.conn, CreateTableSQL(Str(name), base), txn);
+	return AfterCreate(context, od, *this, ObjectName(base), txn);
 }
 
 optional_ptr<CatalogEntry> OdSchema::CreateView(CatalogTransaction transaction, CreateViewInfo &info) {
@@ -100,12 +100,12 @@ optional_ptr<CatalogEntry> OdSchema::CreateView(CatalogTransaction transaction, 
 	}
 	auto &od = catalog.Cast<OdCatalog>();
 	auto query = unique_ptr_cast<SQLStatement, SelectStatement>(info.query->Copy());
-	StripCatalog(*query->node, od.GetName());
-	string sql = CreatePrefix(info.on_conflict, "VIEW") + QuoteIdent(name) + "." + QuoteIdent(info.view_name);
+	StripCatalog(*query->node, Str(od.GetName()));
+	string sql = CreatePrefix(info.on_conflict, "VIEW") + QuoteIdent(Str(name)) + "." + QuoteIdent(ObjectName(info));
 	if (!info.aliases.empty()) {
 		string aliases;
 		for (auto &alias : info.aliases) {
-			aliases += (aliases.empty() ? "" : ", ") + QuoteIdent(alias);
+			aliases += (aliases.empty() ? "" : ", ") + QuoteIdent(Str(alias));
 		}
 		sql += " (" + aliases + ")";
 	}
@@ -113,7 +113,7 @@ optional_ptr<CatalogEntry> OdSchema::CreateView(CatalogTransaction transaction, 
 	auto &context = transaction.GetContext();
 	auto txn = DdlTransaction(context, od);
 	RunRemote(*od.conn, sql, txn);
-	return AfterCreate(context, od, *this, info.view_name, txn, true);
+	return AfterCreate(context, od, *this, ObjectName(info), txn, true);
 }
 
 void OdSchema::DropEntry(ClientContext &context, DropInfo &info) {
@@ -129,34 +129,35 @@ void OdSchema::DropEntry(ClientContext &context, DropInfo &info) {
 		throw NotImplementedException("openduck: DROP of this kind of object is not supported");
 	}
 	string sql = "DROP " + kind + (info.if_not_found == OnEntryNotFound::RETURN_NULL ? " IF EXISTS " : " ") +
-	             QuoteIdent(name) + "." + QuoteIdent(info.name) + (info.cascade ? " CASCADE" : "");
+	             QuoteIdent(Str(name)) + "." + QuoteIdent(ObjectName(info)) + (info.cascade ? " CASCADE" : "");
 	auto &od = catalog.Cast<OdCatalog>();
 	auto txn = DdlTransaction(context, od);
 	RunRemote(*od.conn, sql, txn);
 	if (txn.empty()) {
 		od.Load(context);
 	} else {
-		od.PutSchema(name).Forget(info.name);
+		od.PutSchema(Str(name)).Forget(ObjectName(info));
 	}
 }
 
 optional_ptr<CatalogEntry> OdCatalog::CreateSchema(CatalogTransaction transaction, CreateSchemaInfo &info) {
 	auto &context = transaction.GetContext();
 	auto txn = DdlTransaction(context, *this);
-	RunRemote(*conn, CreatePrefix(info.on_conflict, "SCHEMA") + QuoteIdent(info.schema), txn);
+	auto schema_name = CreatedSchemaName(info);
+	RunRemote(*conn, CreatePrefix(info.on_conflict, "SCHEMA") + QuoteIdent(schema_name), txn);
 	if (!txn.empty()) {
-		return &PutSchema(info.schema);
+		return &PutSchema(schema_name);
 	}
 	// Schemas without tables are listed too, so the new one appears.
 	Load(context);
-	auto schema = LookupSchema(transaction, EntryLookupInfo(CatalogType::SCHEMA_ENTRY, info.schema),
+	auto schema = LookupSchema(transaction, EntryLookupInfo(CatalogType::SCHEMA_ENTRY, Ident(schema_name)),
 	                           OnEntryNotFound::RETURN_NULL);
 	return schema ? optional_ptr<CatalogEntry>(schema.get()) : nullptr;
 }
 
 void OdCatalog::DropSchema(ClientContext &context, DropInfo &info) {
 	string sql = string("DROP SCHEMA ") + (info.if_not_found == OnEntryNotFound::RETURN_NULL ? "IF EXISTS " : "") +
-	             QuoteIdent(info.name) + (info.cascade ? " CASCADE" : "");
+	             QuoteIdent(DroppedSchemaName(info)) + (info.cascade ? " CASCADE" : "");
 	auto txn = DdlTransaction(context, *this);
 	RunRemote(*conn, sql, txn);
 	if (txn.empty()) {
@@ -329,9 +330,9 @@ PhysicalOperator &OdCatalog::PlanInsert(ClientContext &context, PhysicalPlanGene
 		plan = planner.ResolveDefaultsProjection(op, *plan);
 	}
 	auto &table = op.table.Cast<OdTable>();
-	auto names = table.GetColumns().GetColumnNames();
-	auto &insert = planner.Make<OdInsert>(op.types, op.estimated_cardinality, *this, table.schema.name, table.name,
-	                                      std::move(names), "");
+	auto names = Strs(table.GetColumns().GetColumnNames());
+	auto &insert = planner.Make<OdInsert>(op.types, op.estimated_cardinality, *this, Str(table.schema.name),
+	                                      Str(table.name), std::move(names), "");
 	insert.children.push_back(*plan);
 	return insert;
 }
@@ -339,10 +340,10 @@ PhysicalOperator &OdCatalog::PlanInsert(ClientContext &context, PhysicalPlanGene
 PhysicalOperator &OdCatalog::PlanCreateTableAs(ClientContext &context, PhysicalPlanGenerator &planner,
                                                LogicalCreateTable &op, PhysicalOperator &plan) {
 	auto &base = op.info->Base();
-	auto sql = CreateTableSQL(op.schema.name, base);
-	auto names = base.columns.GetColumnNames();
-	auto &insert = planner.Make<OdInsert>(op.types, op.estimated_cardinality, *this, op.schema.name, base.table,
-	                                      std::move(names), sql);
+	auto sql = CreateTableSQL(Str(op.schema.name), base);
+	auto names = Strs(base.columns.GetColumnNames());
+	auto &insert = planner.Make<OdInsert>(op.types, op.estimated_cardinality, *this, Str(op.schema.name),
+	                                      ObjectName(base), std::move(names), sql);
 	insert.children.push_back(plan);
 	return insert;
 }
