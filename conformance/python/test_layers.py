@@ -37,6 +37,19 @@ def s3(tmp_path_factory):
     s.stop()
 
 
+# Servers started through a Layout; any a failing test left running are killed after it.
+_started: list = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_servers():
+    yield
+    while _started:
+        s = _started.pop()
+        if s.proc.poll() is None:
+            s.stop(signal.SIGKILL)
+
+
 class Layout:
     """Where one test's server keeps its heads (disk) and its stores."""
 
@@ -62,7 +75,9 @@ class Layout:
     def serve(self, node="server-a", lease_ttl="3s", extra=(), wait=True) -> Server:
         self.disk.mkdir(parents=True, exist_ok=True)
         args = ["--store", self.store, "--metadata", self.metadata, "--node", node, "--lease-ttl", lease_ttl, *extra]
-        return Server(self.disk, extra=args, env=self.env, wait=wait)
+        server = Server(self.disk, extra=args, env=self.env, wait=wait)
+        _started.append(server)
+        return server
 
     def objects(self, under: str) -> list:
         """Keys of the objects in the store under `under` (e.g. `mydb/layers/`)."""

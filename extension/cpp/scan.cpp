@@ -272,12 +272,39 @@ Rendered Render(const TableFilter &filter, const string &column) {
 
 #endif
 
-// The stream's row count is unknown in advance (1.5 keeps a field for it).
+// The stream's row count is unknown in advance (1.5 keeps a field for it, 2.0 does not).
 template <class T>
-auto NoRowCount(T &stream) -> decltype(stream.number_of_rows = -1, void()) {
+auto NoRowCount(T &stream, int) -> decltype(stream.number_of_rows = -1, void()) {
 	stream.number_of_rows = -1;
 }
-inline void NoRowCount(...) {
+template <class T>
+void NoRowCount(T &, long) {
+}
+template <class T>
+void NoRowCount(T &stream) {
+	NoRowCount(stream, 0);
+}
+
+// What a scan asks the server for; streams are produced from a copy of it, so they never depend
+// on the lifetime of the bind data they came from.
+struct ScanRequest {
+	std::shared_ptr<Connection> conn;
+	string txn;
+	string schema;
+	string table;
+	string table_sql;
+	string query_sql;
+};
+
+// Asks the server for the Arrow schema of the request's table or query.
+void ExportSchemaOf(const ScanRequest &r, ArrowSchema &out) {
+	char *err = nullptr;
+	auto rc = r.query_sql.empty()
+	              ? openduck_table_schema(r.conn->Get(), r.schema.c_str(), r.table.c_str(), TxnArg(r.txn), &out, &err)
+	              : openduck_describe(r.conn->Get(), r.query_sql.c_str(), TxnArg(r.txn), &out, &err);
+	if (rc != 0) {
+		ThrowClientError(err, r.query_sql.empty() ? "schema of " + r.table_sql : "remote query");
+	}
 }
 
 // Bind data of a remote scan: DuckDB's Arrow scan state plus what to ask the server for.
@@ -288,6 +315,10 @@ struct OdScanData : public ArrowScanFunctionData {
 	void LoadSchema(ClientContext *context);
 	// Asks the server for the Arrow schema of the table or query.
 	void ExportSchema(ArrowSchema &out) const;
+	// What a stream of this scan asks the server for.
+	ScanRequest Request() const {
+		return ScanRequest {conn, txn, schema, table, table_sql, query_sql};
+	}
 
 	unique_ptr<FunctionData> Copy() const override;
 	bool Equals(const FunctionData &other) const override {
@@ -311,7 +342,7 @@ struct OdScanData : public ArrowScanFunctionData {
 	optional_idx estimated_rows;
 };
 
-unique_ptr<ArrowArrayStreamWrapper> ProduceStreamOf(OdScanData &data, ArrowStreamParameters &params) {
+unique_ptr<ArrowArrayStreamWrapper> ProduceStreamOf(const ScanRequest &data, ArrowStreamParameters &params) {
 	if (!data.query_sql.empty()) {
 		auto stream = make_uniq<ArrowArrayStreamWrapper>();
 		char *err = nullptr;
@@ -347,28 +378,24 @@ unique_ptr<ArrowArrayStreamWrapper> ProduceStreamOf(OdScanData &data, ArrowStrea
 #if OPENDUCK_DUCKDB_V2
 // DuckDB 2.0's Arrow scan asks a factory object for its streams.
 struct OdStreamFactory : public ArrowScanFactory {
-	explicit OdStreamFactory(OdScanData &data) : data(data) {
+	explicit OdStreamFactory(ScanRequest request) : request(std::move(request)) {
 	}
 	void GetSchema(ArrowSchema &schema) override {
-		ArrowSchemaWrapper copy;
-		data.ExportSchema(copy.arrow_schema);
-		schema = copy.arrow_schema;
-		copy.arrow_schema.release = nullptr;
+		ExportSchemaOf(request, schema);
 	}
 	unique_ptr<ArrowArrayStreamWrapper> ProduceStream(ArrowStreamParameters &parameters) override {
-		return ProduceStreamOf(data, parameters);
+		return ProduceStreamOf(request, parameters);
 	}
-	OdScanData &data;
+	ScanRequest request;
 };
 
 OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, string table_p, string txn_p)
     : ArrowScanFunctionData(nullptr), conn(std::move(conn_p)), schema(std::move(schema_p)), table(std::move(table_p)),
       txn(std::move(txn_p)), table_sql(QuoteIdent(schema) + "." + QuoteIdent(table)) {
-	factory = make_shared_ptr<OdStreamFactory>(*this);
 }
 #else
 unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStreamParameters &params) {
-	return ProduceStreamOf(*reinterpret_cast<OdScanData *>(factory), params);
+	return ProduceStreamOf(reinterpret_cast<OdScanData *>(factory)->Request(), params);
 }
 
 OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, string table_p, string txn_p)
@@ -379,17 +406,15 @@ OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, stri
 #endif
 
 void OdScanData::ExportSchema(ArrowSchema &out) const {
-	char *err = nullptr;
-	auto rc = query_sql.empty()
-	              ? openduck_table_schema(conn->Get(), schema.c_str(), table.c_str(), TxnArg(txn), &out, &err)
-	              : openduck_describe(conn->Get(), query_sql.c_str(), TxnArg(txn), &out, &err);
-	if (rc != 0) {
-		ThrowClientError(err, query_sql.empty() ? "schema of " + table_sql : "remote query");
-	}
+	ExportSchemaOf(Request(), out);
 }
 
 void OdScanData::LoadSchema(ClientContext *context) {
 	ExportSchema(schema_root.arrow_schema);
+#if OPENDUCK_DUCKDB_V2
+	// The request is complete now (a shipped query's SQL is set before this).
+	factory = make_shared_ptr<OdStreamFactory>(Request());
+#endif
 	if (context) {
 		ArrowTableFunction::PopulateArrowTableSchema(*context, arrow_table, schema_root.arrow_schema);
 		all_types = arrow_table.GetTypes();

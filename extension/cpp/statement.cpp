@@ -162,6 +162,11 @@ optional_ptr<OdCatalog> RemoteCatalog(ClientContext &context, TableRef &ref) {
 	auto &base = ref.Cast<BaseTableRef>();
 	auto name = RefCatalog(base);
 	if (name.empty()) {
+		// `cloud.t` parses as schema cloud, table t; DuckDB reads it as catalog cloud when that
+		// catalog exists (the binder may or may not have filled the catalog in by now).
+		name = RefSchema(base);
+	}
+	if (name.empty()) {
 		return nullptr;
 	}
 	auto catalog = Catalog::GetCatalogEntry(context, Ident(name));
