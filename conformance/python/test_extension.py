@@ -474,3 +474,39 @@ def test_interrupt_cancels_the_remote_query(server, duck):
     while server.health()["running_queries"] and time.time() < deadline:
         time.sleep(0.1)
     assert server.health()["running_queries"] == 0
+
+
+def test_long_transfers_report_progress(server, duck):
+    """Uploads and remote scans report progress to DuckDB (its progress bar in the CLI, and
+    query_progress() in Python): rising percentages while the rows move, not only 0 and 100."""
+    import threading
+
+    duck.execute(attach_sql(server))
+    duck.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
+    duck.execute("CREATE TABLE big_local AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(3000000)")
+
+    def progress_of(sql):
+        seen = []
+        errors = []
+
+        def run():
+            try:
+                duck.execute(sql).fetchall()
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        t = threading.Thread(target=run)
+        t.start()
+        while t.is_alive():
+            seen.append(duck.query_progress())
+            time.sleep(0.02)
+        t.join()
+        assert not errors, errors
+        return [p for p in seen if 0 < p < 100]
+
+    upload = progress_of("CREATE OR REPLACE TABLE cloud.w_progress AS SELECT * FROM big_local")
+    assert len(set(round(p) for p in upload)) >= 3, upload
+    duck.execute("SET openduck_ship_queries = false")
+    download = progress_of("SELECT count(DISTINCT h) FROM cloud.w_progress")
+    assert len(set(round(p) for p in download)) >= 3, download
+    assert download == sorted(download), "progress only rises"

@@ -457,6 +457,17 @@ unique_ptr<NodeStatistics> ScanCardinality(ClientContext &, const FunctionData *
 	return make_uniq<NodeStatistics>(data.estimated_rows.GetIndex(), data.estimated_rows.GetIndex());
 }
 
+// Progress of a remote table scan (for DuckDB's progress bar and query_progress()): rows read so
+// far against the server's row estimate; unknown (-1) without one or for a shipped query.
+double ScanProgress(ClientContext &, const FunctionData *bind_data, const GlobalTableFunctionState *) {
+	auto &data = bind_data->Cast<OdScanData>();
+	if (!data.query_sql.empty() || !data.estimated_rows.IsValid() || data.estimated_rows.GetIndex() == 0) {
+		return -1;
+	}
+	double read = double(data.lines_read.load());
+	return MinValue<double>(100.0, 100.0 * read / double(data.estimated_rows.GetIndex()));
+}
+
 // Batch indexes for DuckDB's Arrow scan, so ordered remote results stay in order.
 struct OrderedArrowScan : public ArrowTableFunction {
 	using ArrowTableFunction::ArrowGetPartitionData;
@@ -471,6 +482,7 @@ TableFunction MakeScanFunction(const string &name, bool pushdown) {
 	scan.get_virtual_columns = NoVirtualColumns;
 	scan.get_partition_data = OrderedArrowScan::ArrowGetPartitionData;
 	scan.cardinality = ScanCardinality;
+	scan.table_scan_progress = ScanProgress;
 	scan.to_string = ScanToString;
 	// The bind data (a live connection) cannot be serialised; that also keeps DuckDB's common
 	// subplan optimizer from merging scans of equally named tables of different attachments.
