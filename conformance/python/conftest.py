@@ -125,7 +125,9 @@ def server(tmp_path_factory):
     # A second database file the server picks up at start.
     import duckdb
 
-    duckdb.connect(str(data / "other.duckdb")).execute("CREATE TABLE other_t AS SELECT 7 AS x").close()
+    # DuckDB 2.x writes a storage format the server's DuckDB 1.5 cannot read unless told otherwise.
+    config = {} if duckdb.__version__.startswith("1.") else {"storage_compatibility_version": "v1.5.0"}
+    duckdb.connect(str(data / "other.duckdb"), config=config).execute("CREATE TABLE other_t AS SELECT 7 AS x").close()
     s = Server(data, tokens=tokens)
     yield s
     s.stop()
@@ -167,12 +169,19 @@ def fresh_server(tmp_path):
 
 
 def extension_path() -> str:
+    """The extension built for the running DuckDB (…/extension/v<version>/), unless
+    OPENDUCK_EXTENSION_PATH or OPENDUCK_EXTENSION_DIR says otherwise."""
+    import duckdb
+
+    default_dir = os.path.expanduser(f"~/.cache/openduck/extension/v{duckdb.__version__}")
     path = os.environ.get("OPENDUCK_EXTENSION_PATH") or os.path.join(
-        os.environ.get("OPENDUCK_EXTENSION_DIR", os.path.expanduser("~/.cache/openduck/extension/v1.5.5")),
+        os.environ.get("OPENDUCK_EXTENSION_DIR", default_dir),
         "openduck.duckdb_extension",
     )
     if not os.path.exists(path):
-        pytest.fail(f"extension not built at {path}: run scripts/build-extension.sh")
+        pytest.fail(
+            f"extension not built at {path}: run OPENDUCK_DUCKDB_VERSION={duckdb.__version__} scripts/build-extension.sh"
+        )
     return path
 
 

@@ -68,7 +68,7 @@ def test_attach_lists_tables(server, remote, duck):
     ).fetchall()
     assert sizes == [("ext_sales", 20000), ("ext_users", 1000)]
     duck.execute("DETACH cloud")
-    assert duck.sql("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'cloud'").fetchone() == (0,)
+    assert duck.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'cloud'").fetchall()[0] == (0,)
 
 
 QUERIES = [
@@ -118,13 +118,19 @@ def test_filters_and_projections_reach_the_server(server, remote, duck):
     assert any(q.startswith('SELECT "region", "score", "id" FROM') and '"score" > 10.5' in q for q in pushed), pushed
 
 
+def operators(plan: str) -> str:
+    """EXPLAIN text with operator names as DuckDB 1.5 prints them (2.0 prints "Hash Join")."""
+    return plan.upper().replace(" ", "_")
+
+
 def test_explain_shows_where_each_part_runs(server, remote, duck):
     duck.execute(attach_sql(server))
     duck.execute("CREATE TABLE picks AS SELECT 3 AS id")
     hybrid = duck.sql("EXPLAIN SELECT * FROM picks JOIN cloud.ext_users USING (id) WHERE region = 0").fetchall()[0][1]
-    assert "HASH_JOIN" in hybrid and "OPENDUCK_SCAN" in hybrid and "REMOTE" in hybrid and '"main"."ext_users"' in hybrid
+    assert "HASH_JOIN" in operators(hybrid) and "OPENDUCK_SCAN" in operators(hybrid)
+    assert "REMOTE" in hybrid and '"main"."ext_users"' in hybrid
     whole = duck.sql("EXPLAIN SELECT region, count(*) FROM cloud.ext_users GROUP BY 1").fetchall()[0][1]
-    assert "OPENDUCK_QUERY" in whole and "whole query" in whole and "HASH_GROUP_BY" not in whole
+    assert "OPENDUCK_QUERY" in operators(whole) and "whole query" in whole and "HASH_GROUP_BY" not in operators(whole)
 
 
 def test_queries_on_one_database_run_whole_on_the_server(server, remote, local_copy, duck):
@@ -147,28 +153,28 @@ def test_local_only_functions_keep_the_hybrid_plan(server, remote, duck):
     duck.execute(attach_sql(server))
     duck.create_function("plus_one", lambda x: x + 1, ["BIGINT"], "BIGINT")
     plan = duck.sql("EXPLAIN SELECT plus_one(max(id)) FROM cloud.ext_users").fetchall()[0][1]
-    assert "OPENDUCK_SCAN" in plan and "OPENDUCK_QUERY" not in plan
-    assert duck.sql("SELECT plus_one(max(id)) FROM cloud.ext_users").fetchone() == (1000,)
+    assert "OPENDUCK_SCAN" in operators(plan) and "OPENDUCK_QUERY" not in operators(plan)
+    assert duck.execute("SELECT plus_one(max(id)) FROM cloud.ext_users").fetchall()[0] == (1000,)
 
 
 def test_alias_and_environment(server, remote, duck, monkeypatch):
     monkeypatch.setenv("OPENDUCK_ENDPOINT", f"http://127.0.0.1:{server.port}")
     monkeypatch.setenv("OPENDUCK_TOKEN", TOKEN)
     duck.execute("ATTACH 'od:mydb' AS cloud2")
-    assert duck.sql("SELECT count(*) FROM cloud2.ext_users").fetchone() == (1000,)
+    assert duck.execute("SELECT count(*) FROM cloud2.ext_users").fetchall()[0] == (1000,)
 
 
 def test_token_option(server, remote, duck):
     duck.execute(f"ATTACH 'openduck:mydb?endpoint=http://127.0.0.1:{server.port}' AS cloud3 (TOKEN '{TOKEN}')")
-    assert duck.sql("SELECT max(id) FROM cloud3.ext_users").fetchone() == (999,)
+    assert duck.execute("SELECT max(id) FROM cloud3.ext_users").fetchall()[0] == (999,)
 
 
 def test_token_from_secret(server, remote, duck, monkeypatch):
     monkeypatch.delenv("OPENDUCK_TOKEN", raising=False)
     duck.execute(f"CREATE SECRET od_secret (TYPE openduck, TOKEN '{TOKEN}')")
     duck.execute(f"ATTACH 'openduck:mydb?endpoint=http://127.0.0.1:{server.port}' AS cloud4")
-    assert duck.sql("SELECT count(*) FROM cloud4.ext_users").fetchone() == (1000,)
-    secrets = duck.sql("SELECT secret_string FROM duckdb_secrets() WHERE name = 'od_secret'").fetchone()[0]
+    assert duck.execute("SELECT count(*) FROM cloud4.ext_users").fetchall()[0] == (1000,)
+    secrets = duck.execute("SELECT secret_string FROM duckdb_secrets() WHERE name = 'od_secret'").fetchall()[0][0]
     assert TOKEN not in secrets and "token=redacted" in secrets
     # A secret scoped to another database does not apply.
     duck.execute("DROP SECRET od_secret")
@@ -224,7 +230,7 @@ def test_create_insert_drop(server, duck, tmp_path):
 
     with pytest.raises(duckdb.Error, match="Duplicate key"):
         duck.execute("INSERT INTO cloud.w_events VALUES (4, 'd', NULL, NULL), (1, 'dup', NULL, NULL)")
-    assert duck.sql("SELECT count(*) FROM cloud.w_events").fetchone() == (3,)
+    assert duck.execute("SELECT count(*) FROM cloud.w_events").fetchall()[0] == (3,)
     with pytest.raises(duckdb.CatalogException, match="already exists"):
         duck.execute("CREATE TABLE cloud.w_events (x INTEGER)")
     duck.execute("CREATE TABLE IF NOT EXISTS cloud.w_events (x INTEGER)")
@@ -235,7 +241,7 @@ def test_create_insert_drop(server, duck, tmp_path):
     assert cur.fetchall() == [(3,)]
     c.close()
     duck.execute("DROP TABLE cloud.w_events")
-    assert duck.sql("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'cloud' AND table_name = 'w_events'").fetchone() == (0,)
+    assert duck.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'cloud' AND table_name = 'w_events'").fetchall()[0] == (0,)
     duck.execute("DROP TABLE IF EXISTS cloud.w_events")
 
 
@@ -247,9 +253,9 @@ def test_bulk_writes_from_local_data(server, duck, tmp_path):
     duck.execute(f"INSERT INTO cloud.w_dump SELECT * FROM read_parquet('{parquet}')")
     duck.execute("CREATE TABLE local_csv AS SELECT range AS k, range % 5 AS y FROM range(1000)")
     duck.execute("CREATE OR REPLACE TABLE cloud.w_t2 AS SELECT * FROM local_csv")
-    expected = duck.sql(f"SELECT count(*), sum(id), round(sum(v), 3) FROM read_parquet('{parquet}')").fetchone()
-    assert duck.sql("SELECT count(*), sum(id), round(sum(v), 3) FROM cloud.w_dump").fetchone() == expected
-    assert duck.sql("SELECT count(*), sum(k), sum(y) FROM cloud.w_t2").fetchone() == (1000, 499500, 2000)
+    expected = duck.execute(f"SELECT count(*), sum(id), round(sum(v), 3) FROM read_parquet('{parquet}')").fetchall()[0]
+    assert duck.execute("SELECT count(*), sum(id), round(sum(v), 3) FROM cloud.w_dump").fetchall()[0] == expected
+    assert duck.execute("SELECT count(*), sum(k), sum(y) FROM cloud.w_t2").fetchall()[0] == (1000, 499500, 2000)
     # The rows went as Arrow batches through Flight SQL ingest, not as INSERT statements.
     text = server.log_path.read_text()
     assert "w_dump" in text and "ingest" in text
@@ -288,7 +294,7 @@ def test_large_insert_streams_in_bounded_memory(server, duck):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     duck.execute("INSERT INTO cloud.w_big SELECT range, repeat('y', 24) FROM range(10000000)")
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert duck.sql("SELECT count(*), sum(id) FROM cloud.w_big").fetchone() == (10000000, 49999995000000)
+    assert duck.execute("SELECT count(*), sum(id) FROM cloud.w_big").fetchall()[0] == (10000000, 49999995000000)
     assert grown_mb < 250, grown_mb
     duck.execute("DROP TABLE cloud.w_big")
 
@@ -312,19 +318,19 @@ def test_transactions_commit_and_rollback(server, duck):
     duck.execute("BEGIN")
     duck.execute("INSERT INTO cloud.w_acct VALUES (3, 10)")
     duck.execute("CREATE TABLE cloud.w_txn_new AS SELECT 1 AS x")
-    assert duck.sql("SELECT count(*) FROM cloud.w_acct").fetchone() == (3,)
+    assert duck.execute("SELECT count(*) FROM cloud.w_acct").fetchall()[0] == (3,)
     assert duck.sql("SELECT * FROM cloud.w_txn_new").fetchall() == [(1,)]
     # Another client sees none of it before COMMIT.
-    assert other.sql("SELECT count(*) FROM cloud.w_acct").fetchone() == (2,)
+    assert other.execute("SELECT count(*) FROM cloud.w_acct").fetchall()[0] == (2,)
     duck.execute("ROLLBACK")
-    assert duck.sql("SELECT count(*) FROM cloud.w_acct").fetchone() == (2,)
-    assert duck.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'w_txn_new'").fetchone() == (0,)
+    assert duck.execute("SELECT count(*) FROM cloud.w_acct").fetchall()[0] == (2,)
+    assert duck.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'w_txn_new'").fetchall()[0] == (0,)
     duck.execute("BEGIN")
     duck.execute("INSERT INTO cloud.w_acct VALUES (4, 1)")
     duck.execute("CREATE TABLE cloud.w_txn_kept (x INTEGER)")
     duck.execute("INSERT INTO cloud.w_txn_kept VALUES (7)")
     duck.execute("COMMIT")
-    assert other.sql("SELECT sum(bal) FROM cloud.w_acct").fetchone() == (151,)
+    assert other.execute("SELECT sum(bal) FROM cloud.w_acct").fetchall()[0] == (151,)
     assert other.sql("SELECT * FROM cloud.w_txn_kept").fetchall() == [(7,)]
     duck.execute("DROP TABLE cloud.w_txn_kept")
     other.close()
@@ -345,9 +351,9 @@ def test_update_and_delete_run_on_the_server(server, remote, duck):
     duck.execute(attach_sql(server))
     duck.execute("CREATE OR REPLACE TABLE cloud.w_ud AS SELECT range AS x, range % 2 = 0 AS y FROM range(10)")
     duck.execute("UPDATE cloud.w_ud SET x = 1 WHERE y")
-    assert duck.sql("SELECT sum(x) FROM cloud.w_ud").fetchone() == (5 + 1 + 3 + 5 + 7 + 9,)
+    assert duck.execute("SELECT sum(x) FROM cloud.w_ud").fetchall()[0] == (5 + 1 + 3 + 5 + 7 + 9,)
     duck.execute("DELETE FROM cloud.w_ud WHERE x > 5")
-    assert duck.sql("SELECT count(*) FROM cloud.w_ud").fetchone() == (8,)
+    assert duck.execute("SELECT count(*) FROM cloud.w_ud").fetchall()[0] == (8,)
     # Aliases, subqueries and FROM over other tables of the same database.
     duck.execute("UPDATE cloud.w_ud AS z SET x = z.x + 100 WHERE NOT y")
     duck.execute("DELETE FROM cloud.w_ud WHERE x IN (SELECT id + 100 FROM cloud.ext_users WHERE id < 4)")
@@ -356,9 +362,9 @@ def test_update_and_delete_run_on_the_server(server, remote, duck):
     # The whole statement ran on the server, in the user's transaction.
     duck.execute("BEGIN")
     duck.execute("DELETE FROM cloud.w_ud")
-    assert duck.sql("SELECT count(*) FROM cloud.w_ud").fetchone() == (0,)
+    assert duck.execute("SELECT count(*) FROM cloud.w_ud").fetchall()[0] == (0,)
     duck.execute("ROLLBACK")
-    assert duck.sql("SELECT count(*) FROM cloud.w_ud").fetchone() == (6,)
+    assert duck.execute("SELECT count(*) FROM cloud.w_ud").fetchall()[0] == (6,)
     assert any(q.startswith("DELETE FROM w_ud WHERE") for q in server_queries_all(server)), "statement shipped"
     with pytest.raises(Exception, match="RETURNING"):
         duck.execute("DELETE FROM cloud.w_ud RETURNING *")
@@ -385,7 +391,7 @@ def test_views(server, remote, duck):
     duck.execute("CREATE OR REPLACE VIEW cloud.w_view AS SELECT 1 AS one")
     assert duck.sql("SELECT * FROM cloud.w_view").fetchall() == [(1,)]
     duck.execute("DROP VIEW cloud.w_view")
-    assert duck.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'w_view'").fetchone() == (0,)
+    assert duck.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'w_view'").fetchall()[0] == (0,)
 
 
 TYPE_SQL = (
@@ -416,7 +422,7 @@ def test_large_scan_streams_in_bounded_memory(server, duck):
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    assert duck.sql("SELECT count(*), sum(id), min(pad) FROM cloud.ext_big").fetchone() == (10000000, 49999995000000, "x" * 24)
+    assert duck.execute("SELECT count(*), sum(id), min(pad) FROM cloud.ext_big").fetchall()[0] == (10000000, 49999995000000, "x" * 24)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     # 10M rows are ~400 MB as Arrow; the client holds only a few batches at a time.
     assert grown_mb < 250, grown_mb
@@ -428,11 +434,11 @@ def test_server_restart_between_queries(fresh_server, duck):
     c.cursor().execute("CREATE TABLE survivor AS SELECT 42 AS v")
     c.close()
     duck.execute(f"ATTACH 'openduck:mydb?endpoint=http://127.0.0.1:{s.port}&token=conformance-admin-token' AS r")
-    assert duck.sql("SELECT v FROM r.survivor").fetchone() == (42,)
+    assert duck.execute("SELECT v FROM r.survivor").fetchall()[0] == (42,)
     s.stop()
     restarted = Server(s.data_dir, port=s.port)
     try:
-        assert duck.sql("SELECT v FROM r.survivor").fetchone() == (42,)
+        assert duck.execute("SELECT v FROM r.survivor").fetchall()[0] == (42,)
     finally:
         restarted.stop()
 
@@ -510,3 +516,22 @@ def test_long_transfers_report_progress(server, duck):
     download = progress_of("SELECT count(DISTINCT h) FROM cloud.w_progress")
     assert len(set(round(p) for p in download)) >= 3, download
     assert download == sorted(download), "progress only rises"
+
+
+def test_a_build_for_another_duckdb_version_is_refused_clearly():
+    """The extension is built per DuckDB version (1.5.5, and 2.0.0 for Python); loading the other
+    version's build fails loudly, naming both versions."""
+    import glob
+
+    import duckdb
+
+    here = f"v{duckdb.__version__}"
+    others = [p for p in glob.glob(os.path.expanduser("~/.cache/openduck/extension/v*/openduck.duckdb_extension")) if f"/{here}/" not in p]
+    if not others:
+        pytest.skip("no extension built for another DuckDB version yet")
+    c = duckdb.connect(config={"allow_unsigned_extensions": True})
+    for path in others:
+        other = path.split("/")[-2]
+        with pytest.raises(duckdb.Error, match=f"built specifically for DuckDB version '{other}'.*this version of DuckDB is '{here}'"):
+            c.execute(f"LOAD '{path}'")
+    c.close()

@@ -18,14 +18,14 @@ def test_connect_forms(server, table, monkeypatch, target):
     monkeypatch.setenv("OPENDUCK_ENDPOINT", f"http://127.0.0.1:{server.port}")
     monkeypatch.setenv("OPENDUCK_TOKEN", TOKEN)
     con = openduck.connect(target)
-    assert con.sql("SELECT sum(id) FROM cloud.py_client_t").fetchone() == (45,)
+    assert con.execute("SELECT sum(id) FROM cloud.py_client_t").fetchall()[0] == (45,)
     con.close()
 
 
 def test_explicit_string_and_token(server, table, monkeypatch):
     monkeypatch.delenv("OPENDUCK_TOKEN", raising=False)
     con = openduck.connect(f"openduck:mydb?endpoint=http://127.0.0.1:{server.port}", token=TOKEN, alias="remote")
-    assert con.sql("SELECT count(*) FROM remote.py_client_t").fetchone() == (10,)
+    assert con.execute("SELECT count(*) FROM remote.py_client_t").fetchall()[0] == (10,)
     con.close()
 
 
