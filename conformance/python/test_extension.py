@@ -535,3 +535,37 @@ def test_a_build_for_another_duckdb_version_is_refused_clearly():
         with pytest.raises(duckdb.Error, match=f"built specifically for DuckDB version '{other}'.*this version of DuckDB is '{here}'"):
             c.execute(f"LOAD '{path}'")
     c.close()
+
+
+def test_interrupt_while_the_server_computes_the_first_batch(server, duck):
+    """An interrupt reaches a query whose result the server is still computing (no batch has
+    arrived yet): the client stops waiting within a moment, raises DuckDB's interrupt error, and
+    the server's query is cancelled."""
+    import threading
+
+    import duckdb
+
+    c = adbc_connect(server)
+    c.cursor().execute("CREATE OR REPLACE TABLE ext_huge AS SELECT range AS id FROM range(50000000)")
+    c.close()
+    duck.execute(attach_sql(server))
+    running_at_interrupt = []
+
+    def interrupt():
+        running_at_interrupt.append(server.health()["running_queries"])
+        duck.interrupt()
+
+    timer = threading.Timer(1.5, interrupt)
+    timer.start()
+    started = time.time()
+    with pytest.raises(duckdb.InterruptException):
+        # Shipped whole: the server aggregates 50M rows before it sends its one row.
+        duck.execute("SELECT count(*) FROM cloud.ext_huge WHERE md5(md5(md5(id::VARCHAR))) LIKE '%abc%'").fetchall()
+    waited = time.time() - started
+    timer.join()
+    assert running_at_interrupt == [1], "the server was still computing when the interrupt came"
+    assert waited < 4, f"the interrupt took {waited:.1f} s to reach the client"
+    deadline = time.time() + 10
+    while server.health()["running_queries"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.health()["running_queries"] == 0

@@ -289,6 +289,8 @@ void NoRowCount(T &stream) {
 // on the lifetime of the bind data they came from.
 struct ScanRequest {
 	std::shared_ptr<Connection> conn;
+	// The query's client context, polled for interrupts while a stream waits on the server.
+	ClientContext *context;
 	string txn;
 	string schema;
 	string table;
@@ -317,7 +319,7 @@ struct OdScanData : public ArrowScanFunctionData {
 	void ExportSchema(ArrowSchema &out) const;
 	// What a stream of this scan asks the server for.
 	ScanRequest Request() const {
-		return ScanRequest {conn, txn, schema, table, table_sql, query_sql};
+		return ScanRequest {conn, context, txn, schema, table, table_sql, query_sql};
 	}
 
 	unique_ptr<FunctionData> Copy() const override;
@@ -340,18 +342,47 @@ struct OdScanData : public ArrowScanFunctionData {
 	string query_sql;
 	// The server's row estimate of the table, if known.
 	optional_idx estimated_rows;
+	// The client context of the query this scan belongs to (bind data is never reused by another).
+	ClientContext *context = nullptr;
 };
+
+int Interrupted(void *context) {
+	return static_cast<ClientContext *>(context)->IsInterrupted() ? 1 : 0;
+}
+
+// A remote result stream. A stream waiting on the server gives up once the query is
+// interrupted (Ctrl-C, interrupt()), and that surfaces as DuckDB's own interrupt error.
+struct OdStream : public ArrowArrayStreamWrapper {
+	explicit OdStream(ClientContext *context) : context(context) {
+	}
+	shared_ptr<ArrowArrayWrapper> GetNextChunk() override {
+		try {
+			return ArrowArrayStreamWrapper::GetNextChunk();
+		} catch (std::exception &) {
+			if (context && context->IsInterrupted()) {
+				throw InterruptException();
+			}
+			throw;
+		}
+	}
+	ClientContext *context;
+};
+
+// Starts `sql` on the server, streaming into `stream`.
+void StartQuery(const ScanRequest &data, const string &sql, OdStream &stream, const string &what) {
+	char *err = nullptr;
+	if (openduck_query(data.conn->Get(), sql.c_str(), TxnArg(data.txn), data.context ? Interrupted : nullptr,
+	                   data.context, &stream.arrow_array_stream, &err) != 0) {
+		ThrowClientError(err, what);
+	}
+	NoRowCount(stream);
+}
 
 unique_ptr<ArrowArrayStreamWrapper> ProduceStreamOf(const ScanRequest &data, ArrowStreamParameters &params) {
 	if (!data.query_sql.empty()) {
-		auto stream = make_uniq<ArrowArrayStreamWrapper>();
-		char *err = nullptr;
-		if (openduck_query(data.conn->Get(), data.query_sql.c_str(), TxnArg(data.txn), &stream->arrow_array_stream,
-		                   &err) != 0) {
-			ThrowClientError(err, "remote query");
-		}
-		NoRowCount(*stream);
-		return stream;
+		auto stream = make_uniq<OdStream>(data.context);
+		StartQuery(data, data.query_sql, *stream, "remote query");
+		return std::move(stream);
 	}
 	string columns;
 	for (auto &name : params.projected_columns.columns) {
@@ -366,13 +397,9 @@ unique_ptr<ArrowArrayStreamWrapper> ProduceStreamOf(const ScanRequest &data, Arr
 	if (!where.empty()) {
 		sql += " WHERE " + where;
 	}
-	auto stream = make_uniq<ArrowArrayStreamWrapper>();
-	char *err = nullptr;
-	if (openduck_query(data.conn->Get(), sql.c_str(), TxnArg(data.txn), &stream->arrow_array_stream, &err) != 0) {
-		ThrowClientError(err, "remote scan of " + data.table_sql);
-	}
-	NoRowCount(*stream);
-	return stream;
+	auto stream = make_uniq<OdStream>(data.context);
+	StartQuery(data, sql, *stream, "remote scan of " + data.table_sql);
+	return std::move(stream);
 }
 
 #if OPENDUCK_DUCKDB_V2
@@ -425,6 +452,7 @@ unique_ptr<FunctionData> OdScanData::Copy() const {
 	auto copy = make_uniq<OdScanData>(conn, schema, table, txn);
 	copy->query_sql = query_sql;
 	copy->estimated_rows = estimated_rows;
+	copy->context = context;
 	copy->LoadSchema(nullptr);
 	copy->arrow_table = arrow_table;
 	copy->all_types = all_types;
@@ -564,6 +592,7 @@ virtual_column_map_t OdTable::GetVirtualColumns() const {
 TableFunction OdTable::GetScanFunction(ClientContext &context, unique_ptr<FunctionData> &bind_data) {
 	auto data = make_uniq<OdScanData>(conn, Str(schema.name), Str(name), OdTransaction::Of(context, catalog));
 	data->estimated_rows = estimated_rows;
+	data->context = &context;
 	data->LoadSchema(&context);
 	// The catalog entry's columns must be the ones the scan produces.
 	if (data->all_types != GetColumns().GetColumnTypes()) {
@@ -586,6 +615,7 @@ unique_ptr<LogicalOperator> RemoteQueryPlan(ClientContext &context, Binder &bind
                                             const string &sql, const string &txn, const vector<LogicalType> &expected) {
 	auto data = make_uniq<OdScanData>(std::move(conn), "", "", txn);
 	data->query_sql = sql;
+	data->context = &context;
 	data->LoadSchema(&context);
 	auto types = data->all_types;
 	if (types.size() != expected.size()) {

@@ -50,9 +50,12 @@ int openduck_table_schema(const OpenDuckClient *client, const char *schema, cons
 /* The result schema of query sql without running it (caller releases). */
 int openduck_describe(const OpenDuckClient *client, const char *sql, const char *txn, struct ArrowSchema *out,
                       char **err);
-/* Streams the result of sql; releasing the stream early cancels the remote query. */
-int openduck_query(const OpenDuckClient *client, const char *sql, const char *txn, struct ArrowArrayStream *out,
-                   char **err);
+/* Streams the result of sql; releasing the stream early cancels the remote query. When
+ * interrupted is not NULL, the stream calls it with interrupted_arg (from any thread, while the
+ * stream lives) every 50 ms while it waits on the server; once it returns non-zero, the wait ends
+ * and get_next fails with "interrupted while waiting for the server". */
+int openduck_query(const OpenDuckClient *client, const char *sql, const char *txn, int (*interrupted)(void *),
+                   void *interrupted_arg, struct ArrowArrayStream *out, char **err);
 int openduck_execute(const OpenDuckClient *client, const char *sql, const char *txn, int64_t *rows, char **err);
 /* Bulk load: begin (consumes arrow_schema, a struct schema; create != 0 creates the table, else
  * appends; schema may be NULL), push struct arrays (consumed; blocks while the server is behind),

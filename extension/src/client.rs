@@ -271,7 +271,7 @@ impl Client {
             .map_err(|e| flight_err("query failed", e))?;
         let schema = Arc::new(info.clone().try_decode_schema().map_err(|e| ClientError::Remote(format!("bad result schema: {e}")))?);
         let tickets = info.endpoint.into_iter().filter_map(|e| e.ticket).collect();
-        Ok(QueryReader { rt: self.rt.clone(), flight, schema, tickets, current: None })
+        Ok(QueryReader { rt: self.rt.clone(), flight, schema, tickets, current: None, interrupted: None })
     }
 
     /// Runs a statement for its effect (inside `txn` if given); returns the rows it changed.
@@ -425,6 +425,15 @@ async fn collect(flight: &mut FlightSqlServiceClient<Channel>, info: arrow_fligh
     Ok(out)
 }
 
+/// Asks the caller whether its query was interrupted (polled while waiting on the server).
+pub type InterruptCheck = Box<dyn Fn() -> bool + Send>;
+
+/// How often a reader waiting on the server asks whether its query was interrupted.
+const INTERRUPT_POLL: Duration = Duration::from_millis(50);
+
+/// The error a reader returns when its query was interrupted while it waited on the server.
+pub const INTERRUPTED: &str = "interrupted while waiting for the server";
+
 /// Streams a query's result batch by batch; dropping it cancels the remote query.
 pub struct QueryReader {
     rt: Arc<Runtime>,
@@ -432,6 +441,38 @@ pub struct QueryReader {
     schema: SchemaRef,
     tickets: VecDeque<Ticket>,
     current: Option<FlightRecordBatchStream>,
+    interrupted: Option<InterruptCheck>,
+}
+
+impl QueryReader {
+    /// Makes waits on the server (for the stream, for each batch) end with an error once `check`
+    /// says the query was interrupted, instead of waiting for the server's next batch.
+    pub fn with_interrupt(mut self, check: InterruptCheck) -> Self {
+        self.interrupted = Some(check);
+        self
+    }
+
+    /// Runs `fut` to completion, or returns `None` once the interrupt check fires.
+    fn wait<F: std::future::Future>(&self, fut: F) -> Option<F::Output> {
+        let Some(check) = &self.interrupted else { return Some(self.rt.block_on(fut)) };
+        self.rt.block_on(async {
+            tokio::pin!(fut);
+            loop {
+                tokio::select! {
+                    out = &mut fut => return Some(out),
+                    _ = tokio::time::sleep(INTERRUPT_POLL) => {
+                        if check() {
+                            return None;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn interrupted() -> ArrowError {
+    ArrowError::ExternalError(Box::new(ClientError::Remote(INTERRUPTED.to_string())))
 }
 
 impl Iterator for QueryReader {
@@ -442,13 +483,17 @@ impl Iterator for QueryReader {
             if self.current.is_none() {
                 let ticket = self.tickets.pop_front()?;
                 let mut flight = self.flight.clone();
-                match self.rt.block_on(async { flight.do_get(ticket).await }) {
-                    Ok(s) => self.current = Some(s),
-                    Err(e) => return Some(Err(ArrowError::ExternalError(Box::new(flight_err("fetch failed", e))))),
+                match self.wait(async move { flight.do_get(ticket).await }) {
+                    None => return Some(Err(interrupted())),
+                    Some(Ok(s)) => self.current = Some(s),
+                    Some(Err(e)) => return Some(Err(ArrowError::ExternalError(Box::new(flight_err("fetch failed", e))))),
                 }
             }
-            let stream = self.current.as_mut()?;
-            match self.rt.block_on(stream.next()) {
+            let mut stream = self.current.take()?;
+            let next = self.wait(stream.next());
+            self.current = Some(stream);
+            let Some(next) = next else { return Some(Err(interrupted())) };
+            match next {
                 Some(Ok(batch)) => {
                     // Relabel with the announced schema so every batch matches it exactly.
                     return Some(RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()));

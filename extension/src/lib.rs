@@ -14,7 +14,7 @@ mod abortable;
 pub mod client;
 pub mod conn_string;
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
@@ -282,20 +282,40 @@ pub extern "C" fn openduck_describe(
     })
 }
 
+/// A pointer the caller promises may be used from any thread.
+struct SendPtr(*mut c_void);
+// SAFETY: openduck_query's caller guarantees `interrupted_arg` is usable from any thread for the
+// stream's lifetime (it is DuckDB's client context, whose interrupt check is thread-safe).
+unsafe impl Send for SendPtr {}
+impl SendPtr {
+    fn get(&self) -> *mut c_void {
+        self.0
+    }
+}
+
 /// Runs `sql` on the server (inside transaction `txn`, may be NULL); its result streams through
 /// `out` (an Arrow C stream the caller releases; releasing it early cancels the remote query).
+/// While waiting on the server the stream calls `interrupted(interrupted_arg)` (when given) every
+/// 50 ms and fails once it returns non-zero.
 #[no_mangle]
 pub extern "C" fn openduck_query(
     client: *const Client,
     sql: *const c_char,
     txn: *const c_char,
+    interrupted: Option<extern "C" fn(*mut c_void) -> c_int>,
+    interrupted_arg: *mut c_void,
     out: *mut FFI_ArrowArrayStream,
     err: *mut *mut c_char,
 ) -> c_int {
     guarded(err, || {
         let client = unsafe { client_arg(client) }?;
         let sql = unsafe { str_arg(sql, "SQL") }?;
-        let reader = client.query(sql, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
+        let mut reader = client.query(sql, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
+        if let Some(check) = interrupted {
+            // The caller keeps `interrupted_arg` alive as long as the stream (see the header).
+            let arg = SendPtr(interrupted_arg);
+            reader = reader.with_interrupt(Box::new(move || check(arg.get()) != 0));
+        }
         let stream = FFI_ArrowArrayStream::new(Box::new(reader));
         unsafe { ptr::write(out, stream) };
         Ok(())
