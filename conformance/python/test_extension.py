@@ -366,8 +366,18 @@ def test_update_and_delete_run_on_the_server(server, remote, duck):
     duck.execute("ROLLBACK")
     assert duck.execute("SELECT count(*) FROM cloud.w_ud").fetchall()[0] == (6,)
     assert any(q.startswith("DELETE FROM w_ud WHERE") for q in server_queries_all(server)), "statement shipped"
-    with pytest.raises(Exception, match="RETURNING"):
-        duck.execute("DELETE FROM cloud.w_ud RETURNING *")
+    # EXPLAIN shows that the statement runs whole on the server, and changes nothing.
+    plan = duck.execute("EXPLAIN UPDATE cloud.w_ud SET x = 0").fetchall()[0][1]
+    assert "OPENDUCK_REMOTE_STATEMENT" in operators(plan) and "UPDATE w_ud SET x = 0" in plan.replace("\n", ""), plan
+    assert "DELETE FROM w_ud" in duck.execute("EXPLAIN DELETE FROM cloud.w_ud WHERE x = 1").fetchall()[0][1]
+    assert duck.execute("SELECT count(*), min(x) FROM cloud.w_ud").fetchall() == [(6, 1105)]
+    # RETURNING: the server's rows come back (in a transaction too), each statement runs once.
+    returned = duck.execute("UPDATE cloud.w_ud SET x = x + 1 WHERE x = 1209 RETURNING x, y").fetchall()
+    assert returned == [(1210, False)], returned
+    duck.execute("BEGIN")
+    assert sorted(duck.execute("DELETE FROM cloud.w_ud WHERE x = 1105 RETURNING *").fetchall()) == [(1105, True)] * 5
+    duck.execute("COMMIT")
+    assert duck.execute("SELECT x FROM cloud.w_ud").fetchall() == [(1210,)]
     # Local tables are untouched by all this.
     duck.execute("CREATE TABLE loc AS SELECT 1 AS a")
     duck.execute("UPDATE loc SET a = 2")

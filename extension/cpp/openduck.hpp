@@ -338,6 +338,11 @@ std::shared_ptr<Connection> RemoteScanConnection(LogicalGet &get);
 // result has another number of columns.
 unique_ptr<LogicalOperator> RemoteQueryPlan(ClientContext &context, Binder &binder, std::shared_ptr<Connection> conn,
                                             const string &sql, const string &txn, const vector<LogicalType> &expected);
+// A plan that runs `sql` (a query, or a statement with RETURNING) on the server and returns its
+// rows typed as the server's result; fills their names and types.
+unique_ptr<LogicalOperator> RemoteRowsPlan(ClientContext &context, Binder &binder, std::shared_ptr<Connection> conn,
+                                           const string &sql, const string &txn, vector<string> &names,
+                                           vector<LogicalType> &types);
 // Ships queries that read only one attached OpenDuck database to it whole (pushdown.cpp).
 void RegisterWholeQueryPushdown(DBConfig &config);
 

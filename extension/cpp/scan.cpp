@@ -611,23 +611,32 @@ std::shared_ptr<Connection> RemoteScanConnection(LogicalGet &get) {
 	return get.bind_data->Cast<OdScanData>().conn;
 }
 
-unique_ptr<LogicalOperator> RemoteQueryPlan(ClientContext &context, Binder &binder, std::shared_ptr<Connection> conn,
-                                            const string &sql, const string &txn, const vector<LogicalType> &expected) {
+unique_ptr<LogicalOperator> RemoteRowsPlan(ClientContext &context, Binder &binder, std::shared_ptr<Connection> conn,
+                                           const string &sql, const string &txn, vector<string> &names,
+                                           vector<LogicalType> &types) {
 	auto data = make_uniq<OdScanData>(std::move(conn), "", "", txn);
 	data->query_sql = sql;
 	data->context = &context;
 	data->LoadSchema(&context);
-	auto types = data->all_types;
-	if (types.size() != expected.size()) {
-		return nullptr;
-	}
-	auto names = data->arrow_table.GetNames();
-	auto get_index = binder.GenerateTableIndex();
-	auto get = make_uniq<LogicalGet>(get_index, BindFunction(MakeScanFunction("openduck_query", false)), std::move(data),
-	                                 types, Idents(names));
+	types = data->all_types;
+	names = data->arrow_table.GetNames();
+	auto get = make_uniq<LogicalGet>(binder.GenerateTableIndex(), BindFunction(MakeScanFunction("openduck_query", false)),
+	                                 std::move(data), types, Idents(names));
 	for (idx_t i = 0; i < types.size(); i++) {
 		get->AddColumnId(i);
 	}
+	return std::move(get);
+}
+
+unique_ptr<LogicalOperator> RemoteQueryPlan(ClientContext &context, Binder &binder, std::shared_ptr<Connection> conn,
+                                            const string &sql, const string &txn, const vector<LogicalType> &expected) {
+	vector<string> names;
+	vector<LogicalType> types;
+	auto get = RemoteRowsPlan(context, binder, std::move(conn), sql, txn, names, types);
+	if (types.size() != expected.size()) {
+		return nullptr;
+	}
+	auto get_index = get->Cast<LogicalGet>().table_index;
 	if (types == expected) {
 		return std::move(get);
 	}

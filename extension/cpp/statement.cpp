@@ -10,6 +10,8 @@
 #include "duckdb/parser/parsed_expression_iterator.hpp"
 #include "duckdb/parser/query_node.hpp"
 #include "duckdb/parser/statement/delete_statement.hpp"
+#include "duckdb/parser/statement/explain_statement.hpp"
+#include "duckdb/planner/operator/logical_explain.hpp"
 #include "duckdb/parser/statement/select_statement.hpp"
 #include "duckdb/parser/statement/update_statement.hpp"
 #if OPENDUCK_DUCKDB_V2
@@ -176,7 +178,28 @@ optional_ptr<OdCatalog> RemoteCatalog(ClientContext &context, TableRef &ref) {
 	return &catalog->Cast<OdCatalog>();
 }
 
-BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, OperatorExtensionInfo *, SQLStatement &statement) {
+BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, OperatorExtensionInfo *info,
+                                   SQLStatement &statement) {
+	if (statement.type == StatementType::EXPLAIN_STATEMENT) {
+		// EXPLAIN of a remote UPDATE/DELETE: the plan that would run (DuckDB's own binding of
+		// EXPLAIN failed on the inner statement, as for the statement alone).
+		auto &explain = statement.Cast<ExplainStatement>();
+		auto inner = BindRemoteStatement(context, binder, info, *explain.stmt);
+		if (!inner.plan) {
+			return BoundStatement();
+		}
+#if OPENDUCK_DUCKDB_V2
+		auto plan = make_uniq<LogicalExplain>(std::move(inner.plan), explain.explain_type, explain.format);
+#else
+		auto plan = make_uniq<LogicalExplain>(std::move(inner.plan), explain.explain_type, explain.explain_format);
+#endif
+		BoundStatement result;
+		result.plan = std::move(plan);
+		result.names = Idents({"explain_key", "explain_value"});
+		result.types = {LogicalType::VARCHAR, LogicalType::VARCHAR};
+		binder.GetStatementProperties().return_type = StatementReturnType::QUERY_RESULT;
+		return result;
+	}
 	TableRef *target = nullptr;
 	if (statement.type == StatementType::UPDATE_STATEMENT) {
 		target = UpdateOf(statement).table.get();
@@ -195,9 +218,6 @@ BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, Opera
 	auto copy = statement.Copy();
 	if (copy->type == StatementType::UPDATE_STATEMENT) {
 		auto &update = UpdateOf(*copy);
-		if (!update.returning_list.empty()) {
-			throw NotImplementedException("openduck: UPDATE ... RETURNING on a remote table is not supported yet");
-		}
 		StripTableRef(*update.table, name);
 		if (update.from_table) {
 			StripTableRef(*update.from_table, name);
@@ -211,9 +231,6 @@ BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, Opera
 		}
 	} else {
 		auto &del = DeleteOf(*copy);
-		if (!del.returning_list.empty()) {
-			throw NotImplementedException("openduck: DELETE ... RETURNING on a remote table is not supported yet");
-		}
 		StripTableRef(*del.table, name);
 		for (auto &ref : del.using_clauses) {
 			StripTableRef(*ref, name);
@@ -224,6 +241,21 @@ BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, Opera
 		}
 	}
 	auto sql = copy->ToString();
+	auto &properties = binder.GetStatementProperties();
+	properties.RegisterDBModify(*catalog, context, DatabaseModificationType::UPDATE_DATA);
+
+	bool returning = copy->type == StatementType::UPDATE_STATEMENT ? !UpdateOf(*copy).returning_list.empty()
+	                                                               : !DeleteOf(*copy).returning_list.empty();
+	if (returning) {
+		// RETURNING: the server runs the statement as a query and its rows stream back.
+		BoundStatement result;
+		vector<string> names;
+		result.plan = RemoteRowsPlan(context, binder, catalog->conn, sql, OdTransaction::Of(context, *catalog), names,
+		                             result.types);
+		result.names = Idents(names);
+		properties.return_type = StatementReturnType::QUERY_RESULT;
+		return result;
+	}
 
 	TableFunction function(Ident("openduck_remote_statement"), {}, RemoteStatementRun, nullptr, RemoteStatementInit);
 	function.to_string = RemoteStatementToString;
@@ -232,10 +264,7 @@ BoundStatement BindRemoteStatement(ClientContext &context, Binder &binder, Opera
 	auto get = make_uniq<LogicalGet>(binder.GenerateTableIndex(), BindFunction(function),
 	                                 make_uniq<RemoteStatementData>(*catalog, sql), types, Idents(names));
 	get->AddColumnId(0);
-
-	auto &properties = binder.GetStatementProperties();
 	properties.return_type = StatementReturnType::CHANGED_ROWS;
-	properties.RegisterDBModify(*catalog, context, DatabaseModificationType::UPDATE_DATA);
 
 	BoundStatement result;
 	result.plan = std::move(get);

@@ -255,10 +255,18 @@ impl Client {
     /// The result schema of a query, without running it (the server only prepares queries
     /// until their result is fetched).
     pub fn describe(&self, sql: &str, txn: Option<TxnId>) -> Result<Schema, ClientError> {
+        // A prepared statement tells its result schema without running: describing an UPDATE …
+        // RETURNING must not change anything.
         let mut flight = self.flight.clone();
         let sql = sql.to_string();
-        let info = self.rt.block_on(async { flight.execute(sql, txn).await }).map_err(|e| flight_err("describing query", e))?;
-        info.try_decode_schema().map_err(|e| ClientError::Remote(format!("bad result schema from server: {e}")))
+        self.rt
+            .block_on(async {
+                let prepared = flight.prepare(sql, txn).await?;
+                let schema = prepared.dataset_schema().cloned();
+                prepared.close().await?;
+                schema
+            })
+            .map_err(|e| flight_err("describing query", e))
     }
 
     /// Runs a query on the server (inside `txn` if given) and streams its result.
