@@ -9,7 +9,6 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch, RecordBatchReader};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, EndTransaction, CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -279,7 +278,7 @@ impl Client {
             .map_err(|e| flight_err("query failed", e))?;
         let schema = Arc::new(info.clone().try_decode_schema().map_err(|e| ClientError::Remote(format!("bad result schema: {e}")))?);
         let tickets = info.endpoint.into_iter().filter_map(|e| e.ticket).collect();
-        Ok(QueryReader { rt: self.rt.clone(), flight, schema, tickets, current: None, interrupted: None })
+        Ok(QueryReader { rt: self.rt.clone(), flight, schema, tickets, batches: None, fetcher: None, interrupted: None })
     }
 
     /// Runs a statement for its effect (inside `txn` if given); returns the rows it changed.
@@ -442,14 +441,55 @@ const INTERRUPT_POLL: Duration = Duration::from_millis(50);
 /// The error a reader returns when its query was interrupted while it waited on the server.
 pub const INTERRUPTED: &str = "interrupted while waiting for the server";
 
-/// Streams a query's result batch by batch; dropping it cancels the remote query.
+/// Batches fetched ahead of the reader: receiving and decoding the next batches overlaps with
+/// the caller's work on the current one, with at most this many waiting (bounded memory).
+const PREFETCH_BATCHES: usize = 4;
+
+/// Streams a query's result batch by batch, in order; dropping it cancels the remote query.
 pub struct QueryReader {
     rt: Arc<Runtime>,
     flight: FlightSqlServiceClient<Channel>,
     schema: SchemaRef,
     tickets: VecDeque<Ticket>,
-    current: Option<FlightRecordBatchStream>,
+    /// Batches from the fetcher task (started at the first read).
+    batches: Option<tokio::sync::mpsc::Receiver<Result<RecordBatch, ArrowError>>>,
+    fetcher: Option<tokio::task::JoinHandle<()>>,
     interrupted: Option<InterruptCheck>,
+}
+
+impl Drop for QueryReader {
+    fn drop(&mut self) {
+        // Stops the fetcher even while it waits on the server: its stream is dropped, which
+        // cancels the call and so the server's query.
+        if let Some(fetcher) = self.fetcher.take() {
+            fetcher.abort();
+        }
+    }
+}
+
+/// Fetches every endpoint's batches in order into `tx`, until the end, an error, or the reader
+/// is gone.
+async fn fetch_all(
+    mut flight: FlightSqlServiceClient<Channel>,
+    tickets: VecDeque<Ticket>,
+    tx: tokio::sync::mpsc::Sender<Result<RecordBatch, ArrowError>>,
+) {
+    for ticket in tickets {
+        let mut stream = match flight.do_get(ticket).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(ArrowError::ExternalError(Box::new(flight_err("fetch failed", e))))).await;
+                return;
+            }
+        };
+        while let Some(batch) = stream.next().await {
+            let failed = batch.is_err();
+            let item = batch.map_err(|e| ArrowError::ExternalError(Box::new(flight_err("query failed", e))));
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    }
 }
 
 impl QueryReader {
@@ -487,29 +527,18 @@ impl Iterator for QueryReader {
     type Item = Result<RecordBatch, ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.current.is_none() {
-                let ticket = self.tickets.pop_front()?;
-                let mut flight = self.flight.clone();
-                match self.wait(async move { flight.do_get(ticket).await }) {
-                    None => return Some(Err(interrupted())),
-                    Some(Ok(s)) => self.current = Some(s),
-                    Some(Err(e)) => return Some(Err(ArrowError::ExternalError(Box::new(flight_err("fetch failed", e))))),
-                }
-            }
-            let mut stream = self.current.take()?;
-            let next = self.wait(stream.next());
-            self.current = Some(stream);
-            let Some(next) = next else { return Some(Err(interrupted())) };
-            match next {
-                Some(Ok(batch)) => {
-                    // Relabel with the announced schema so every batch matches it exactly.
-                    return Some(RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()));
-                }
-                Some(Err(e)) => return Some(Err(ArrowError::ExternalError(Box::new(flight_err("query failed", e))))),
-                None => self.current = None,
-            }
+        if self.batches.is_none() {
+            let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH_BATCHES);
+            let tickets = std::mem::take(&mut self.tickets);
+            self.fetcher = Some(self.rt.spawn(fetch_all(self.flight.clone(), tickets, tx)));
+            self.batches = Some(rx);
         }
+        let mut batches = self.batches.take()?;
+        let next = self.wait(batches.recv());
+        self.batches = Some(batches);
+        let Some(next) = next else { return Some(Err(interrupted())) };
+        // Relabel with the announced schema so every batch matches it exactly.
+        Some(next?.and_then(|batch| RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())))
     }
 }
 
