@@ -444,8 +444,11 @@ def test_compaction_retention_and_gc_bound_depth_history_and_storage(layout, hea
 
     # Released layers go once the grace has passed: about one snapshot's worth is left.
     newest_layers = rows(s, "SELECT layers FROM openduck_snapshots() ORDER BY snapshot_id DESC LIMIT 1")[0][0]
-    wait_until(lambda: len(layout.objects("mydb/layers/")) <= newest_layers + 1, timeout=30, what="GC to delete released layers")
-    assert "garbage collected" in s.log_path.read_text()
+    wait_until(
+        lambda: len(layout.objects("mydb/layers/")) <= newest_layers + 1 and "garbage collected" in s.log_path.read_text(),
+        timeout=30,
+        what="GC to delete released layers",
+    )
     assert rows(s, "SELECT count(*), sum(id), count(DISTINCT v) FROM t") == [(10_000, sum(range(10_000)), 10)]
 
     # Acknowledged writes after all this survive kill -9 and the loss of the disk.
