@@ -398,6 +398,8 @@ impl Metadata for PostgresMetadata {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.execute(format!("UPDATE layers SET released_ms = {NOW_MS} WHERE released_ms IS NULL AND {UNREFERENCED}").as_str(), &[]).await?;
+        // A layer referenced again (a clone raced a prune) starts over when next released.
+        tx.execute(format!("UPDATE layers SET released_ms = NULL WHERE released_ms IS NOT NULL AND NOT {UNREFERENCED}").as_str(), &[]).await?;
         let grace_ms = grace.as_millis().min(i64::MAX as u128) as i64;
         let keys = tx
             .query(format!("SELECT key FROM layers WHERE {UNREFERENCED} AND released_ms <= {NOW_MS} - $1 ORDER BY key").as_str(), &[&grace_ms])

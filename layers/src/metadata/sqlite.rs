@@ -358,6 +358,8 @@ impl SqliteMetadata {
         let now = now_ms();
         const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM snapshot_layers s WHERE s.layer = layers.key)";
         tx.execute(&format!("UPDATE layers SET released_ms = ?1 WHERE released_ms IS NULL AND {UNREFERENCED}"), [now])?;
+        // A layer referenced again (a clone raced a prune) starts over when next released.
+        tx.execute(&format!("UPDATE layers SET released_ms = NULL WHERE released_ms IS NOT NULL AND NOT {UNREFERENCED}"), [])?;
         let cutoff = now - grace.as_millis().min(i64::MAX as u128) as i64;
         let keys = {
             let mut stmt = tx.prepare(&format!("SELECT key FROM layers WHERE {UNREFERENCED} AND released_ms <= ?1 ORDER BY key"))?;
