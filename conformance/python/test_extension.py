@@ -579,3 +579,29 @@ def test_interrupt_while_the_server_computes_the_first_batch(server, duck):
     while server.health()["running_queries"] and time.time() < deadline:
         time.sleep(0.1)
     assert server.health()["running_queries"] == 0
+
+
+def test_interrupt_reaches_a_remote_update_returning(server, duck):
+    """UPDATE … RETURNING runs whole on the server before its first row comes back: an interrupt
+    returns at once and the server rolls the statement back."""
+    import threading
+
+    import duckdb
+
+    c = adbc_connect(server)
+    c.cursor().execute("CREATE OR REPLACE TABLE ext_upd AS SELECT range AS id, 0 AS v FROM range(50000000)")
+    c.close()
+    duck.execute(attach_sql(server))
+    timer = threading.Timer(1.5, duck.interrupt)
+    timer.start()
+    started = time.time()
+    with pytest.raises(duckdb.InterruptException):
+        duck.execute("UPDATE cloud.ext_upd SET v = 1 WHERE md5(md5(md5(id::VARCHAR))) LIKE '%abc%' RETURNING id").fetchall()
+    waited = time.time() - started
+    timer.join()
+    assert waited < 4, f"the interrupt took {waited:.1f} s to reach the client"
+    deadline = time.time() + 20
+    while server.health()["running_queries"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.health()["running_queries"] == 0
+    assert duck.execute("SELECT count(*) FILTER (v = 1) FROM cloud.ext_upd").fetchall() == [(0,)], "rolled back"

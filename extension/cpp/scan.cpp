@@ -101,9 +101,17 @@ Rendered RenderFunction(const BoundFunctionExpression &func, const string &colum
 		if (!data || !data->filter_data || !data->filter_data->initialized) {
 			return {true, ""};
 		}
+		// The filter applies to its input (the column, possibly cast), not always the bare column.
+		if (func.GetChildren().empty()) {
+			return {true, ""};
+		}
+		auto input = RenderExpression(*func.GetChildren()[0], column);
+		if (!input.ok || input.sql.empty()) {
+			return {true, ""}; // only a hint: left out when it cannot be expressed
+		}
 		auto &filter = *data->filter_data;
 		annotated_shared_lock guard(filter.lock);
-		return {true, "(" + column + " " + ExpressionTypeToOperator(filter.comparison_type) + " " +
+		return {true, "(" + input.sql + " " + ExpressionTypeToOperator(filter.comparison_type) + " " +
 		                  filter.constant.ToSQLString() + ")"};
 	}
 	if (name == "struct_extract" || name == "struct_extract_at") {
@@ -373,6 +381,10 @@ void StartQuery(const ScanRequest &data, const string &sql, OdStream &stream, co
 	char *err = nullptr;
 	if (openduck_query(data.conn->Get(), sql.c_str(), TxnArg(data.txn), data.context ? Interrupted : nullptr,
 	                   data.context, &stream.arrow_array_stream, &err) != 0) {
+		if (data.context && data.context->IsInterrupted()) {
+			openduck_free_string(err);
+			throw InterruptException();
+		}
 		ThrowClientError(err, what);
 	}
 	NoRowCount(stream);

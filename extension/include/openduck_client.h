@@ -51,9 +51,11 @@ int openduck_table_schema(const OpenDuckClient *client, const char *schema, cons
 int openduck_describe(const OpenDuckClient *client, const char *sql, const char *txn, struct ArrowSchema *out,
                       char **err);
 /* Streams the result of sql; releasing the stream early cancels the remote query. When
- * interrupted is not NULL, the stream calls it with interrupted_arg (from any thread, while the
- * stream lives) every 50 ms while it waits on the server; once it returns non-zero, the wait ends
- * and get_next fails with "interrupted while waiting for the server". */
+ * interrupted is not NULL, it is called with interrupted_arg (from any thread, while the call
+ * or the stream lives) every 50 ms while they wait on the server (for the statement to start,
+ * which for UPDATE ... RETURNING is the whole statement, and for each batch); once it returns
+ * non-zero, the wait ends: the call fails, or get_next fails, with "interrupted while waiting
+ * for the server". */
 int openduck_query(const OpenDuckClient *client, const char *sql, const char *txn, int (*interrupted)(void *),
                    void *interrupted_arg, struct ArrowArrayStream *out, char **err);
 int openduck_execute(const OpenDuckClient *client, const char *sql, const char *txn, int64_t *rows, char **err);

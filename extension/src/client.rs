@@ -270,15 +270,25 @@ impl Client {
 
     /// Runs a query on the server (inside `txn` if given) and streams its result.
     pub fn query(&self, sql: &str, txn: Option<TxnId>) -> Result<QueryReader, ClientError> {
+        self.query_with(sql, txn, None)
+    }
+
+    /// Like [`Client::query`], but every wait on the server (for the statement to start, which
+    /// for `UPDATE … RETURNING` is the whole statement, and for each batch) ends with an error
+    /// ([`INTERRUPTED`]) once `check` says the query was interrupted.
+    pub fn query_interruptible(&self, sql: &str, txn: Option<TxnId>, check: InterruptCheck) -> Result<QueryReader, ClientError> {
+        self.query_with(sql, txn, Some(check))
+    }
+
+    fn query_with(&self, sql: &str, txn: Option<TxnId>, interrupted: Option<InterruptCheck>) -> Result<QueryReader, ClientError> {
         let mut flight = self.flight.clone();
         let sql = sql.to_string();
-        let info = self
-            .rt
-            .block_on(async { flight.execute(sql, txn).await })
+        let info = wait_unless_interrupted(&self.rt, async { flight.execute(sql, txn).await }, interrupted.as_ref())
+            .ok_or_else(|| ClientError::Remote(INTERRUPTED.to_string()))?
             .map_err(|e| flight_err("query failed", e))?;
         let schema = Arc::new(info.clone().try_decode_schema().map_err(|e| ClientError::Remote(format!("bad result schema: {e}")))?);
         let tickets = info.endpoint.into_iter().filter_map(|e| e.ticket).collect();
-        Ok(QueryReader { rt: self.rt.clone(), flight, schema, tickets, batches: None, fetcher: None, interrupted: None })
+        Ok(QueryReader { rt: self.rt.clone(), flight, schema, tickets, batches: None, fetcher: None, interrupted })
     }
 
     /// Runs a statement for its effect (inside `txn` if given); returns the rows it changed.
@@ -492,31 +502,24 @@ async fn fetch_all(
     }
 }
 
-impl QueryReader {
-    /// Makes waits on the server (for the stream, for each batch) end with an error once `check`
-    /// says the query was interrupted, instead of waiting for the server's next batch.
-    pub fn with_interrupt(mut self, check: InterruptCheck) -> Self {
-        self.interrupted = Some(check);
-        self
-    }
-
-    /// Runs `fut` to completion, or returns `None` once the interrupt check fires.
-    fn wait<F: std::future::Future>(&self, fut: F) -> Option<F::Output> {
-        let Some(check) = &self.interrupted else { return Some(self.rt.block_on(fut)) };
-        self.rt.block_on(async {
-            tokio::pin!(fut);
-            loop {
-                tokio::select! {
-                    out = &mut fut => return Some(out),
-                    _ = tokio::time::sleep(INTERRUPT_POLL) => {
-                        if check() {
-                            return None;
-                        }
+/// Runs `fut` to completion on `rt`, or returns `None` once `check` (asked every
+/// [`INTERRUPT_POLL`]) says the caller's query was interrupted; `fut` is then dropped, which
+/// cancels a call in flight.
+fn wait_unless_interrupted<F: std::future::Future>(rt: &Runtime, fut: F, check: Option<&InterruptCheck>) -> Option<F::Output> {
+    let Some(check) = check else { return Some(rt.block_on(fut)) };
+    rt.block_on(async {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Some(out),
+                _ = tokio::time::sleep(INTERRUPT_POLL) => {
+                    if check() {
+                        return None;
                     }
                 }
             }
-        })
-    }
+        }
+    })
 }
 
 fn interrupted() -> ArrowError {
@@ -534,7 +537,7 @@ impl Iterator for QueryReader {
             self.batches = Some(rx);
         }
         let mut batches = self.batches.take()?;
-        let next = self.wait(batches.recv());
+        let next = wait_unless_interrupted(&self.rt, batches.recv(), self.interrupted.as_ref());
         self.batches = Some(batches);
         let Some(next) = next else { return Some(Err(interrupted())) };
         // Relabel with the announced schema so every batch matches it exactly.

@@ -310,12 +310,16 @@ pub extern "C" fn openduck_query(
     guarded(err, || {
         let client = unsafe { client_arg(client) }?;
         let sql = unsafe { str_arg(sql, "SQL") }?;
-        let mut reader = client.query(sql, unsafe { txn_arg(txn) }?).map_err(|e| e.to_string())?;
-        if let Some(check) = interrupted {
-            // The caller keeps `interrupted_arg` alive as long as the stream (see the header).
-            let arg = SendPtr(interrupted_arg);
-            reader = reader.with_interrupt(Box::new(move || check(arg.get()) != 0));
+        let txn = unsafe { txn_arg(txn) }?;
+        let reader = match interrupted {
+            Some(check) => {
+                // The caller keeps `interrupted_arg` alive as long as the stream (see the header).
+                let arg = SendPtr(interrupted_arg);
+                client.query_interruptible(sql, txn, Box::new(move || check(arg.get()) != 0))
+            }
+            None => client.query(sql, txn),
         }
+        .map_err(|e| e.to_string())?;
         let stream = FFI_ArrowArrayStream::new(Box::new(reader));
         unsafe { ptr::write(out, stream) };
         Ok(())

@@ -631,19 +631,30 @@ impl Databases {
             return Err(ServerError::InvalidArgument("reading snapshots needs layered storage (the server runs with --plain)".into()));
         };
         let mut open = self.snapshots.lock().await;
+        // Asked every time, also for an open snapshot: once pruned, a snapshot is not served
+        // (garbage collection deletes its layers after the grace period).
+        let info = match layers.storage.meta.snapshot(id).await {
+            Ok(info) if info.database == name => info,
+            Ok(_) | Err(MetadataError::UnknownSnapshot(_)) => {
+                if let Some(pos) = open.iter().position(|(s, db)| *s == id && db.name() == name) {
+                    let (_, old) = open.remove(pos);
+                    let _ = old.close();
+                    self.remove_materialised(&old.path);
+                }
+                return Err(ServerError::NotFound(format!("database '{name}' has no snapshot {id}")));
+            }
+            // The metadata store is down: an open snapshot is still served.
+            Err(e) => match open.iter().find(|(s, db)| *s == id && db.name() == name) {
+                Some((_, db)) => return Ok(db.clone()),
+                None => return Err(storage_err(e.into())),
+            },
+        };
         if let Some(pos) = open.iter().position(|(s, db)| *s == id && db.name() == name) {
             let entry = open.remove(pos);
             let db = entry.1.clone();
             open.push(entry);
             return Ok(db);
         }
-        let info = match layers.storage.meta.snapshot(id).await {
-            Ok(info) if info.database == name => info,
-            Ok(_) | Err(MetadataError::UnknownSnapshot(_)) => {
-                return Err(ServerError::NotFound(format!("database '{name}' has no snapshot {id}")));
-            }
-            Err(e) => return Err(storage_err(e.into())),
-        };
         let dir = self.dir.join(".snapshots").join(id.to_string());
         let path = match &self.fuse {
             Some(fuse) => fuse.snapshot_file(name, id),

@@ -4,11 +4,12 @@
 //! read through hundreds of layers. Once a snapshot has more than
 //! [`CompactionPolicy::max_layers`], [`plan`] picks the longest run of its newest layers whose
 //! bytes fit [`CompactionPolicy::max_bytes`] (all of them when the whole file fits: a full
-//! compaction), and [`compact`] writes one layer holding the newest version of every page of that
-//! run (one read per input layer, every page checked against its checksum). It is recorded by
-//! [`Metadata::commit_compaction`] as a new snapshot with the same content. The merge holds at
-//! most `max_bytes` of input and its output in memory, so the bound is what keeps it cheap on a
-//! large database: big old layers stay where they are and small new ones are folded together.
+//! compaction), if it is long enough to be worth it, and [`compact`] writes one layer holding the
+//! newest version of every page of that run (one read per input layer, every page checked against
+//! its checksum). It is recorded by [`Metadata::commit_compaction`] as a new snapshot with the
+//! same content. The merge holds at most `max_bytes` of input and its output in memory, so the
+//! bound is what keeps it cheap on a large database: big old layers stay where they are and small
+//! new ones are folded together.
 //!
 //! Older snapshots keep their layers (time travel) until they are pruned
 //! ([`crate::retention`]); garbage collection ([`crate::gc`]) then deletes what nothing uses.
@@ -37,7 +38,10 @@ impl Default for CompactionPolicy {
 }
 
 /// How many of the newest layers to merge, given every layer's size in bytes (oldest first):
-/// `None` when the snapshot is shallow enough, or when no two newest layers fit the budget.
+/// `None` when the snapshot is shallow enough, or when the newest layers that fit the budget are
+/// fewer than half of `max_layers` (at least two): merging fewer would leave the snapshot deep
+/// and compact again at almost every seal, rewriting the same bytes each time. Such a snapshot
+/// grows a little deeper until enough new small layers have piled up.
 pub fn plan(sizes: &[u64], policy: &CompactionPolicy) -> Option<usize> {
     if policy.max_layers == 0 || sizes.len() <= policy.max_layers {
         return None;
@@ -51,7 +55,7 @@ pub fn plan(sizes: &[u64], policy: &CompactionPolicy) -> Option<usize> {
         }
         run += 1;
     }
-    (run >= 2).then_some(run)
+    (run >= (policy.max_layers / 2).max(2)).then_some(run)
 }
 
 /// Compacts snapshot `base` (the lease's database's newest) as `policy` says, writing the merged
@@ -125,6 +129,10 @@ mod tests {
         assert_eq!(plan(&[500, 95, 5, 5], &p), Some(2));
         assert_eq!(plan(&[500, 5, 5, 200], &p), None, "the newest alone is over budget");
         assert_eq!(plan(&[1; 50], &CompactionPolicy { max_layers: 0, max_bytes: 100 }), None, "off");
+        // Big layers that never fit: merging just the newest few would repeat at every seal.
+        let eight = CompactionPolicy { max_layers: 8, max_bytes: 100 };
+        assert_eq!(plan(&[500, 500, 500, 500, 500, 500, 5, 5, 5], &eight), None);
+        assert_eq!(plan(&[500, 500, 500, 500, 500, 500, 5, 5, 5, 5], &eight), Some(4));
     }
 
     #[tokio::test]
@@ -175,6 +183,17 @@ mod tests {
         assert_eq!(full.layers, vec!["layers/full"]);
         check(full.clone()).await;
         check(before.clone()).await;
+        // A copy of an older snapshot's file moves to a compaction by writing the merged layer
+        // only (how followers move on).
+        let copy = dir.path().join("copy.db");
+        crate::snapshot::restore_to(&store, &before, &copy).await.unwrap();
+        assert!(crate::snapshot::advance(&store, &before, &full, &copy).await.unwrap());
+        assert_eq!(std::fs::read(&copy).unwrap(), content);
+        // Not when the older file has pages the newer snapshot's layers do not rewrite.
+        let (mut older, mut sibling) = (before.clone(), before.clone());
+        older.layers = vec!["layers/0".into(), "layers/1".into()];
+        sibling.layers = vec!["layers/0".into(), "layers/2".into()];
+        assert!(!crate::snapshot::advance(&store, &older, &sibling, &copy).await.unwrap());
         // A stale base is refused (the database moved on).
         let err = compact(&meta, &store, &lease, &merged, "layers/late", &all).await.unwrap_err();
         assert!(err.to_string().contains("changed during compaction"), "{err}");

@@ -318,8 +318,10 @@ impl Metadata for PostgresMetadata {
     async fn clone_database(&self, source: &str, target: &str, snapshot: Option<i64>) -> Result<SnapshotInfo, MetadataError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        // FOR SHARE: a prune of the source (which locks its row FOR UPDATE) cannot remove the
+        // snapshot between reading it and copying its layer list.
         let page_size: i32 = tx
-            .query_opt("SELECT page_size FROM databases WHERE name = $1", &[&source])
+            .query_opt("SELECT page_size FROM databases WHERE name = $1 FOR SHARE", &[&source])
             .await?
             .ok_or_else(|| MetadataError::UnknownDatabase(source.to_string()))?
             .get(0);
@@ -352,11 +354,15 @@ impl Metadata for PostgresMetadata {
             )
             .await?
             .get(0);
-        tx.execute(
-            "INSERT INTO snapshot_layers (snapshot, position, layer) SELECT $1, position, layer FROM snapshot_layers WHERE snapshot = $2",
-            &[&id, &from.id],
-        )
-        .await?;
+        let copied = tx
+            .execute(
+                "INSERT INTO snapshot_layers (snapshot, position, layer) SELECT $1, position, layer FROM snapshot_layers WHERE snapshot = $2",
+                &[&id, &from.id],
+            )
+            .await?;
+        if copied as usize != from.layers.len() {
+            return Err(MetadataError::UnknownSnapshot(from.id));
+        }
         let info = Self::snapshot_in(&tx, id).await?;
         tx.commit().await?;
         Ok(info)
