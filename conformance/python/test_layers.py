@@ -430,6 +430,10 @@ def test_compaction_retention_and_gc_bound_depth_history_and_storage(layout, hea
     rows(s, "CREATE TABLE t (id INTEGER, v VARCHAR)")
     rows(s, "CHECKPOINT")
     first = rows(s, "SELECT min(snapshot_id) FROM openduck_snapshots()")[0][0]
+    header = {"adbc.flight.sql.rpc.call_header.x-openduck-snapshot": str(first)}
+    with adbc_connect(s, **header) as c, c.cursor() as cur:
+        cur.execute("SELECT 42")  # the server now has this snapshot open
+        assert cur.fetchall() == [(42,)]
     for i in range(10):
         rows(s, f"INSERT INTO t SELECT range + {i * 1000}, 'round {i}' FROM range(1000)")
         rows(s, "CHECKPOINT")
@@ -437,7 +441,6 @@ def test_compaction_retention_and_gc_bound_depth_history_and_storage(layout, hea
         assert len(listed) <= 2 and listed[-1][1] <= 3, f"round {i}: {listed}"
     assert "compacted" in s.log_path.read_text()
     assert "pruned old snapshots" in s.log_path.read_text()
-    header = {"adbc.flight.sql.rpc.call_header.x-openduck-snapshot": str(first)}
     with adbc_connect(s, **header) as c, c.cursor() as cur:
         with pytest.raises(Exception, match=f"has no snapshot {first}"):
             cur.execute("SELECT 1")
