@@ -14,6 +14,10 @@
 //! layer, so sealing costs the change, never a scan of the file (compare [`crate::head`]'s local
 //! path, which hashes every page).
 //!
+//! The plain files are opened with FUSE passthrough where the kernel offers it (Linux 6.9+, as
+//! root): their reads and writes go from the kernel to the local file and never reach this
+//! process; only metadata calls (attributes, fsync) do. Elsewhere they are served here.
+//!
 //! Nothing here is durable on its own and nothing needs to be: acknowledged commits are durable
 //! as shipped log pieces, and opening a head always starts again from the newest snapshot and
 //! those pieces ([`crate::head::Head::open_fuse`]). So `fsync` on this filesystem returns at once.
@@ -31,12 +35,12 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags,
+    BackingId, Errno, InitFlags, KernelConfig, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
@@ -344,6 +348,12 @@ struct Shared {
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// Whether the kernel hands reads and writes of the plain files (the log) straight to the
+    /// local file (FUSE passthrough), so they never wait on this process.
+    passthrough: AtomicBool,
+    /// The passthrough backing of each open plain file, and how many handles use it (the kernel
+    /// wants one backing per inode while any handle is open).
+    backing: Mutex<HashMap<u64, (Arc<BackingId>, usize)>>,
 }
 
 #[derive(Default)]
@@ -387,6 +397,8 @@ impl Inodes {
 enum Handle {
     Head(Arc<HeadFile>),
     Local(File),
+    /// A plain file opened with passthrough (its inode, for the backing's count).
+    Passthrough(u64, File),
 }
 
 impl Shared {
@@ -432,6 +444,32 @@ impl Shared {
         lock(&self.heads).contains_key(&db).then_some(db)
     }
 
+    /// The passthrough backing for `file` (inode `ino`), registering it when it is the inode's
+    /// first open handle; `None` when passthrough is off or the kernel refused it (then the file
+    /// is served through this process, as without passthrough).
+    fn backing_for(&self, ino: u64, file: &File, register: impl FnOnce(&File) -> io::Result<BackingId>) -> Option<Arc<BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut backing = lock(&self.backing);
+        if let Some((id, users)) = backing.get_mut(&ino) {
+            *users += 1;
+            return Some(id.clone());
+        }
+        match register(file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                backing.insert(ino, (id.clone(), 1));
+                Some(id)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "FUSE passthrough refused; the log is served through the filesystem");
+                self.passthrough.store(false, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     fn open_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed) + 1;
         lock(&self.handles).insert(fh, h);
@@ -457,6 +495,15 @@ const DIR_TTL: Duration = Duration::from_secs(1);
 struct HeadFs(Arc<Shared>);
 
 impl Filesystem for HeadFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Passthrough (Linux 6.9+, root): the log's reads and writes go from the kernel to the
+        // local file directly. Without it they are served here, which is correct but slower.
+        let on = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok();
+        self.0.passthrough.store(on, Ordering::Relaxed);
+        tracing::debug!(passthrough = on, "head filesystem initialised");
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let s = &self.0;
         let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
@@ -542,10 +589,15 @@ impl Filesystem for HeadFs {
             Some(_) => return reply.error(Errno::ENOENT),
             None => {
                 let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-                match std::fs::OpenOptions::new().read(true).write(write).open(s.local_path(&db, &name)) {
-                    Ok(f) => Handle::Local(f),
+                let f = match std::fs::OpenOptions::new().read(true).write(write).open(s.local_path(&db, &name)) {
+                    Ok(f) => f,
                     Err(e) => return reply.error(io_errno(e)),
+                };
+                if let Some(id) = s.backing_for(ino.0, &f, |f| reply.open_backing(f)) {
+                    let fh = s.open_handle(Handle::Passthrough(ino.0, f));
+                    return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
                 }
+                Handle::Local(f)
             }
         };
         reply.opened(FileHandle(s.open_handle(handle)), FopenFlags::empty())
@@ -582,10 +634,18 @@ impl Filesystem for HeadFs {
             }
         };
         let ino = lock(&s.inodes).file(&db, name);
-        match s.file_attr(ino, &db, name) {
-            Ok(a) => reply.created(&NO_CACHE, &a, fuser::Generation(0), FileHandle(s.open_handle(handle)), FopenFlags::empty()),
-            Err(e) => reply.error(e),
+        let a = match s.file_attr(ino, &db, name) {
+            Ok(a) => a,
+            Err(e) => return reply.error(e),
+        };
+        if let Handle::Local(f) = handle {
+            if let Some(id) = s.backing_for(ino, &f, |f| reply.open_backing(f)) {
+                let fh = s.open_handle(Handle::Passthrough(ino, f));
+                return reply.created_passthrough(&NO_CACHE, &a, fuser::Generation(0), FileHandle(fh), FopenFlags::empty(), &id);
+            }
+            return reply.created(&NO_CACHE, &a, fuser::Generation(0), FileHandle(s.open_handle(Handle::Local(f))), FopenFlags::empty());
         }
+        reply.created(&NO_CACHE, &a, fuser::Generation(0), FileHandle(s.open_handle(handle)), FopenFlags::empty())
     }
 
     fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
@@ -596,7 +656,7 @@ impl Filesystem for HeadFs {
                 drop(handles);
                 head.read_at(offset, u64::from(size))
             }
-            Some(Handle::Local(f)) => {
+            Some(Handle::Local(f) | Handle::Passthrough(_, f)) => {
                 let mut buf = vec![0u8; size as usize];
                 let mut done = 0;
                 loop {
@@ -642,7 +702,7 @@ impl Filesystem for HeadFs {
                 drop(handles);
                 head.write_at(offset, data)
             }
-            Some(Handle::Local(f)) => f.write_all_at(data, offset),
+            Some(Handle::Local(f) | Handle::Passthrough(_, f)) => f.write_all_at(data, offset),
             None => return reply.error(Errno::EBADF),
         };
         match result {
@@ -655,7 +715,16 @@ impl Filesystem for HeadFs {
     }
 
     fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
-        lock(&self.0.handles).remove(&fh.0);
+        let handle = lock(&self.0.handles).remove(&fh.0);
+        if let Some(Handle::Passthrough(ino, _)) = handle {
+            let mut backing = lock(&self.0.backing);
+            if let Some((_, users)) = backing.get_mut(&ino) {
+                *users -= 1;
+                if *users == 0 {
+                    backing.remove(&ino);
+                }
+            }
+        }
         reply.ok()
     }
 
@@ -854,6 +923,8 @@ impl std::fmt::Debug for HeadMount {
 pub fn mount_heads(path: &Path, local: &Path) -> io::Result<HeadMount> {
     std::fs::create_dir_all(local)?;
     let shared = Arc::new(Shared {
+        passthrough: AtomicBool::new(false),
+        backing: Mutex::new(HashMap::new()),
         local: local.to_path_buf(),
         heads: Mutex::new(HashMap::new()),
         inodes: Mutex::new(Inodes::default()),
