@@ -468,28 +468,47 @@ def test_duckdb_cli(server, remote):
     assert out.stdout.strip() == "333,user997"
 
 
-def test_interrupt_cancels_the_remote_query(server, duck):
-    """DuckDB's interrupt (Ctrl-C in the CLI) stops a remote scan and frees the server's query."""
+def interrupted_after(duck, seconds, sql, before=None) -> float:
+    """Runs `sql` on `duck`, interrupting it (as Ctrl-C does) after `seconds`, calling `before`
+    just before that; expects DuckDB's interrupt error and returns how long the query took."""
     import threading
 
     import duckdb
 
+    def fire():
+        if before:
+            before()
+        duck.interrupt()
+
+    timer = threading.Timer(seconds, fire)
+    timer.start()
+    started = time.time()
+    with pytest.raises(duckdb.InterruptException):
+        duck.execute(sql).fetchall()
+    waited = time.time() - started
+    timer.join()
+    return waited
+
+
+def assert_server_idle(server, timeout):
+    """The server has no running query, within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while server.health()["running_queries"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.health()["running_queries"] == 0
+
+
+def test_interrupt_cancels_the_remote_query(server, duck):
+    """DuckDB's interrupt (Ctrl-C in the CLI) stops a remote scan and frees the server's query."""
     c = adbc_connect(server)
     c.cursor().execute("CREATE OR REPLACE TABLE ext_huge AS SELECT range AS id FROM range(50000000)")
     c.close()
     duck.execute(attach_sql(server))
     duck.execute("SET openduck_ship_queries = false")
-    timer = threading.Timer(1.0, duck.interrupt)
-    timer.start()
-    started = time.time()
-    with pytest.raises(duckdb.InterruptException):
-        # A slow local expression over a large remote scan: interrupted mid-stream.
-        duck.sql("SELECT count(*) FROM cloud.ext_huge WHERE md5(id::VARCHAR) LIKE '%abc%'").fetchall()
-    assert time.time() - started < 20
-    deadline = time.time() + 10
-    while server.health()["running_queries"] and time.time() < deadline:
-        time.sleep(0.1)
-    assert server.health()["running_queries"] == 0
+    # A slow local expression over a large remote scan: interrupted mid-stream.
+    waited = interrupted_after(duck, 1.0, "SELECT count(*) FROM cloud.ext_huge WHERE md5(id::VARCHAR) LIKE '%abc%'")
+    assert waited < 20
+    assert_server_idle(server, 10)
 
 
 def test_long_transfers_report_progress(server, duck):
@@ -551,57 +570,28 @@ def test_interrupt_while_the_server_computes_the_first_batch(server, duck):
     """An interrupt reaches a query whose result the server is still computing (no batch has
     arrived yet): the client stops waiting within a moment, raises DuckDB's interrupt error, and
     the server's query is cancelled."""
-    import threading
-
-    import duckdb
-
     c = adbc_connect(server)
     c.cursor().execute("CREATE OR REPLACE TABLE ext_huge AS SELECT range AS id FROM range(50000000)")
     c.close()
     duck.execute(attach_sql(server))
     running_at_interrupt = []
-
-    def interrupt():
-        running_at_interrupt.append(server.health()["running_queries"])
-        duck.interrupt()
-
-    timer = threading.Timer(1.5, interrupt)
-    timer.start()
-    started = time.time()
-    with pytest.raises(duckdb.InterruptException):
-        # Shipped whole: the server aggregates 50M rows before it sends its one row.
-        duck.execute("SELECT count(*) FROM cloud.ext_huge WHERE md5(md5(md5(id::VARCHAR))) LIKE '%abc%'").fetchall()
-    waited = time.time() - started
-    timer.join()
+    # Shipped whole: the server aggregates 50M rows before it sends its one row.
+    sql = "SELECT count(*) FROM cloud.ext_huge WHERE md5(md5(md5(id::VARCHAR))) LIKE '%abc%'"
+    waited = interrupted_after(duck, 1.5, sql, before=lambda: running_at_interrupt.append(server.health()["running_queries"]))
     assert running_at_interrupt == [1], "the server was still computing when the interrupt came"
     assert waited < 4, f"the interrupt took {waited:.1f} s to reach the client"
-    deadline = time.time() + 10
-    while server.health()["running_queries"] and time.time() < deadline:
-        time.sleep(0.1)
-    assert server.health()["running_queries"] == 0
+    assert_server_idle(server, 10)
 
 
 def test_interrupt_reaches_a_remote_update_returning(server, duck):
     """UPDATE … RETURNING runs whole on the server before its first row comes back: an interrupt
     returns at once and the server rolls the statement back."""
-    import threading
-
-    import duckdb
-
     c = adbc_connect(server)
     c.cursor().execute("CREATE OR REPLACE TABLE ext_upd AS SELECT range AS id, 0 AS v FROM range(50000000)")
     c.close()
     duck.execute(attach_sql(server))
-    timer = threading.Timer(1.5, duck.interrupt)
-    timer.start()
-    started = time.time()
-    with pytest.raises(duckdb.InterruptException):
-        duck.execute("UPDATE cloud.ext_upd SET v = 1 WHERE md5(md5(md5(id::VARCHAR))) LIKE '%abc%' RETURNING id").fetchall()
-    waited = time.time() - started
-    timer.join()
+    sql = "UPDATE cloud.ext_upd SET v = 1 WHERE md5(md5(md5(id::VARCHAR))) LIKE '%abc%' RETURNING id"
+    waited = interrupted_after(duck, 1.5, sql)
     assert waited < 4, f"the interrupt took {waited:.1f} s to reach the client"
-    deadline = time.time() + 20
-    while server.health()["running_queries"] and time.time() < deadline:
-        time.sleep(0.1)
-    assert server.health()["running_queries"] == 0
+    assert_server_idle(server, 20)
     assert duck.execute("SELECT count(*) FILTER (v = 1) FROM cloud.ext_upd").fetchall() == [(0,)], "rolled back"

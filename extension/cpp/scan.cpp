@@ -296,13 +296,25 @@ void NoRowCount(T &stream) {
 // What a scan asks the server for; streams are produced from a copy of it, so they never depend
 // on the lifetime of the bind data they came from.
 struct ScanRequest {
+	// A scan of `schema`.`table`, or (when `query_sql` is set) a whole query shipped to the server.
+	ScanRequest(std::shared_ptr<Connection> conn_p, ClientContext *context_p, string txn_p, string schema_p,
+	            string table_p, string query_sql_p = "")
+	    : conn(std::move(conn_p)), context(context_p), txn(std::move(txn_p)), schema(std::move(schema_p)),
+	      table(std::move(table_p)), table_sql(QuoteIdent(schema) + "." + QuoteIdent(table)),
+	      query_sql(std::move(query_sql_p)) {
+	}
+
 	std::shared_ptr<Connection> conn;
-	// The query's client context, polled for interrupts while a stream waits on the server.
+	// The query's client context, polled for interrupts while a stream waits on the server (bind
+	// data is never reused by another query).
 	ClientContext *context;
+	// Server transaction the scan runs in ("" = autocommit).
 	string txn;
 	string schema;
 	string table;
+	// "schema"."table"
 	string table_sql;
+	// For a whole query shipped to the server: its SQL (then schema/table are unused).
 	string query_sql;
 };
 
@@ -319,16 +331,10 @@ void ExportSchemaOf(const ScanRequest &r, ArrowSchema &out) {
 
 // Bind data of a remote scan: DuckDB's Arrow scan state plus what to ask the server for.
 struct OdScanData : public ArrowScanFunctionData {
-	OdScanData(std::shared_ptr<Connection> conn, string schema, string table, string txn);
+	explicit OdScanData(ScanRequest request);
 
 	// Exports the table's Arrow schema into schema_root and derives DuckDB's view of it.
 	void LoadSchema(ClientContext *context);
-	// Asks the server for the Arrow schema of the table or query.
-	void ExportSchema(ArrowSchema &out) const;
-	// What a stream of this scan asks the server for.
-	ScanRequest Request() const {
-		return ScanRequest {conn, context, txn, schema, table, table_sql, query_sql};
-	}
 
 	unique_ptr<FunctionData> Copy() const override;
 	bool Equals(const FunctionData &other) const override {
@@ -339,19 +345,10 @@ struct OdScanData : public ArrowScanFunctionData {
 		return false;
 	}
 
-	std::shared_ptr<Connection> conn;
-	string schema;
-	string table;
-	// Server transaction the scan runs in ("" = autocommit).
-	string txn;
-	// "schema"."table"
-	string table_sql;
-	// For a whole query shipped to the server: its SQL (then schema/table are unused).
-	string query_sql;
+	// What the scan asks the server for.
+	ScanRequest request;
 	// The server's row estimate of the table, if known.
 	optional_idx estimated_rows;
-	// The client context of the query this scan belongs to (bind data is never reused by another).
-	ClientContext *context = nullptr;
 };
 
 int Interrupted(void *context) {
@@ -417,7 +414,7 @@ unique_ptr<ArrowArrayStreamWrapper> ProduceStreamOf(const ScanRequest &data, Arr
 #if OPENDUCK_DUCKDB_V2
 // DuckDB 2.0's Arrow scan asks a factory object for its streams.
 struct OdStreamFactory : public ArrowScanFactory {
-	explicit OdStreamFactory(ScanRequest request) : request(std::move(request)) {
+	explicit OdStreamFactory(ScanRequest request_p) : request(std::move(request_p)) {
 	}
 	void GetSchema(ArrowSchema &schema) override {
 		ExportSchemaOf(request, schema);
@@ -428,31 +425,22 @@ struct OdStreamFactory : public ArrowScanFactory {
 	ScanRequest request;
 };
 
-OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, string table_p, string txn_p)
-    : ArrowScanFunctionData(nullptr), conn(std::move(conn_p)), schema(std::move(schema_p)), table(std::move(table_p)),
-      txn(std::move(txn_p)), table_sql(QuoteIdent(schema) + "." + QuoteIdent(table)) {
+OdScanData::OdScanData(ScanRequest request_p) : ArrowScanFunctionData(nullptr), request(std::move(request_p)) {
 }
 #else
 unique_ptr<ArrowArrayStreamWrapper> ProduceStream(uintptr_t factory, ArrowStreamParameters &params) {
-	return ProduceStreamOf(reinterpret_cast<OdScanData *>(factory)->Request(), params);
+	return ProduceStreamOf(reinterpret_cast<OdScanData *>(factory)->request, params);
 }
 
-OdScanData::OdScanData(std::shared_ptr<Connection> conn_p, string schema_p, string table_p, string txn_p)
-    : ArrowScanFunctionData(ProduceStream, 0), conn(std::move(conn_p)), schema(std::move(schema_p)),
-      table(std::move(table_p)), txn(std::move(txn_p)), table_sql(QuoteIdent(schema) + "." + QuoteIdent(table)) {
+OdScanData::OdScanData(ScanRequest request_p) : ArrowScanFunctionData(ProduceStream, 0), request(std::move(request_p)) {
 	stream_factory_ptr = reinterpret_cast<uintptr_t>(this);
 }
 #endif
 
-void OdScanData::ExportSchema(ArrowSchema &out) const {
-	ExportSchemaOf(Request(), out);
-}
-
 void OdScanData::LoadSchema(ClientContext *context) {
-	ExportSchema(schema_root.arrow_schema);
+	ExportSchemaOf(request, schema_root.arrow_schema);
 #if OPENDUCK_DUCKDB_V2
-	// The request is complete now (a shipped query's SQL is set before this).
-	factory = make_shared_ptr<OdStreamFactory>(Request());
+	factory = make_shared_ptr<OdStreamFactory>(request);
 #endif
 	if (context) {
 		ArrowTableFunction::PopulateArrowTableSchema(*context, arrow_table, schema_root.arrow_schema);
@@ -461,10 +449,8 @@ void OdScanData::LoadSchema(ClientContext *context) {
 }
 
 unique_ptr<FunctionData> OdScanData::Copy() const {
-	auto copy = make_uniq<OdScanData>(conn, schema, table, txn);
-	copy->query_sql = query_sql;
+	auto copy = make_uniq<OdScanData>(request);
 	copy->estimated_rows = estimated_rows;
-	copy->context = context;
 	copy->LoadSchema(nullptr);
 	copy->arrow_table = arrow_table;
 	copy->all_types = all_types;
@@ -479,12 +465,12 @@ virtual_column_map_t NoVirtualColumns(ClientContext &, optional_ptr<FunctionData
 InsertionOrderPreservingMap<string> ScanToString(TableFunctionToStringInput &input) {
 	InsertionOrderPreservingMap<string> result;
 	auto &data = input.bind_data->Cast<OdScanData>();
-	if (data.query_sql.empty()) {
-		result["Table"] = data.table_sql;
+	if (data.request.query_sql.empty()) {
+		result["Table"] = data.request.table_sql;
 		result["Runs"] = "REMOTE (OpenDuck server)";
 	} else {
 		result["Runs"] = "REMOTE (whole query on the OpenDuck server)";
-		result["SQL"] = data.query_sql;
+		result["SQL"] = data.request.query_sql;
 	}
 	return result;
 }
@@ -501,7 +487,7 @@ unique_ptr<NodeStatistics> ScanCardinality(ClientContext &, const FunctionData *
 // far against the server's row estimate; unknown (-1) without one or for a shipped query.
 double ScanProgress(ClientContext &, const FunctionData *bind_data, const GlobalTableFunctionState *) {
 	auto &data = bind_data->Cast<OdScanData>();
-	if (!data.query_sql.empty() || !data.estimated_rows.IsValid() || data.estimated_rows.GetIndex() == 0) {
+	if (!data.request.query_sql.empty() || !data.estimated_rows.IsValid() || data.estimated_rows.GetIndex() == 0) {
 		return -1;
 	}
 	double read = double(data.lines_read.load());
@@ -602,15 +588,15 @@ virtual_column_map_t OdTable::GetVirtualColumns() const {
 }
 
 TableFunction OdTable::GetScanFunction(ClientContext &context, unique_ptr<FunctionData> &bind_data) {
-	auto data = make_uniq<OdScanData>(conn, Str(schema.name), Str(name), OdTransaction::Of(context, catalog));
+	ScanRequest request(conn, &context, OdTransaction::Of(context, catalog), Str(schema.name), Str(name));
+	auto data = make_uniq<OdScanData>(std::move(request));
 	data->estimated_rows = estimated_rows;
-	data->context = &context;
 	data->LoadSchema(&context);
 	// The catalog entry's columns must be the ones the scan produces.
 	if (data->all_types != GetColumns().GetColumnTypes()) {
 		catalog.Cast<OdCatalog>().MarkStale();
 		throw CatalogException("openduck: table %s changed on the server since it was listed; run the query again",
-		                       data->table_sql);
+		                       data->request.table_sql);
 	}
 	bind_data = std::move(data);
 	return MakeScanFunction("openduck_scan", true);
@@ -620,15 +606,13 @@ std::shared_ptr<Connection> RemoteScanConnection(LogicalGet &get) {
 	if (FunctionName(get.function) != "openduck_scan" || !get.bind_data) {
 		return nullptr;
 	}
-	return get.bind_data->Cast<OdScanData>().conn;
+	return get.bind_data->Cast<OdScanData>().request.conn;
 }
 
 unique_ptr<LogicalOperator> RemoteRowsPlan(ClientContext &context, Binder &binder, std::shared_ptr<Connection> conn,
                                            const string &sql, const string &txn, vector<string> &names,
                                            vector<LogicalType> &types) {
-	auto data = make_uniq<OdScanData>(std::move(conn), "", "", txn);
-	data->query_sql = sql;
-	data->context = &context;
+	auto data = make_uniq<OdScanData>(ScanRequest(std::move(conn), &context, txn, "", "", sql));
 	data->LoadSchema(&context);
 	types = data->all_types;
 	names = data->arrow_table.GetNames();

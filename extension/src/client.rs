@@ -2,7 +2,6 @@
 //! call runs on the client's private Tokio runtime and blocks until done. Results are streamed:
 //! [`Client::query`] returns a reader that pulls one batch at a time from the server.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -288,7 +287,10 @@ impl Client {
             .map_err(|e| flight_err("query failed", e))?;
         let schema = Arc::new(info.clone().try_decode_schema().map_err(|e| ClientError::Remote(format!("bad result schema: {e}")))?);
         let tickets = info.endpoint.into_iter().filter_map(|e| e.ticket).collect();
-        Ok(QueryReader { rt: self.rt.clone(), flight, schema, tickets, batches: None, fetcher: None, interrupted })
+        // Fetching starts now: the first batches are on their way before the caller asks.
+        let (tx, batches) = tokio::sync::mpsc::channel(PREFETCH_BATCHES);
+        let fetcher = self.rt.spawn(fetch_all(flight, tickets, tx));
+        Ok(QueryReader { rt: self.rt.clone(), schema, batches, fetcher, interrupted })
     }
 
     /// Runs a statement for its effect (inside `txn` if given); returns the rows it changed.
@@ -458,12 +460,10 @@ const PREFETCH_BATCHES: usize = 4;
 /// Streams a query's result batch by batch, in order; dropping it cancels the remote query.
 pub struct QueryReader {
     rt: Arc<Runtime>,
-    flight: FlightSqlServiceClient<Channel>,
     schema: SchemaRef,
-    tickets: VecDeque<Ticket>,
-    /// Batches from the fetcher task (started at the first read).
-    batches: Option<tokio::sync::mpsc::Receiver<Result<RecordBatch, ArrowError>>>,
-    fetcher: Option<tokio::task::JoinHandle<()>>,
+    /// Batches from the fetcher task.
+    batches: tokio::sync::mpsc::Receiver<Result<RecordBatch, ArrowError>>,
+    fetcher: tokio::task::JoinHandle<()>,
     interrupted: Option<InterruptCheck>,
 }
 
@@ -471,9 +471,7 @@ impl Drop for QueryReader {
     fn drop(&mut self) {
         // Stops the fetcher even while it waits on the server: its stream is dropped, which
         // cancels the call and so the server's query.
-        if let Some(fetcher) = self.fetcher.take() {
-            fetcher.abort();
-        }
+        self.fetcher.abort();
     }
 }
 
@@ -481,7 +479,7 @@ impl Drop for QueryReader {
 /// is gone.
 async fn fetch_all(
     mut flight: FlightSqlServiceClient<Channel>,
-    tickets: VecDeque<Ticket>,
+    tickets: Vec<Ticket>,
     tx: tokio::sync::mpsc::Sender<Result<RecordBatch, ArrowError>>,
 ) {
     for ticket in tickets {
@@ -522,7 +520,7 @@ fn wait_unless_interrupted<F: std::future::Future>(rt: &Runtime, fut: F, check: 
     })
 }
 
-fn interrupted() -> ArrowError {
+fn interrupted_error() -> ArrowError {
     ArrowError::ExternalError(Box::new(ClientError::Remote(INTERRUPTED.to_string())))
 }
 
@@ -530,16 +528,8 @@ impl Iterator for QueryReader {
     type Item = Result<RecordBatch, ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.batches.is_none() {
-            let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH_BATCHES);
-            let tickets = std::mem::take(&mut self.tickets);
-            self.fetcher = Some(self.rt.spawn(fetch_all(self.flight.clone(), tickets, tx)));
-            self.batches = Some(rx);
-        }
-        let mut batches = self.batches.take()?;
-        let next = wait_unless_interrupted(&self.rt, batches.recv(), self.interrupted.as_ref());
-        self.batches = Some(batches);
-        let Some(next) = next else { return Some(Err(interrupted())) };
+        let next = wait_unless_interrupted(&self.rt, self.batches.recv(), self.interrupted.as_ref());
+        let Some(next) = next else { return Some(Err(interrupted_error())) };
         // Relabel with the announced schema so every batch matches it exactly.
         Some(next?.and_then(|batch| RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())))
     }

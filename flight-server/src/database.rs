@@ -24,7 +24,7 @@ use openduck_layers::compaction::CompactionPolicy;
 use openduck_layers::fuse::Mount;
 use openduck_layers::head::Head;
 use openduck_layers::head_fs::HeadMount;
-use openduck_layers::metadata::{Metadata, MetadataError};
+use openduck_layers::metadata::MetadataError;
 use openduck_layers::retention::Retention;
 use openduck_layers::storage::Storage;
 use openduck_layers::LayerError;
@@ -98,7 +98,6 @@ struct Layered {
     head: tokio::sync::Mutex<Head>,
     rt: tokio::runtime::Handle,
     last_seal: Mutex<Instant>,
-    meta: Arc<dyn Metadata>,
     compaction: CompactionPolicy,
     retention: Retention,
 }
@@ -263,7 +262,6 @@ impl Database {
             head: tokio::sync::Mutex::new(head),
             rt: rt.clone(),
             last_seal: Mutex::new(Instant::now()),
-            meta: layers.storage.meta.clone(),
             compaction: layers.compaction,
             retention: layers.retention,
         };
@@ -367,14 +365,14 @@ impl Database {
         let r = f()?;
         let snapshot = l.rt.block_on(head.seal()).map_err(storage_err)?;
         *l.last_seal.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        if snapshot.is_some() {
+        if let Some(sealed) = &snapshot {
             // Maintenance after a new snapshot; the seal stands whatever happens here. The head
             // stays locked: a compaction moves the log to the compacted snapshot.
             l.rt.block_on(async {
-                if let Err(e) = head.compact(&l.compaction).await {
+                if let Err(e) = head.compact(&l.compaction, sealed).await {
                     tracing::warn!(database = %self.name, error = %e, "compaction failed; retried after the next seal");
                 }
-                if let Err(e) = l.retention.apply(l.meta.as_ref(), &self.name).await {
+                if let Err(e) = l.retention.apply(head.metadata(), &self.name).await {
                     tracing::warn!(database = %self.name, error = %e, "pruning old snapshots failed");
                 }
             });
@@ -442,6 +440,9 @@ pub struct Databases {
     settings: DuckDbSettings,
     layers: Option<LayeredStorage>,
     open: RwLock<BTreeMap<String, Arc<Database>>>,
+    /// Held while a database is being opened: opens run one at a time, without holding `open`,
+    /// so requests to open databases (and `/health`) never wait on an open in progress.
+    opening: Mutex<()>,
     /// Databases this server does not serve, with why (another server holds the write lease).
     refused: RwLock<BTreeMap<String, String>>,
     /// Snapshots opened read-only, by id, newest use last (a few are kept open).
@@ -512,7 +513,7 @@ impl Databases {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", dir.display())))?;
-        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), refused: Default::default(), snapshots: Default::default(), fuse: None, heads: None })
+        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), opening: Mutex::new(()), refused: Default::default(), snapshots: Default::default(), fuse: None, heads: None })
     }
 
     /// The default database and the `*.duckdb` files in the data directory.
@@ -694,8 +695,9 @@ impl Databases {
         if !valid_name(name) {
             return Err(ServerError::InvalidArgument(format!("invalid database name '{name}'")));
         }
-        let mut open = self.open.write().map_err(|_| ServerError::Internal("registry lock poisoned".into()))?;
-        if let Some(db) = open.get(name) {
+        let _opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        let poisoned = || ServerError::Internal("registry lock poisoned".into());
+        if let Some(db) = self.open.read().map_err(|_| poisoned())?.get(name) {
             return Ok(db.clone());
         }
         let path = self.dir.join(format!("{name}.duckdb"));
@@ -708,7 +710,7 @@ impl Databases {
             None => Database::open(name, &path, &self.settings)?,
         });
         tracing::info!(database = name, path = %path.display(), "opened database");
-        open.insert(name.to_string(), db.clone());
+        self.open.write().map_err(|_| poisoned())?.insert(name.to_string(), db.clone());
         Ok(db)
     }
 

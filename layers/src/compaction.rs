@@ -31,12 +31,6 @@ pub struct CompactionPolicy {
     pub max_bytes: u64,
 }
 
-impl Default for CompactionPolicy {
-    fn default() -> Self {
-        CompactionPolicy { max_layers: 8, max_bytes: 256 << 20 }
-    }
-}
-
 /// How many of the newest layers to merge, given every layer's size in bytes (oldest first):
 /// `None` when the snapshot is shallow enough, or when the newest layers that fit the budget are
 /// fewer than half of `max_layers` (at least two): merging fewer would leave the snapshot deep
@@ -87,11 +81,11 @@ pub async fn compact(
             }
         }
     }
+    // Each layer of the run that still holds a newest page is read once, whole.
     let mut data: Vec<Vec<u8>> = vec![Vec::new(); layers.len()];
-    for (i, layer) in layers.iter().enumerate().skip(first) {
-        if newest.values().any(|&(l, _)| l == i) {
-            data[i] = store.get_range(&layer.key, layer.pages_range()).await?;
-        }
+    let needed: std::collections::BTreeSet<usize> = newest.values().map(|&(layer, _)| layer).collect();
+    for i in needed {
+        data[i] = store.get_range(&layers[i].key, layers[i].pages_range()).await?;
     }
     let mut writer = LayerWriter::new(page_size, map.file_len());
     let ps = page_size as usize;

@@ -514,20 +514,22 @@ impl Head {
         Ok(Some(snapshot))
     }
 
-    /// Compacts the newest snapshot when `policy` finds it too deep ([`crate::compaction`]); the
-    /// head then extends the compacted snapshot, which has the same content (and the same log).
-    /// Returns the new snapshot, or `None` when there was nothing to merge.
-    pub async fn compact(&mut self, policy: &crate::compaction::CompactionPolicy) -> Result<Option<SnapshotInfo>, LayerError> {
+    /// Compacts `newest` (the snapshot [`Head::seal`] just returned) when `policy` finds it too
+    /// deep ([`crate::compaction`]); the head then extends the compacted snapshot, which has the
+    /// same content (and the same log). Returns the new snapshot, or `None` when there was nothing
+    /// to merge.
+    pub async fn compact(&mut self, policy: &crate::compaction::CompactionPolicy, newest: &SnapshotInfo) -> Result<Option<SnapshotInfo>, LayerError> {
+        if self.newest != Some(newest.id) {
+            return Ok(None);
+        }
         #[cfg(target_os = "linux")]
-        self.move_fuse_base().await?;
-        let Some(newest) = self.newest else { return Ok(None) };
-        let base = self.storage.meta.snapshot(newest).await?;
-        if policy.max_layers == 0 || base.layers.len() <= policy.max_layers {
+        self.move_fuse_base(newest).await?;
+        if policy.max_layers == 0 || newest.layers.len() <= policy.max_layers {
             return Ok(None);
         }
         let key = self.layer_key();
-        let Some(compacted) = crate::compaction::compact(self.storage.meta.as_ref(), self.storage.store.as_ref(), &self.lease, &base, &key, policy).await?
-        else {
+        let store = self.storage.store.as_ref();
+        let Some(compacted) = crate::compaction::compact(self.storage.meta.as_ref(), store, &self.lease, newest, &key, policy).await? else {
             return Ok(None);
         };
         self.newest = Some(compacted.id);
@@ -538,22 +540,26 @@ impl Head {
         #[cfg(target_os = "linux")]
         {
             self.fuse_rebase = self.fuse.is_some();
-            self.move_fuse_base().await?;
+            self.move_fuse_base(&compacted).await?;
         }
         Ok(Some(compacted))
     }
 
-    /// Points the head file's untouched pages at the newest snapshot's layers, when a compaction
-    /// asked for it. Any snapshot since the compaction will do: each has the content of the
-    /// head's sealed state.
+    /// Points the head file's untouched pages at `newest`'s layers, when a compaction asked for
+    /// it. Any snapshot since the compaction will do: each has the content of the head's sealed
+    /// state.
     #[cfg(target_os = "linux")]
-    async fn move_fuse_base(&mut self) -> Result<(), LayerError> {
-        let (Some(registration), Some(newest), true) = (&self.fuse, self.newest, self.fuse_rebase) else { return Ok(()) };
-        let snapshot = self.storage.meta.snapshot(newest).await?;
-        let map = crate::snapshot::open_map(self.storage.store.as_ref(), &snapshot).await?;
+    async fn move_fuse_base(&mut self, newest: &SnapshotInfo) -> Result<(), LayerError> {
+        let (Some(registration), true) = (&self.fuse, self.fuse_rebase) else { return Ok(()) };
+        let map = crate::snapshot::open_map(self.storage.store.as_ref(), newest).await?;
         registration.file.rebase(std::sync::Arc::new(map));
         self.fuse_rebase = false;
         Ok(())
+    }
+
+    /// The metadata store this head commits to.
+    pub fn metadata(&self) -> &dyn crate::metadata::Metadata {
+        self.storage.meta.as_ref()
     }
 
     fn layer_key(&self) -> String {

@@ -22,13 +22,6 @@ pub struct Retention {
     pub keep_for: Duration,
 }
 
-impl Default for Retention {
-    /// A week of history, and at least the ten newest snapshots.
-    fn default() -> Self {
-        Retention { keep_last: 10, keep_for: Duration::from_secs(7 * 24 * 3600) }
-    }
-}
-
 impl Retention {
     /// Prunes the snapshots of `database` this retention does not keep; returns their ids.
     pub async fn apply(&self, meta: &dyn Metadata, database: &str) -> Result<Vec<i64>, LayerError> {

@@ -114,15 +114,15 @@ pub async fn restore_to(store: &dyn ObjectStore, snapshot: &SnapshotInfo, path: 
 /// from scratch.
 pub async fn advance(store: &dyn ObjectStore, from: &SnapshotInfo, to: &SnapshotInfo, path: &Path) -> Result<bool, LayerError> {
     let shared = from.layers.iter().zip(&to.layers).take_while(|(a, b)| a == b).count();
+    let mut added = Vec::with_capacity(to.layers.len() - shared);
+    for key in &to.layers[shared..] {
+        added.push(load_index(store, key).await?);
+    }
     if shared < from.layers.len() {
-        let mut rewritten = std::collections::BTreeSet::new();
-        for key in &to.layers[shared..] {
-            rewritten.extend(load_index(store, key).await?.entries.iter().map(|&(page_no, _)| page_no));
-        }
+        let rewritten: std::collections::BTreeSet<u64> = added.iter().flat_map(|i| i.entries.iter().map(|&(page_no, _)| page_no)).collect();
         for key in &from.layers[shared..] {
             let index = load_index(store, key).await?;
-            let pages_in_to = index.page_size.max(1);
-            let pages_in_to = (to.file_len as u64).div_ceil(u64::from(pages_in_to));
+            let pages_in_to = (to.file_len as u64).div_ceil(u64::from(index.page_size.max(1)));
             if index.entries.iter().any(|&(page_no, _)| page_no < pages_in_to && !rewritten.contains(&page_no)) {
                 return Ok(false);
             }
@@ -130,14 +130,12 @@ pub async fn advance(store: &dyn ObjectStore, from: &SnapshotInfo, to: &Snapshot
     }
     let io = |source| LayerError::Store(crate::object_store::StoreError::Io { op: "advance", key: path.display().to_string(), source });
     let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
-    for key in &to.layers[shared..] {
-        let index = load_index(store, key).await?;
+    for index in &added {
         let page_size = u64::from(index.page_size);
         if index.entries.is_empty() {
             continue;
         }
-        let first = index.page_range(0).start;
-        let bytes = store.get_range(key, first..index.page_range(index.entries.len() - 1).end).await?;
+        let bytes = store.get_range(&index.key, index.pages_range()).await?;
         for (slot, &(page_no, _)) in index.entries.iter().enumerate() {
             let page = bytes.get(slot * page_size as usize..(slot + 1) * page_size as usize).unwrap_or(&[]);
             index.verify(slot, page)?;

@@ -22,14 +22,18 @@ fn storage(dir: &std::path::Path) -> Storage {
     }
 }
 
-fn fuse_available() -> bool {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok()
+/// Whether this test must be skipped: FUSE needs /dev/fuse (and root here); says why.
+fn skip_without_fuse() -> bool {
+    let available = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
+    if !available {
+        eprintln!("SKIPPED: /dev/fuse cannot be opened (FUSE needs root here)");
+    }
+    !available
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_are_served_read_only_page_by_page() {
-    if !fuse_available() {
-        eprintln!("SKIPPED: /dev/fuse cannot be opened (FUSE needs root here)");
+    if skip_without_fuse() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -91,8 +95,7 @@ async fn snapshots_are_served_read_only_page_by_page() {
 /// a wiped local directory) serves the sealed file plus the durable log without materialising it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_head_is_served_read_write_and_seals_only_written_pages() {
-    if !fuse_available() {
-        eprintln!("SKIPPED: /dev/fuse cannot be opened (FUSE needs root here)");
+    if skip_without_fuse() {
         return;
     }
     use std::io::Write;
@@ -182,8 +185,7 @@ async fn on_file<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_head_reads_from_the_merged_layer_once_old_ones_are_collected() {
-    if !fuse_available() {
-        eprintln!("SKIPPED: /dev/fuse cannot be opened (FUSE needs root here)");
+    if skip_without_fuse() {
         return;
     }
     use openduck_layers::compaction::CompactionPolicy;
@@ -224,8 +226,8 @@ async fn a_compacted_head_reads_from_the_merged_layer_once_old_ones_are_collecte
             }
         })
         .await;
-        head.seal().await.unwrap().unwrap();
-        let compacted = head.compact(&policy).await.unwrap();
+        let sealed = head.seal().await.unwrap().unwrap();
+        let compacted = head.compact(&policy, &sealed).await.unwrap();
         assert_eq!(compacted.is_some(), round == 2, "round {round}: compacts only past 3 layers");
     }
     let newest = storage.meta.snapshots("db").await.unwrap().pop().unwrap();
