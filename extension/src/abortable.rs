@@ -114,7 +114,9 @@ mod tests {
         assert!(!body.is_end_stream(), "no early end while an abort may come");
         signal.fire("test");
         match poll(&mut body) {
-            Poll::Ready(Some(Err(status))) => assert_eq!((status.code(), status.message()), (tonic::Code::Cancelled, "aborted by the client: test")),
+            Poll::Ready(Some(Err(status))) => {
+                assert_eq!((status.code(), status.message()), (tonic::Code::Cancelled, "aborted by the client: test"))
+            }
             other => panic!("expected an error frame, got {other:?}"),
         }
     }

@@ -8,14 +8,17 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch, RecordBatchReader};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
-use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, EndTransaction, CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetTables, CommandStatementIngest, EndTransaction, TableDefinitionOptions, TableExistsOption,
+    TableNotExistOption,
+};
 use arrow_flight::sql::{DoPutUpdateResult, ProstMessageExt};
 use arrow_flight::{FlightDescriptor, Ticket};
-use prost::Message;
 use futures::StreamExt;
+use prost::Message;
 use tokio::runtime::Runtime;
 use tonic::transport::{Channel, Endpoint};
 
@@ -73,7 +76,11 @@ pub fn quote_ident(name: &str) -> String {
 
 fn flight_err(context: &str, e: impl std::fmt::Display) -> ClientError {
     let text = e.to_string();
-    if text.contains("Unauthenticated") || text.contains("UNAUTHENTICATED") || text.contains("invalid token") || text.contains("missing 'authorization") {
+    if text.contains("Unauthenticated")
+        || text.contains("UNAUTHENTICATED")
+        || text.contains("invalid token")
+        || text.contains("missing 'authorization")
+    {
         ClientError::Auth(text)
     } else {
         ClientError::Remote(format!("{context}: {}", clean(&text)))
@@ -365,7 +372,8 @@ impl Client {
             let mut results = flight.do_put(data).await.map_err(|e| flight_err("bulk load failed", e))?;
             let first = results.next().await.transpose().map_err(|e| flight_err("bulk load failed", e))?;
             let first = first.ok_or_else(|| ClientError::Remote("bulk load: the server sent no result".into()))?;
-            let result = DoPutUpdateResult::decode(first.app_metadata).map_err(|e| ClientError::Remote(format!("bulk load: bad result: {e}")))?;
+            let result =
+                DoPutUpdateResult::decode(first.app_metadata).map_err(|e| ClientError::Remote(format!("bulk load: bad result: {e}")))?;
             Ok(result.record_count)
         });
         Ok(Upload { rt: self.rt.clone(), tx: Some(tx), task: Some(task), abort, schema: arrow_schema })

@@ -75,7 +75,8 @@ pub fn parse(path: &str, env: impl Fn(&str) -> Option<String>) -> Result<ConnInf
                     v.parse().map_err(|_| ClientError::Config(format!("connect_timeout must be seconds, got '{v}'")))?
             }
             "snapshot" => {
-                info.snapshot = Some(v.parse().map_err(|_| ClientError::Config(format!("snapshot must be a snapshot id (an integer), got '{v}'")))?)
+                info.snapshot =
+                    Some(v.parse().map_err(|_| ClientError::Config(format!("snapshot must be a snapshot id (an integer), got '{v}'")))?)
             }
             other => return Err(ClientError::Config(format!("unknown option '{other}' in connection string"))),
         }

@@ -329,7 +329,13 @@ pub extern "C" fn openduck_query(
 /// Runs a statement on the server (inside transaction `txn`, may be NULL) for its effect; stores
 /// the number of changed rows.
 #[no_mangle]
-pub extern "C" fn openduck_execute(client: *const Client, sql: *const c_char, txn: *const c_char, rows: *mut i64, err: *mut *mut c_char) -> c_int {
+pub extern "C" fn openduck_execute(
+    client: *const Client,
+    sql: *const c_char,
+    txn: *const c_char,
+    rows: *mut i64,
+    err: *mut *mut c_char,
+) -> c_int {
     guarded(err, || {
         let client = unsafe { client_arg(client) }?;
         let sql = unsafe { str_arg(sql, "SQL") }?;

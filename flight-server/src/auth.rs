@@ -93,10 +93,9 @@ impl Authenticator {
         }
         if let Some(path) = tokens_file {
             let shown = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| AuthConfigError::Read { path: shown.clone(), source })?;
-            let file: TokensFile = serde_json::from_str(&text)
-                .map_err(|e| AuthConfigError::Invalid { path: shown.clone(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(path).map_err(|source| AuthConfigError::Read { path: shown.clone(), source })?;
+            let file: TokensFile =
+                serde_json::from_str(&text).map_err(|e| AuthConfigError::Invalid { path: shown.clone(), message: e.to_string() })?;
             for entry in file.tokens {
                 if entry.token.is_empty() {
                     return Err(AuthConfigError::Invalid { path: shown, message: "empty token".into() });
@@ -131,8 +130,8 @@ impl Authenticator {
             .ok_or_else(|| Status::unauthenticated("missing 'authorization: Bearer <token>' header"))?
             .to_str()
             .map_err(|_| Status::unauthenticated("authorization header is not valid ASCII"))?;
-        let token = strip_scheme(value, "bearer")
-            .ok_or_else(|| Status::unauthenticated("authorization header must be 'Bearer <token>'"))?;
+        let token =
+            strip_scheme(value, "bearer").ok_or_else(|| Status::unauthenticated("authorization header must be 'Bearer <token>'"))?;
         self.check(token).ok_or_else(|| Status::unauthenticated("invalid token"))
     }
 
@@ -147,19 +146,17 @@ impl Authenticator {
             self.check(token).ok_or_else(|| Status::unauthenticated("invalid token"))?;
             return Ok(token.to_string());
         }
-        let encoded = strip_scheme(value, "basic")
-            .ok_or_else(|| Status::unauthenticated("authorization header must be 'Basic …' or 'Bearer …'"))?;
+        let encoded =
+            strip_scheme(value, "basic").ok_or_else(|| Status::unauthenticated("authorization header must be 'Basic …' or 'Bearer …'"))?;
         use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
         let encoded = encoded.trim();
         let decoded = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
             .iter()
             .find_map(|engine| engine.decode(encoded).ok())
             .ok_or_else(|| Status::unauthenticated("Basic credentials are not valid base64"))?;
-        let decoded = String::from_utf8(decoded)
-            .map_err(|_| Status::unauthenticated("Basic credentials are not valid UTF-8"))?;
-        let (_user, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| Status::unauthenticated("Basic credentials must be 'user:password'"))?;
+        let decoded = String::from_utf8(decoded).map_err(|_| Status::unauthenticated("Basic credentials are not valid UTF-8"))?;
+        let (_user, password) =
+            decoded.split_once(':').ok_or_else(|| Status::unauthenticated("Basic credentials must be 'user:password'"))?;
         self.check(password).ok_or_else(|| Status::unauthenticated("invalid token (password)"))?;
         Ok(password.to_string())
     }
@@ -205,11 +202,7 @@ mod tests {
     fn tokens_file_grants() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.json");
-        std::fs::write(
-            &path,
-            r#"{"tokens":[{"token":"reader","databases":["sales"],"read_only":true},{"token":"admin"}]}"#,
-        )
-        .unwrap();
+        std::fs::write(&path, r#"{"tokens":[{"token":"reader","databases":["sales"],"read_only":true},{"token":"admin"}]}"#).unwrap();
         let a = Authenticator::new(None, Some(&path)).unwrap();
         let r = a.check("reader").unwrap();
         assert!(r.read_only && r.allows("sales") && !r.allows("hr"));

@@ -212,7 +212,14 @@ impl Database {
         Self::open_full(name, path, settings, layered, read_only, None)
     }
 
-    fn open_full(name: &str, path: &Path, settings: &DuckDbSettings, layered: Option<Layered>, read_only: bool, temp_dir: Option<&Path>) -> Result<Self> {
+    fn open_full(
+        name: &str,
+        path: &Path,
+        settings: &DuckDbSettings,
+        layered: Option<Layered>,
+        read_only: bool,
+        temp_dir: Option<&Path>,
+    ) -> Result<Self> {
         let mut options: Vec<(&str, String)> = Vec::new();
         if let Some(t) = temp_dir {
             options.push(("temp_directory", t.display().to_string()));
@@ -241,7 +248,14 @@ impl Database {
     ///
     /// With `heads`, DuckDB reaches the file through the FUSE head filesystem, and `path` (an
     /// ordinary DuckDB file) is only imported when the database has no snapshot yet.
-    fn open_layered(name: &str, path: &Path, settings: &DuckDbSettings, layers: &LayeredStorage, rt: tokio::runtime::Handle, heads: Option<&HeadMount>) -> Result<Self> {
+    fn open_layered(
+        name: &str,
+        path: &Path,
+        settings: &DuckDbSettings,
+        layers: &LayeredStorage,
+        rt: tokio::runtime::Handle,
+        heads: Option<&HeadMount>,
+    ) -> Result<Self> {
         let storage = layers.storage.clone();
         let (head, recovery) = rt
             .block_on(async {
@@ -310,8 +324,11 @@ impl Database {
                 rt.block_on(async {
                     let store = storage.store.as_ref();
                     if let Some((prev_snapshot, prev_path)) = &prev {
-                        if std::fs::copy(prev_path, &tmp).is_ok() && openduck_layers::snapshot::advance(store, prev_snapshot, &newest, &tmp).await? {
-                            return std::fs::rename(&tmp, &path).map_err(|source| LayerError::Local { what: format!("renaming {}", tmp.display()), source });
+                        if std::fs::copy(prev_path, &tmp).is_ok()
+                            && openduck_layers::snapshot::advance(store, prev_snapshot, &newest, &tmp).await?
+                        {
+                            return std::fs::rename(&tmp, &path)
+                                .map_err(|source| LayerError::Local { what: format!("renaming {}", tmp.display()), source });
                         }
                     }
                     openduck_layers::snapshot::restore_to(store, &newest, &path).await.map(|_| ())
@@ -329,9 +346,9 @@ impl Database {
 
     /// Why writes are refused here, for a database this server only follows.
     pub fn follower_reason(&self) -> Option<String> {
-        self.follows.as_ref().map(|f| {
-            format!("database '{}' is read-only on this server (snapshot {}): {}", self.name, f.snapshot.id, f.reason)
-        })
+        self.follows
+            .as_ref()
+            .map(|f| format!("database '{}' is read-only on this server (snapshot {}): {}", self.name, f.snapshot.id, f.reason))
     }
 
     /// Whether the database lives on layered storage.
@@ -511,17 +528,26 @@ impl Databases {
                 "invalid database name '{default}': use letters, digits and '_', starting with a letter"
             )));
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", dir.display())))?;
-        Ok(Databases { dir: dir.to_path_buf(), default: default.to_string(), settings, layers, open: RwLock::new(BTreeMap::new()), opening: Mutex::new(()), refused: Default::default(), snapshots: Default::default(), fuse: None, heads: None })
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", dir.display())))?;
+        Ok(Databases {
+            dir: dir.to_path_buf(),
+            default: default.to_string(),
+            settings,
+            layers,
+            open: RwLock::new(BTreeMap::new()),
+            opening: Mutex::new(()),
+            refused: Default::default(),
+            snapshots: Default::default(),
+            fuse: None,
+            heads: None,
+        })
     }
 
     /// The default database and the `*.duckdb` files in the data directory.
     fn local_names(&self) -> Result<Vec<String>> {
         let (dir, default) = (&self.dir, &self.default);
         let mut names = vec![default.to_string()];
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| ServerError::Internal(format!("cannot list {}: {e}", dir.display())))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| ServerError::Internal(format!("cannot list {}: {e}", dir.display())))?;
         for entry in entries.flatten() {
             let file = entry.file_name();
             let file = file.to_string_lossy();
@@ -536,7 +562,9 @@ impl Databases {
 
     /// Deletes a follower's or snapshot's materialised copy (never a FUSE-served file).
     fn remove_materialised(&self, file: &Path) {
-        if let Some(parent) = file.parent().filter(|p| p.starts_with(self.dir.join(".follow")) || p.starts_with(self.dir.join(".snapshots"))) {
+        if let Some(parent) =
+            file.parent().filter(|p| p.starts_with(self.dir.join(".follow")) || p.starts_with(self.dir.join(".snapshots")))
+        {
             let _ = std::fs::remove_dir_all(parent);
         }
     }
@@ -546,17 +574,16 @@ impl Databases {
         let Some(layers) = &self.layers else { return Ok(()) };
         let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
         let previous = self.open.read().ok().and_then(|m| m.get(name).cloned());
-        let Some(db) = Database::open_follower(name, &self.dir, &self.settings, layers, &rt, reason, previous.as_deref(), self.fuse.as_ref())? else {
+        let Some(db) =
+            Database::open_follower(name, &self.dir, &self.settings, layers, &rt, reason, previous.as_deref(), self.fuse.as_ref())?
+        else {
             if previous.is_none() {
                 return Err(ServerError::Storage(format!("database '{name}' has no snapshot to follow yet")));
             }
             return Ok(());
         };
-        let old = self
-            .open
-            .write()
-            .map_err(|_| ServerError::Internal("registry lock poisoned".into()))?
-            .insert(name.to_string(), Arc::new(db));
+        let old =
+            self.open.write().map_err(|_| ServerError::Internal("registry lock poisoned".into()))?.insert(name.to_string(), Arc::new(db));
         if let Some(old) = old {
             // Queries still running keep it open; the file goes once they end.
             let _ = old.close();

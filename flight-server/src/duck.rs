@@ -224,11 +224,8 @@ impl Conn {
         unsafe {
             let mut result: ffi::duckdb_result = std::mem::zeroed();
             let state = ffi::duckdb_query(self.raw(), csql.as_ptr(), &mut result);
-            let outcome = if state == ffi::DuckDBSuccess {
-                Ok(())
-            } else {
-                Err(err(c_str(ffi::duckdb_result_error(&mut result), "query failed")))
-            };
+            let outcome =
+                if state == ffi::DuckDBSuccess { Ok(()) } else { Err(err(c_str(ffi::duckdb_result_error(&mut result), "query failed"))) };
             ffi::duckdb_destroy_result(&mut result);
             outcome
         }
@@ -479,8 +476,7 @@ impl<'c> Prepared<'c> {
 
 fn is_concrete(t: &LogicalType) -> bool {
     let id = unsafe { ffi::duckdb_get_type_id(t.0) };
-    !matches!(id, ffi::DUCKDB_TYPE_DUCKDB_TYPE_INVALID | ffi::DUCKDB_TYPE_DUCKDB_TYPE_ANY)
-        && id != ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL
+    !matches!(id, ffi::DUCKDB_TYPE_DUCKDB_TYPE_INVALID | ffi::DUCKDB_TYPE_DUCKDB_TYPE_ANY) && id != ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL
 }
 
 /// A running query's result, read as Arrow record batches.
@@ -524,8 +520,8 @@ impl ResultStream<'_> {
             ));
             ffi::duckdb_destroy_data_chunk(&mut chunk);
             converted?;
-            let data = arrow::ffi::from_ffi(array, &self.import_schema)
-                .map_err(|e| err(format!("could not import DuckDB's Arrow data: {e}")))?;
+            let data =
+                arrow::ffi::from_ffi(array, &self.import_schema).map_err(|e| err(format!("could not import DuckDB's Arrow data: {e}")))?;
             let batch = RecordBatch::from(StructArray::from(data));
             // Keep the schema's field metadata (e.g. extension types) on the batch.
             Ok(Some(batch.with_schema(self.schema.clone()).map_err(|e| err(e.to_string()))?))
@@ -558,8 +554,7 @@ impl Appender<'_> {
                 return Ok(*c);
             }
         }
-        let mut ffi_schema = FFI_ArrowSchema::try_from(schema.as_ref())
-            .map_err(|e| err(format!("cannot export Arrow schema: {e}")))?;
+        let mut ffi_schema = FFI_ArrowSchema::try_from(schema.as_ref()).map_err(|e| err(format!("cannot export Arrow schema: {e}")))?;
         let mut converted: ffi::duckdb_arrow_converted_schema = ptr::null_mut();
         unsafe {
             check_error_data(ffi::duckdb_schema_from_arrow(
@@ -700,7 +695,13 @@ impl Value {
     /// TIMESTAMP (or TIMESTAMPTZ with `tz`), as microseconds since the epoch.
     pub fn timestamp(micros: i64, tz: bool) -> Result<Value> {
         let ts = ffi::duckdb_timestamp { micros };
-        Value::wrap(unsafe { if tz { ffi::duckdb_create_timestamp_tz(ts) } else { ffi::duckdb_create_timestamp(ts) } })
+        Value::wrap(unsafe {
+            if tz {
+                ffi::duckdb_create_timestamp_tz(ts)
+            } else {
+                ffi::duckdb_create_timestamp(ts)
+            }
+        })
     }
     /// TIMESTAMP_NS, as nanoseconds since the epoch.
     pub fn timestamp_ns(nanos: i64) -> Result<Value> {
@@ -717,9 +718,7 @@ impl Value {
     }
     /// HUGEINT.
     pub fn hugeint(value: i128) -> Result<Value> {
-        Value::wrap(unsafe {
-            ffi::duckdb_create_hugeint(ffi::duckdb_hugeint { lower: value as u64, upper: (value >> 64) as i64 })
-        })
+        Value::wrap(unsafe { ffi::duckdb_create_hugeint(ffi::duckdb_hugeint { lower: value as u64, upper: (value >> 64) as i64 }) })
     }
     /// UUID from its 16 bytes (big-endian, as written).
     pub fn uuid(bytes: [u8; 16]) -> Result<Value> {

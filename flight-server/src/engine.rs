@@ -127,9 +127,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ServerError::Internal(format!("worker thread failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| ServerError::Internal(format!("worker thread failed: {e}")))?
 }
 
 impl Engine {
@@ -411,42 +409,42 @@ impl Engine {
         tokio::task::spawn_blocking(move || {
             let _done = done_tx;
             let mut schema_tx = Some(schema_tx);
-            let r = Self::durably(&target, &sql, |wrote| Self::with_conn(&target, read_only, |conn| {
-                engine.register(id, conn.interrupter())?;
-                let mut stmt = conn.prepare(&sql)?;
-                Self::check_kind(stmt.kind(), &target, read_only)?;
-                wrote.set(stmt.kind().may_write());
-                let runs = param_rows(&params, stmt.parameter_count())?;
-                let mut first_schema: Option<SchemaRef> = None;
-                for (batch, row) in runs {
-                    if let Some(batch) = batch {
-                        bind_row(&mut stmt, batch, row)?;
-                    }
-                    let mut stream = stmt.execute_streaming()?;
-                    match &first_schema {
-                        None => {
-                            let schema = stream.schema();
-                            first_schema = Some(schema.clone());
-                            if let Some(tx) = schema_tx.take() {
-                                let _ = tx.send(Ok(schema));
+            let r = Self::durably(&target, &sql, |wrote| {
+                Self::with_conn(&target, read_only, |conn| {
+                    engine.register(id, conn.interrupter())?;
+                    let mut stmt = conn.prepare(&sql)?;
+                    Self::check_kind(stmt.kind(), &target, read_only)?;
+                    wrote.set(stmt.kind().may_write());
+                    let runs = param_rows(&params, stmt.parameter_count())?;
+                    let mut first_schema: Option<SchemaRef> = None;
+                    for (batch, row) in runs {
+                        if let Some(batch) = batch {
+                            bind_row(&mut stmt, batch, row)?;
+                        }
+                        let mut stream = stmt.execute_streaming()?;
+                        match &first_schema {
+                            None => {
+                                let schema = stream.schema();
+                                first_schema = Some(schema.clone());
+                                if let Some(tx) = schema_tx.take() {
+                                    let _ = tx.send(Ok(schema));
+                                }
+                            }
+                            Some(s) if s.fields() != stream.schema().fields() => {
+                                return Err(ServerError::InvalidArgument("parameter rows produced results of different schemas".into()));
+                            }
+                            Some(_) => {}
+                        }
+                        while let Some(batch) = stream.next_batch()? {
+                            if batch_tx.blocking_send(Ok(batch)).is_err() {
+                                // The client went away: stop reading; dropping the stream ends the query.
+                                return Ok(());
                             }
                         }
-                        Some(s) if s.fields() != stream.schema().fields() => {
-                            return Err(ServerError::InvalidArgument(
-                                "parameter rows produced results of different schemas".into(),
-                            ));
-                        }
-                        Some(_) => {}
                     }
-                    while let Some(batch) = stream.next_batch()? {
-                        if batch_tx.blocking_send(Ok(batch)).is_err() {
-                            // The client went away: stop reading; dropping the stream ends the query.
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(())
-            }));
+                    Ok(())
+                })
+            });
             let r = engine.finish(id, r);
             if let Err(e) = r {
                 match schema_tx.take() {
@@ -471,23 +469,25 @@ impl Engine {
         let engine = self.clone();
         self.arm_timeout(id);
         blocking(move || {
-            let r = Self::durably(&target, &sql, |wrote| Self::with_conn(&target, read_only, |conn| {
-                engine.register(id, conn.interrupter())?;
-                let mut stmt = conn.prepare(&sql)?;
-                Self::check_kind(stmt.kind(), &target, read_only)?;
-                if read_only && stmt.kind().may_write() {
-                    return Err(ServerError::ReadOnly(format!("{:?} statement", stmt.kind())));
-                }
-                wrote.set(stmt.kind().may_write());
-                let mut total: u64 = 0;
-                for (batch, row) in param_rows(&params, stmt.parameter_count())? {
-                    if let Some(batch) = batch {
-                        bind_row(&mut stmt, batch, row)?;
+            let r = Self::durably(&target, &sql, |wrote| {
+                Self::with_conn(&target, read_only, |conn| {
+                    engine.register(id, conn.interrupter())?;
+                    let mut stmt = conn.prepare(&sql)?;
+                    Self::check_kind(stmt.kind(), &target, read_only)?;
+                    if read_only && stmt.kind().may_write() {
+                        return Err(ServerError::ReadOnly(format!("{:?} statement", stmt.kind())));
                     }
-                    total += stmt.execute_update()?;
-                }
-                Ok(total as i64)
-            }));
+                    wrote.set(stmt.kind().may_write());
+                    let mut total: u64 = 0;
+                    for (batch, row) in param_rows(&params, stmt.parameter_count())? {
+                        if let Some(batch) = batch {
+                            bind_row(&mut stmt, batch, row)?;
+                        }
+                        total += stmt.execute_update()?;
+                    }
+                    Ok(total as i64)
+                })
+            });
             engine.finish(id, r)
         })
         .await
@@ -512,41 +512,43 @@ impl Engine {
         let id = Uuid::new_v4();
         let engine = self.clone();
         blocking(move || {
-            let r = Self::durably(&target, "", |wrote| Self::with_conn(&target, false, |conn| {
-                engine.register(id, conn.interrupter())?;
-                wrote.set(true);
-                let own_txn = matches!(target, Target::Fresh(_));
-                if own_txn {
-                    conn.execute_batch("BEGIN TRANSACTION")?;
-                }
-                let r = (|| {
-                    prepare_ingest_table(conn, &dest, &schema)?;
-                    let mut app = conn.appender(None, dest.schema.as_deref(), &dest.table).map_err(|e| {
-                        if e.0.contains("could not be found") {
-                            ServerError::NotFound(format!("Catalog Error: Table with name {} does not exist", dest.table))
-                        } else {
-                            e.into()
-                        }
-                    })?;
-                    let mut rows: i64 = 0;
-                    while let Some(batch) = batches.blocking_recv() {
-                        let batch = batch?;
-                        rows += batch.num_rows() as i64;
-                        app.append_batch(&batch)?;
+            let r = Self::durably(&target, "", |wrote| {
+                Self::with_conn(&target, false, |conn| {
+                    engine.register(id, conn.interrupter())?;
+                    wrote.set(true);
+                    let own_txn = matches!(target, Target::Fresh(_));
+                    if own_txn {
+                        conn.execute_batch("BEGIN TRANSACTION")?;
                     }
-                    app.close()?;
-                    Ok(rows)
-                })();
-                if own_txn {
-                    match &r {
-                        Ok(_) => conn.execute_batch("COMMIT")?,
-                        Err(_) => {
-                            let _ = conn.execute_batch("ROLLBACK");
+                    let r = (|| {
+                        prepare_ingest_table(conn, &dest, &schema)?;
+                        let mut app = conn.appender(None, dest.schema.as_deref(), &dest.table).map_err(|e| {
+                            if e.0.contains("could not be found") {
+                                ServerError::NotFound(format!("Catalog Error: Table with name {} does not exist", dest.table))
+                            } else {
+                                e.into()
+                            }
+                        })?;
+                        let mut rows: i64 = 0;
+                        while let Some(batch) = batches.blocking_recv() {
+                            let batch = batch?;
+                            rows += batch.num_rows() as i64;
+                            app.append_batch(&batch)?;
+                        }
+                        app.close()?;
+                        Ok(rows)
+                    })();
+                    if own_txn {
+                        match &r {
+                            Ok(_) => conn.execute_batch("COMMIT")?,
+                            Err(_) => {
+                                let _ = conn.execute_batch("ROLLBACK");
+                            }
                         }
                     }
-                }
-                r
-            }));
+                    r
+                })
+            });
             engine.finish(id, r)
         })
         .await
@@ -566,13 +568,7 @@ impl Engine {
         })
         .await?;
         let id = Uuid::new_v4();
-        let t = Arc::new(Transaction {
-            id,
-            database: db,
-            read_only,
-            conn: Mutex::new(conn),
-            last_used: Mutex::new(Instant::now()),
-        });
+        let t = Arc::new(Transaction { id, database: db, read_only, conn: Mutex::new(conn), last_used: Mutex::new(Instant::now()) });
         lock(&self.transactions).insert(id, t);
         tracing::debug!(transaction = %id, "transaction begun");
         Ok(id)
@@ -604,8 +600,7 @@ impl Engine {
     pub fn expire_transactions(&self, idle: Duration) {
         let expired: Vec<Arc<Transaction>> = {
             let mut map = lock(&self.transactions);
-            let ids: Vec<Uuid> =
-                map.iter().filter(|(_, t)| lock(&t.last_used).elapsed() > idle).map(|(id, _)| *id).collect();
+            let ids: Vec<Uuid> = map.iter().filter(|(_, t)| lock(&t.last_used).elapsed() > idle).map(|(id, _)| *id).collect();
             ids.iter().filter_map(|id| map.remove(id)).collect()
         };
         for t in expired {
@@ -640,9 +635,7 @@ fn param_rows(params: &[RecordBatch], expected: usize) -> Result<Vec<(Option<&Re
     let rows: Vec<_> = params.iter().flat_map(|b| (0..b.num_rows()).map(move |r| (Some(b), r))).collect();
     if rows.is_empty() {
         if expected > 0 {
-            return Err(ServerError::InvalidArgument(format!(
-                "statement has {expected} parameter(s) but none were bound"
-            )));
+            return Err(ServerError::InvalidArgument(format!("statement has {expected} parameter(s) but none were bound")));
         }
         return Ok(vec![(None, 0)]);
     }

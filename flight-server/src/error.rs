@@ -69,14 +69,14 @@ impl ServerError {
             ServerError::DuckDb(e) => duckdb_code(&e.0),
             ServerError::Arrow(_) | ServerError::Flight(_) => Code::InvalidArgument,
             ServerError::UnknownDatabase(_) => Code::NotFound,
-            ServerError::DatabaseNotGranted(_) | ServerError::ReadOnly(_) | ServerError::PermissionDenied(_) => {
-                Code::PermissionDenied
-            }
+            ServerError::DatabaseNotGranted(_) | ServerError::ReadOnly(_) | ServerError::PermissionDenied(_) => Code::PermissionDenied,
             ServerError::NotFound(_) => Code::NotFound,
             ServerError::InvalidArgument(_) => Code::InvalidArgument,
             ServerError::Timeout(_) => Code::DeadlineExceeded,
             ServerError::Cancelled => Code::Cancelled,
-            ServerError::ShuttingDown | ServerError::NotDurable(_) | ServerError::Storage(_) | ServerError::LeaseHeld(_) => Code::Unavailable,
+            ServerError::ShuttingDown | ServerError::NotDurable(_) | ServerError::Storage(_) | ServerError::LeaseHeld(_) => {
+                Code::Unavailable
+            }
             ServerError::NotWriter(_) => Code::FailedPrecondition,
             ServerError::Internal(_) => Code::Internal,
         }

@@ -281,13 +281,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENDUCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENDUCK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -322,7 +318,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let storage = args.storage.open().await?;
         tracing::info!(storage = ?storage, "layered storage");
         let holder = args.node.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+            let host =
+                std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
             format!("{host}:{}", absolute(&args.storage.data_dir).display())
         });
         let fuse = match args.fuse {
@@ -389,10 +386,21 @@ async fn async_main() -> anyhow::Result<()> {
         Command::Snapshot(SnapshotCommand::List { database, storage }) => {
             let storage = storage.open().await?;
             let snapshots = storage.meta.snapshots(&database).await?;
-            println!("{:>8}  {:<24}  {:>14}  {:>14}  {:>6}  {:>8}", "id", "created (UTC)", "file bytes", "stored bytes", "layers", "parent");
+            println!(
+                "{:>8}  {:<24}  {:>14}  {:>14}  {:>6}  {:>8}",
+                "id", "created (UTC)", "file bytes", "stored bytes", "layers", "parent"
+            );
             for s in snapshots {
                 let parent = s.parent.map_or("-".to_string(), |p| p.to_string());
-                println!("{:>8}  {:<24}  {:>14}  {:>14}  {:>6}  {:>8}", s.id, format_ms(s.created_ms), s.file_len, s.size, s.layers.len(), parent);
+                println!(
+                    "{:>8}  {:<24}  {:>14}  {:>14}  {:>6}  {:>8}",
+                    s.id,
+                    format_ms(s.created_ms),
+                    s.file_len,
+                    s.size,
+                    s.layers.len(),
+                    parent
+                );
             }
             Ok(())
         }

@@ -5,11 +5,10 @@
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Date32Type, Date64Type, Decimal128Type, Float16Type, Float32Type, Float64Type, Int16Type, Int32Type,
-    Int64Type, Int8Type, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType,
-    Time32MillisecondType, Time32SecondType, Time64MicrosecondType, Time64NanosecondType, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type,
-    UInt32Type, UInt64Type, UInt8Type,
+    DataType, Date32Type, Date64Type, Decimal128Type, Float16Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
+    IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, Time32MillisecondType, Time32SecondType,
+    Time64MicrosecondType, Time64NanosecondType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 
 use crate::duck::{DuckError, Prepared, Value};
@@ -18,10 +17,7 @@ use crate::duck::{DuckError, Prepared, Value};
 pub fn bind_row(stmt: &mut Prepared<'_>, batch: &RecordBatch, row: usize) -> Result<(), DuckError> {
     let expected = stmt.parameter_count();
     if batch.num_columns() != expected {
-        return Err(DuckError(format!(
-            "statement has {expected} parameter(s) but {} were bound",
-            batch.num_columns()
-        )));
+        return Err(DuckError(format!("statement has {expected} parameter(s) but {} were bound", batch.num_columns())));
     }
     stmt.clear_bindings();
     for (i, column) in batch.columns().iter().enumerate() {

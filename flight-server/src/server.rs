@@ -35,7 +35,9 @@ impl Server {
     /// Opens the databases and binds the port (use port 0 for any free port).
     pub async fn bind(config: ServerConfig, auth: Authenticator) -> Result<Self> {
         let databases = Arc::new(match &config.layers {
-            Some(layers) => Databases::open_layered(&config.data_dir, &config.default_database, config.duckdb.clone(), layers.clone()).await?,
+            Some(layers) => {
+                Databases::open_layered(&config.data_dir, &config.default_database, config.duckdb.clone(), layers.clone()).await?
+            }
             None => Databases::open_dir(&config.data_dir, &config.default_database, config.duckdb.clone())?,
         });
         let engine = Engine::new(databases, config.query_timeout);
@@ -55,9 +57,8 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static, grace: Duration) -> Result<()> {
         let Server { listener, engine, service, config } = self;
         let addr = listener.local_addr().ok();
-        let flight = FlightServiceServer::new(service)
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(usize::MAX);
+        let flight =
+            FlightServiceServer::new(service).max_decoding_message_size(config.max_message_bytes).max_encoding_message_size(usize::MAX);
         let health_engine = engine.clone();
         let router = tonic::service::Routes::new(flight).into_axum_router().route(
             "/health",

@@ -6,7 +6,9 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetTables, CommandStatementIngest, EndTransaction, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
+use arrow_flight::sql::{
+    CommandGetTables, CommandStatementIngest, EndTransaction, TableDefinitionOptions, TableExistsOption, TableNotExistOption,
+};
 use arrow_flight::FlightInfo;
 use futures::TryStreamExt;
 use openduck_flight_server::auth::Authenticator;
@@ -119,10 +121,13 @@ async fn prepared_statements_query_and_update() {
 
     let mut select = c.prepare("SELECT name FROM p WHERE id >= ? ORDER BY id".into(), None).await.unwrap();
     assert_eq!(select.dataset_schema().unwrap().field(0).name(), "name");
-    select.set_parameters(RecordBatch::try_from_iter(vec![("id", Arc::new(Int64Array::from(vec![2])) as Arc<dyn Array>)]).unwrap()).unwrap();
+    select
+        .set_parameters(RecordBatch::try_from_iter(vec![("id", Arc::new(Int64Array::from(vec![2])) as Arc<dyn Array>)]).unwrap())
+        .unwrap();
     let info = select.execute().await.unwrap();
     let batches = fetch(&mut c, info).await;
-    let names: Vec<String> = batches.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect::<Vec<_>>()).collect();
+    let names: Vec<String> =
+        batches.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect::<Vec<_>>()).collect();
     assert_eq!(names, vec!["b", "c"]);
     select.close().await.unwrap();
     server.shutdown().await;
@@ -149,7 +154,10 @@ async fn ingest_inside_a_transaction_rolls_back() {
     let txn = c.begin_transaction().await.unwrap();
     let stream = futures::stream::iter(vec![Ok(batch.clone())]);
     assert_eq!(c.execute_ingest(ingest(Some(txn.clone())), stream).await.unwrap(), 3);
-    let inside = { let info = c.execute("SELECT count(*) FROM ing".into(), Some(txn.clone())).await.unwrap(); fetch(&mut c, info).await };
+    let inside = {
+        let info = c.execute("SELECT count(*) FROM ing".into(), Some(txn.clone())).await.unwrap();
+        fetch(&mut c, info).await
+    };
     assert_eq!(int64s(&inside, 0), vec![3]);
     c.end_transaction(txn, EndTransaction::Rollback).await.unwrap();
     assert!(c.execute("SELECT count(*) FROM ing".into(), None).await.is_err(), "rolled back");
@@ -170,7 +178,10 @@ async fn catalog_commands() {
     let mut c = server.authed().await;
     c.execute_update("CREATE TABLE a (id INTEGER PRIMARY KEY, s VARCHAR)".into(), None).await.unwrap();
     c.execute_update("CREATE TABLE b (id INTEGER, aid INTEGER REFERENCES a(id))".into(), None).await.unwrap();
-    let catalogs = { let info = c.get_catalogs().await.unwrap(); fetch(&mut c, info).await };
+    let catalogs = {
+        let info = c.get_catalogs().await.unwrap();
+        fetch(&mut c, info).await
+    };
     assert_eq!(catalogs[0].column(0).as_string::<i32>().value(0), "mydb");
 
     let req = CommandGetTables {
@@ -180,23 +191,22 @@ async fn catalog_commands() {
         table_types: vec![],
         include_schema: true,
     };
-    let tables = { let info = c.get_tables(req).await.unwrap(); fetch(&mut c, info).await };
+    let tables = {
+        let info = c.get_tables(req).await.unwrap();
+        fetch(&mut c, info).await
+    };
     let names: Vec<&str> = tables[0].column(2).as_string::<i32>().iter().map(|s| s.unwrap()).collect();
     assert_eq!(names, vec!["a", "b"]);
     let schema_bytes = tables[0].column(4).as_binary::<i32>().value(0).to_vec();
     let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(&schema_bytes).unwrap();
     assert_eq!(schema.field(1).name(), "s");
 
-    let pk = c
-        .get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys { catalog: None, db_schema: None, table: "a".into() })
-        .await
-        .unwrap();
+    let pk =
+        c.get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys { catalog: None, db_schema: None, table: "a".into() }).await.unwrap();
     let pk = fetch(&mut c, pk).await;
     assert_eq!(pk[0].column(3).as_string::<i32>().value(0), "id");
-    let fk = c
-        .get_imported_keys(arrow_flight::sql::CommandGetImportedKeys { catalog: None, db_schema: None, table: "b".into() })
-        .await
-        .unwrap();
+    let fk =
+        c.get_imported_keys(arrow_flight::sql::CommandGetImportedKeys { catalog: None, db_schema: None, table: "b".into() }).await.unwrap();
     let fk = fetch(&mut c, fk).await;
     assert_eq!(fk[0].num_rows(), 1);
     assert_eq!(fk[0].column(2).as_string::<i32>().value(0), "a");
@@ -232,11 +242,23 @@ async fn catalog_commands() {
         fetch(&mut c, info).await
     };
     assert_eq!(unrelated.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
-    let exported = { let info = c.get_exported_keys(arrow_flight::sql::CommandGetExportedKeys { catalog: None, db_schema: None, table: "a".into() }).await.unwrap(); fetch(&mut c, info).await };
+    let exported = {
+        let info = c
+            .get_exported_keys(arrow_flight::sql::CommandGetExportedKeys { catalog: None, db_schema: None, table: "a".into() })
+            .await
+            .unwrap();
+        fetch(&mut c, info).await
+    };
     assert_eq!(exported[0].num_rows(), 1);
-    let types = { let info = c.get_table_types().await.unwrap(); fetch(&mut c, info).await };
+    let types = {
+        let info = c.get_table_types().await.unwrap();
+        fetch(&mut c, info).await
+    };
     assert_eq!(types[0].num_rows(), 3);
-    let xdbc = { let info = c.get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None }).await.unwrap(); fetch(&mut c, info).await };
+    let xdbc = {
+        let info = c.get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None }).await.unwrap();
+        fetch(&mut c, info).await
+    };
     assert!(xdbc[0].num_rows() > 10);
     server.shutdown().await;
 }

@@ -27,7 +27,8 @@ async fn main() {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let service = service.clone();
         tokio::spawn(async move {
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

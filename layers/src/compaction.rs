@@ -73,7 +73,10 @@ pub async fn compact(
     let mut newest: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
     for (i, layer) in layers.iter().enumerate().skip(first) {
         if layer.page_size != page_size {
-            return Err(LayerError::Malformed { key: layer.key.clone(), reason: format!("page size {} in a {page_size}-byte snapshot", layer.page_size) });
+            return Err(LayerError::Malformed {
+                key: layer.key.clone(),
+                reason: format!("page size {} in a {page_size}-byte snapshot", layer.page_size),
+            });
         }
         for (slot, &(page_no, _)) in layer.entries.iter().enumerate() {
             if page_no < pages_in_file {

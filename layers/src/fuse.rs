@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr,
-    ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption, OpenAccMode, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
 
 use crate::layer_map::LayerMap;
@@ -186,7 +186,9 @@ impl Filesystem for SnapshotFs {
         let parent = parent.0;
         if parent == INodeNo::ROOT.0 {
             match self.rt.block_on(self.storage.meta.databases()) {
-                Ok(dbs) if dbs.iter().any(|d| d == name) => reply.entry(&Duration::from_secs(1), &Self::dir_attr(self.database_ino(name)), fuser::Generation(0)),
+                Ok(dbs) if dbs.iter().any(|d| d == name) => {
+                    reply.entry(&Duration::from_secs(1), &Self::dir_attr(self.database_ino(name)), fuser::Generation(0))
+                }
                 Ok(_) => reply.error(Errno::ENOENT),
                 Err(_) => reply.error(Errno::EIO),
             }
@@ -271,7 +273,8 @@ impl Filesystem for SnapshotFs {
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let ino = ino.0;
-        let mut entries: Vec<(u64, FileType, String)> = vec![(ino, FileType::Directory, ".".into()), (INodeNo::ROOT.0, FileType::Directory, "..".into())];
+        let mut entries: Vec<(u64, FileType, String)> =
+            vec![(ino, FileType::Directory, ".".into()), (INodeNo::ROOT.0, FileType::Directory, "..".into())];
         if ino == INodeNo::ROOT.0 {
             match self.rt.block_on(self.storage.meta.databases()) {
                 Ok(dbs) => entries.extend(dbs.into_iter().map(|d| (self.database_ino(&d), FileType::Directory, d))),
@@ -316,7 +319,8 @@ impl Session {
         }
         std::fs::create_dir_all(path)?;
         let mut config = Config::default();
-        config.mount_options = vec![MountOption::FSName(crate::fuse_watchdog::source_name(kind, std::process::id())), access, MountOption::NoAtime];
+        config.mount_options =
+            vec![MountOption::FSName(crate::fuse_watchdog::source_name(kind, std::process::id())), access, MountOption::NoAtime];
         config.n_threads = Some(4);
         let session = fuser::spawn_mount(fs, path, &config)?;
         Ok(Session { session: Some(session), path: path.to_path_buf() })

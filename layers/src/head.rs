@@ -223,7 +223,13 @@ impl Head {
     /// Takes the write lease of `database` as `holder` and makes `path` hold its newest state
     /// (see [`Recovery`]). DuckDB may then open the file; the caller must run `CHECKPOINT` and
     /// [`Head::seal`] before the first [`Head::sync_wal`].
-    pub async fn open(storage: Storage, database: &str, path: &Path, holder: &str, lease_ttl: Duration) -> Result<(Head, Recovery), LayerError> {
+    pub async fn open(
+        storage: Storage,
+        database: &str,
+        path: &Path,
+        holder: &str,
+        lease_ttl: Duration,
+    ) -> Result<(Head, Recovery), LayerError> {
         let lease = storage.meta.acquire_lease(database, holder, lease_ttl).await?;
         let newest = storage.meta.snapshots(database).await?.pop();
         let hashes_path = with_suffix(path, ".pages");
@@ -360,7 +366,10 @@ impl Head {
                 }
                 let bytes = store.get_range(&piece.key, 0..piece.size as u64).await?;
                 if bytes.len() as i64 != piece.size {
-                    return Err(LayerError::Malformed { key: piece.key.clone(), reason: format!("{} bytes, expected {}", bytes.len(), piece.size) });
+                    return Err(LayerError::Malformed {
+                        key: piece.key.clone(),
+                        reason: format!("{} bytes, expected {}", bytes.len(), piece.size),
+                    });
                 }
                 wal.write_all(&bytes).map_err(local(format!("writing {}", wal_path.display())))?;
                 wal_bytes += bytes.len() as u64;
@@ -403,7 +412,8 @@ impl Head {
     pub async fn renew(&mut self, ttl: Duration) -> Result<(), LayerError> {
         let lease = self.storage.meta.acquire_lease(&self.lease.database, &self.lease.holder, ttl).await?;
         if lease.epoch != self.lease.epoch {
-            let msg = format!("lease epoch changed from {} to {}: another writer held the database meanwhile", self.lease.epoch, lease.epoch);
+            let msg =
+                format!("lease epoch changed from {} to {}: another writer held the database meanwhile", self.lease.epoch, lease.epoch);
             self.needs_seal = Some(msg.clone());
             return Err(LayerError::NotDurable(msg));
         }
@@ -518,7 +528,11 @@ impl Head {
     /// deep ([`crate::compaction`]); the head then extends the compacted snapshot, which has the
     /// same content (and the same log). Returns the new snapshot, or `None` when there was nothing
     /// to merge.
-    pub async fn compact(&mut self, policy: &crate::compaction::CompactionPolicy, newest: &SnapshotInfo) -> Result<Option<SnapshotInfo>, LayerError> {
+    pub async fn compact(
+        &mut self,
+        policy: &crate::compaction::CompactionPolicy,
+        newest: &SnapshotInfo,
+    ) -> Result<Option<SnapshotInfo>, LayerError> {
         if self.newest != Some(newest.id) {
             return Ok(None);
         }
@@ -529,7 +543,8 @@ impl Head {
         }
         let key = self.layer_key();
         let store = self.storage.store.as_ref();
-        let Some(compacted) = crate::compaction::compact(self.storage.meta.as_ref(), store, &self.lease, newest, &key, policy).await? else {
+        let Some(compacted) = crate::compaction::compact(self.storage.meta.as_ref(), store, &self.lease, newest, &key, policy).await?
+        else {
             return Ok(None);
         };
         self.newest = Some(compacted.id);

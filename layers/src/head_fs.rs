@@ -40,8 +40,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    BackingId, Errno, InitFlags, KernelConfig, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::delta_layer::LayerWriter;
@@ -123,14 +124,28 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 impl HeadFile {
     /// A head file starting from `base` (or empty, not yet existing, when `None`), keeping its
     /// local pages in `overlay` (created afresh).
-    pub(crate) fn new(store: Arc<dyn ObjectStore>, rt: tokio::runtime::Handle, page_size: u32, base: Option<Arc<LayerMap>>, overlay: &Path) -> io::Result<Self> {
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        rt: tokio::runtime::Handle,
+        page_size: u32,
+        base: Option<Arc<LayerMap>>,
+        overlay: &Path,
+    ) -> io::Result<Self> {
         if let Some(parent) = overlay.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(overlay)?;
         let len = base.as_ref().map_or(0, |b| b.file_len());
         file.set_len(len)?;
-        let state = FileState { exists: base.is_some(), len, sealed_len: len, base, present: Bits::default(), dirty: BTreeSet::new(), overlay: file };
+        let state = FileState {
+            exists: base.is_some(),
+            len,
+            sealed_len: len,
+            base,
+            present: Bits::default(),
+            dirty: BTreeSet::new(),
+            overlay: file,
+        };
         Ok(HeadFile { page_size: u64::from(page_size), store, rt, state: Mutex::new(state), fetched: AtomicU64::new(0) })
     }
 
@@ -485,7 +500,6 @@ fn io_errno(e: io::Error) -> Errno {
     }
 }
 
-
 /// Files change under the kernel only through this filesystem, but heads are replaced when a
 /// database is reopened: attributes are never cached.
 const NO_CACHE: Duration = Duration::ZERO;
@@ -626,7 +640,11 @@ impl Filesystem for HeadFs {
             None => {
                 let mut o = std::fs::OpenOptions::new();
                 o.read(true).write(true).truncate(trunc);
-                if excl { o.create_new(true) } else { o.create(true) };
+                if excl {
+                    o.create_new(true)
+                } else {
+                    o.create(true)
+                };
                 match o.open(s.local_path(&db, name)) {
                     Ok(f) => Handle::Local(f),
                     Err(e) => return reply.error(io_errno(e)),
@@ -648,7 +666,17 @@ impl Filesystem for HeadFs {
         reply.created(&NO_CACHE, &a, fuser::Generation(0), FileHandle(s.open_handle(handle)), FopenFlags::empty())
     }
 
-    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         let handles = lock(&self.0.handles);
         let result = match handles.get(&fh.0) {
             Some(Handle::Head(head)) => {
@@ -714,7 +742,16 @@ impl Filesystem for HeadFs {
         }
     }
 
-    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         let handle = lock(&self.0.handles).remove(&fh.0);
         if let Some(Handle::Passthrough(ino, _)) = handle {
             let mut backing = lock(&self.0.backing);
@@ -748,9 +785,20 @@ impl Filesystem for HeadFs {
         }
     }
 
-    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, _flags: RenameFlags, reply: ReplyEmpty) {
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
         let s = &self.0;
-        let (Some(db), Some(to_db), Some(name), Some(newname)) = (s.db_of_dir(parent.0), s.db_of_dir(newparent.0), name.to_str(), newname.to_str()) else {
+        let (Some(db), Some(to_db), Some(name), Some(newname)) =
+            (s.db_of_dir(parent.0), s.db_of_dir(newparent.0), name.to_str(), newname.to_str())
+        else {
             return reply.error(Errno::ENOENT);
         };
         if db != to_db {
@@ -799,7 +847,8 @@ impl Filesystem for HeadFs {
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let s = &self.0;
-        let mut entries: Vec<(u64, FileType, String)> = vec![(ino.0, FileType::Directory, ".".into()), (INodeNo::ROOT.0, FileType::Directory, "..".into())];
+        let mut entries: Vec<(u64, FileType, String)> =
+            vec![(ino.0, FileType::Directory, ".".into()), (INodeNo::ROOT.0, FileType::Directory, "..".into())];
         if ino == INodeNo::ROOT {
             let mut names: Vec<String> = lock(&s.heads).keys().cloned().collect();
             names.sort();
@@ -811,7 +860,9 @@ impl Filesystem for HeadFs {
                 names.push(Shared::head_name(&db));
             }
             if let Ok(dir) = std::fs::read_dir(s.local.join(&db)) {
-                names.extend(dir.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_file())).filter_map(|e| e.file_name().into_string().ok()));
+                names.extend(
+                    dir.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_file())).filter_map(|e| e.file_name().into_string().ok()),
+                );
             }
             let mut inodes = lock(&s.inodes);
             entries.extend(names.into_iter().map(|n| (inodes.file(&db, &n), FileType::RegularFile, n)));
@@ -885,7 +936,14 @@ impl HeadMount {
 
     /// Starts `database`'s head afresh: its local files are removed and `base` (if any) becomes
     /// the file's content. Replaces any head registered for it.
-    pub(crate) fn register(&self, database: &str, store: Arc<dyn ObjectStore>, rt: tokio::runtime::Handle, page_size: u32, base: Option<Arc<LayerMap>>) -> io::Result<Registration> {
+    pub(crate) fn register(
+        &self,
+        database: &str,
+        store: Arc<dyn ObjectStore>,
+        rt: tokio::runtime::Handle,
+        page_size: u32,
+        base: Option<Arc<LayerMap>>,
+    ) -> io::Result<Registration> {
         let dir = self.local_dir(database);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;

@@ -181,9 +181,11 @@ impl LocalDirStore {
 
 /// Runs local file work on a blocking thread (writes wait for fsync).
 async fn on_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Remote { op: "local store", key: String::new(), message: format!("worker failed: {e}") })?
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Remote {
+        op: "local store",
+        key: String::new(),
+        message: format!("worker failed: {e}"),
+    })?
 }
 
 #[async_trait::async_trait]

@@ -101,8 +101,9 @@ pub async fn restore_to(store: &dyn ObjectStore, snapshot: &SnapshotInfo, path: 
     tmp.push(".part");
     let tmp = std::path::PathBuf::from(tmp);
     materialize(store, &map, &tmp).await?;
-    std::fs::rename(&tmp, path)
-        .map_err(|source| LayerError::Store(crate::object_store::StoreError::Io { op: "restore", key: path.display().to_string(), source }))?;
+    std::fs::rename(&tmp, path).map_err(|source| {
+        LayerError::Store(crate::object_store::StoreError::Io { op: "restore", key: path.display().to_string(), source })
+    })?;
     Ok(map)
 }
 
@@ -224,7 +225,8 @@ mod tests {
         store.put_if_absent("db/layers/2", second.clone().into()).await.unwrap();
         assert!(diff(Some(&v2), &v2, 4096).unwrap().is_none());
 
-        let map = LayerMap::new(vec![load_index(&store, "db/layers/1").await.unwrap(), load_index(&store, "db/layers/2").await.unwrap()]).unwrap();
+        let map = LayerMap::new(vec![load_index(&store, "db/layers/1").await.unwrap(), load_index(&store, "db/layers/2").await.unwrap()])
+            .unwrap();
         assert_eq!(read(&store, &map, 49_990, 20).await.unwrap(), content[49_990..50_010].to_vec());
         let out = dir.path().join("out.db");
         materialize(&store, &map, &out).await.unwrap();

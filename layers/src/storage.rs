@@ -38,7 +38,8 @@ impl std::fmt::Debug for Storage {
 /// Opens the object store named by `url`.
 pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>, LayerError> {
     if url.starts_with("s3://") {
-        let config = S3Config::from_url(url, |k| std::env::var(k).ok()).map_err(|e| LayerError::Config(format!("store URL '{url}': {e}")))?;
+        let config =
+            S3Config::from_url(url, |k| std::env::var(k).ok()).map_err(|e| LayerError::Config(format!("store URL '{url}': {e}")))?;
         return Ok(Arc::new(S3Store::new(config)));
     }
     let path = match url.strip_prefix("file://") {

@@ -69,7 +69,8 @@ async fn snapshots_are_served_read_only_page_by_page() {
     assert_eq!(a, v1);
     assert_eq!(b, v2);
     assert_eq!(std::fs::metadata(m.snapshot_file("sales", s2.id)).unwrap().len(), v2.len() as u64);
-    let listed: Vec<String> = std::fs::read_dir(m.path().join("sales")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let listed: Vec<String> =
+        std::fs::read_dir(m.path().join("sales")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(listed.contains(&s1.id.to_string()) && listed.contains(&s2.id.to_string()), "{listed:?}");
     assert!(std::fs::OpenOptions::new().write(true).open(m.snapshot_file("sales", s1.id)).is_err(), "read-only");
     assert!(std::fs::metadata(m.path().join("nope")).is_err());
@@ -171,7 +172,8 @@ async fn the_head_is_served_read_write_and_seals_only_written_pages() {
     assert_eq!(small, [3u8; 100]);
     assert_eq!(whole, expected);
     assert_eq!(log, b"log-1;log-2;");
-    let listed: Vec<String> = std::fs::read_dir(mnt.join("sales")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let listed: Vec<String> =
+        std::fs::read_dir(mnt.join("sales")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(listed.contains(&"sales.duckdb".to_string()) && listed.contains(&"sales.duckdb.wal".to_string()), "{listed:?}");
     assert!(std::fs::remove_file(head.path()).is_err(), "the head file cannot be deleted");
     drop(head);

@@ -118,9 +118,6 @@ async fn concurrent_commits_are_fenced_by_the_lease_row() {
 #[tokio::test]
 async fn metadata_store_down_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = PostgresMetadata::connect(&format!("host=127.0.0.1 port={port} user=postgres connect_timeout=2"))
-        .await
-        .err()
-        .unwrap();
+    let err = PostgresMetadata::connect(&format!("host=127.0.0.1 port={port} user=postgres connect_timeout=2")).await.err().unwrap();
     assert!(matches!(err, MetadataError::Store(ref m) if m.contains("postgres")), "{err}");
 }

@@ -140,13 +140,20 @@ mod tests {
             rows: Arc::new(move || Ok(rows.clone())),
         })
         .unwrap();
-        conn.register_rows_function(RowsFunction { name: "broken".into(), columns: vec![("x".into(), RowsColumn::BigInt)], rows: Arc::new(|| Err("store is down".into())) })
-            .unwrap();
+        conn.register_rows_function(RowsFunction {
+            name: "broken".into(),
+            columns: vec![("x".into(), RowsColumn::BigInt)],
+            rows: Arc::new(|| Err("store is down".into())),
+        })
+        .unwrap();
         // Visible from another connection; spans several vectors.
         let other = db.connect().unwrap();
         let batches = other.query_all("SELECT count(*), sum(n), count(ts), max(ts)::VARCHAR FROM numbers()").unwrap();
         let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-        assert!(text.contains("5000") && text.contains("12497500") && text.contains("2500") && text.contains("1970-01-01 01:23:19"), "{text}");
+        assert!(
+            text.contains("5000") && text.contains("12497500") && text.contains("2500") && text.contains("1970-01-01 01:23:19"),
+            "{text}"
+        );
         let e = other.query_all("SELECT * FROM broken()").unwrap_err();
         assert!(e.to_string().contains("store is down"), "{e}");
     }

@@ -188,11 +188,7 @@ fn rebatch(batches: Vec<RecordBatch>, schema: Schema) -> Result<RecordBatch> {
         .map(|i| {
             let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
             let target = schema.field(i).data_type();
-            let joined = if parts.is_empty() {
-                arrow::array::new_empty_array(target)
-            } else {
-                arrow::compute::concat(&parts)?
-            };
+            let joined = if parts.is_empty() { arrow::array::new_empty_array(target) } else { arrow::compute::concat(&parts)? };
             arrow::compute::cast(&joined, target)
         })
         .collect::<std::result::Result<_, _>>()?;

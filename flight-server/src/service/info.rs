@@ -2,8 +2,8 @@
 
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder};
 use arrow_flight::sql::{
-    Nullable, Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity, SqlSupportedTransaction,
-    SqlTransactionIsolationLevel, XdbcDataType,
+    Nullable, Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity, SqlSupportedTransaction, SqlTransactionIsolationLevel,
+    XdbcDataType,
 };
 
 use crate::auth::Grant;
@@ -73,10 +73,19 @@ fn build(read_only: bool) -> Result<SqlInfoData, ServerError> {
     b.append(SqlInfo::SqlSavepointsSupported, false);
     b.append(SqlInfo::SqlNamedParametersSupported, true);
     b.append(SqlInfo::SqlMaxColumnNameLength, 0i64);
-    b.append(SqlInfo::SqlKeywords, &["ANTI", "ASOF", "ATTACH", "DESCRIBE", "PIVOT", "POSITIONAL", "QUALIFY", "SEMI", "SUMMARIZE", "UNPIVOT"][..]);
+    b.append(
+        SqlInfo::SqlKeywords,
+        &["ANTI", "ASOF", "ATTACH", "DESCRIBE", "PIVOT", "POSITIONAL", "QUALIFY", "SEMI", "SUMMARIZE", "UNPIVOT"][..],
+    );
     b.append(SqlInfo::SqlNumericFunctions, &["abs", "ceil", "floor", "round", "sqrt", "pow", "ln", "log10", "exp", "sign"][..]);
-    b.append(SqlInfo::SqlStringFunctions, &["concat", "lower", "upper", "length", "substring", "trim", "replace", "strpos", "regexp_matches"][..]);
-    b.append(SqlInfo::SqlDatetimeFunctions, &["current_date", "current_timestamp", "date_part", "date_trunc", "strftime", "strptime", "now"][..]);
+    b.append(
+        SqlInfo::SqlStringFunctions,
+        &["concat", "lower", "upper", "length", "substring", "trim", "replace", "strpos", "regexp_matches"][..],
+    );
+    b.append(
+        SqlInfo::SqlDatetimeFunctions,
+        &["current_date", "current_timestamp", "date_part", "date_trunc", "strftime", "strptime", "now"][..],
+    );
     b.append(SqlInfo::SqlSystemFunctions, &["current_database", "current_schema", "version"][..]);
     b.build().map_err(ServerError::from)
 }

@@ -26,15 +26,14 @@ use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionBeginTransactionRequest, ActionBeginTransactionResult, ActionCancelQueryRequest, ActionCancelQueryResult,
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
-    ActionEndTransactionRequest, Any, CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas,
-    CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
-    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult,
-    ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionEndTransactionRequest, Any, CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -148,7 +147,10 @@ fn header_snapshot(metadata: &MetadataMap) -> Result<Option<i64>, Status> {
 }
 
 /// Encodes a stream of batches as Flight data, mapping errors to statuses.
-fn encode(schema: SchemaRef, batches: impl Stream<Item = Result<RecordBatch, ServerError>> + Send + 'static) -> BoxStream<arrow_flight::FlightData> {
+fn encode(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, ServerError>> + Send + 'static,
+) -> BoxStream<arrow_flight::FlightData> {
     let input = batches.map_err(|e| FlightError::Tonic(Box::new(status(e))));
     let stream = FlightDataEncoderBuilder::new().with_schema(schema).build(input).map_err(|e| match e {
         FlightError::Tonic(s) => *s,
@@ -217,10 +219,7 @@ fn one_batch(batch: RecordBatch) -> BoxStream<arrow_flight::FlightData> {
 /// Reads a DoPut stream into record batches. Messages without an IPC header (a first message
 /// carrying only the descriptor, as some clients send) are skipped.
 fn decode(request: Request<PeekableFlightDataStream>) -> FlightRecordBatchStream {
-    let messages = request
-        .into_inner()
-        .try_filter(|m| futures::future::ready(!m.data_header.is_empty()))
-        .map_err(FlightError::from);
+    let messages = request.into_inner().try_filter(|m| futures::future::ready(!m.data_header.is_empty())).map_err(FlightError::from);
     FlightRecordBatchStream::new_from_flight_data(messages)
 }
 
@@ -268,7 +267,8 @@ impl OpenDuckService {
     fn prepared(&self, handle: &[u8]) -> Result<(Uuid, Arc<PreparedEntry>), Status> {
         let id = uuid_from(handle, "prepared statement")?;
         let map = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.get(&id).cloned().ok_or_else(|| Status::not_found(format!("unknown prepared statement {id} (closed or expired)")))?;
+        let entry =
+            map.get(&id).cloned().ok_or_else(|| Status::not_found(format!("unknown prepared statement {id} (closed or expired)")))?;
         *entry.last_used.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
         Ok((id, entry))
     }
@@ -290,7 +290,12 @@ impl OpenDuckService {
     }
 
     /// FlightInfo for a catalog command: the ticket is the command itself.
-    fn command_info(&self, command: impl ProstMessageExt, schema: &Schema, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+    fn command_info(
+        &self,
+        command: impl ProstMessageExt,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
         let ticket = Ticket::new(command.as_any().encode_to_vec());
         let info = FlightInfo::new()
             .try_with_schema(schema)
@@ -328,7 +333,11 @@ impl OpenDuckService {
     }
 
     /// Runs a statement from a ticket and streams its result.
-    async fn run_ticket(&self, body: TicketBody, request: &Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn run_ticket(
+        &self,
+        body: TicketBody,
+        request: &Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let executed = self.executed.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&body.q);
         if executed {
             // The token must be allowed the database the statement ran in (its transaction may
@@ -373,9 +382,7 @@ impl FlightSqlService for OpenDuckService {
         let response = HandshakeResponse { protocol_version: 0, payload: token.clone().into() };
         let mut resp: Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>> =
             Response::new(Box::pin(futures::stream::iter(vec![Ok(response)])));
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        let value = format!("Bearer {token}").parse().map_err(|_| Status::internal("token is not a valid header value"))?;
         resp.metadata_mut().insert("authorization", value);
         Ok(resp)
     }
@@ -421,8 +428,8 @@ impl FlightSqlService for OpenDuckService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let body: TicketBody = serde_json::from_slice(&ticket.statement_handle)
-            .map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
+        let body: TicketBody =
+            serde_json::from_slice(&ticket.statement_handle).map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
         self.run_ticket(body, &request).await
     }
 
@@ -521,7 +528,8 @@ impl FlightSqlService for OpenDuckService {
         if cmd.table.is_empty() {
             return Err(Status::invalid_argument("ingest needs a table name"));
         }
-        let dest = IngestTarget { schema: cmd.schema.clone().filter(|s| !s.is_empty()), table: cmd.table.clone(), temporary: cmd.temporary, mode };
+        let dest =
+            IngestTarget { schema: cmd.schema.clone().filter(|s| !s.is_empty()), table: cmd.table.clone(), temporary: cmd.temporary, mode };
         let mut stream = decode(request);
         // The schema arrives before (or with) the first batch.
         let first = stream.next().await.transpose().map_err(flight_status)?;
@@ -562,11 +570,7 @@ impl FlightSqlService for OpenDuckService {
         Ok(ActionBeginTransactionResult { transaction_id: id.as_bytes().to_vec().into() })
     }
 
-    async fn do_action_end_transaction(
-        &self,
-        cmd: ActionEndTransactionRequest,
-        request: Request<Action>,
-    ) -> Result<(), Status> {
+    async fn do_action_end_transaction(&self, cmd: ActionEndTransactionRequest, request: Request<Action>) -> Result<(), Status> {
         let grant = self.grant(&request)?;
         use arrow_flight::sql::EndTransaction;
         let commit = match EndTransaction::try_from(cmd.action) {
@@ -594,10 +598,7 @@ impl FlightSqlService for OpenDuckService {
         Ok(ActionCancelQueryResult { result })
     }
 
-    async fn do_action_fallback(
-        &self,
-        request: Request<Action>,
-    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+    async fn do_action_fallback(&self, request: Request<Action>) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         if request.get_ref().r#type == "CancelFlightInfo" {
             self.grant(&request)?;
             let req = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
@@ -611,13 +612,21 @@ impl FlightSqlService for OpenDuckService {
         Err(Status::invalid_argument(format!("unknown action '{}'", request.get_ref().r#type)))
     }
 
-    async fn get_flight_info_catalogs(&self, query: CommandGetCatalogs, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
         let schema = query.clone().into_builder().schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_catalogs(&self, query: CommandGetCatalogs, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let grant = self.grant(&request)?;
         let mut builder = query.into_builder();
         for name in self.engine.databases().names() {
@@ -628,35 +637,59 @@ impl FlightSqlService for OpenDuckService {
         Ok(Response::new(one_batch(builder.build().map_err(arrow_status)?)))
     }
 
-    async fn get_flight_info_schemas(&self, query: CommandGetDbSchemas, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
         let schema = query.clone().into_builder().schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_schemas(&self, query: CommandGetDbSchemas, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::schemas(query.clone())).await?;
         Ok(Response::new(one_batch(batch)))
     }
 
-    async fn get_flight_info_tables(&self, query: CommandGetTables, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
         let schema = query.clone().into_builder().schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_tables(&self, query: CommandGetTables, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::tables(query.clone())).await?;
         Ok(Response::new(one_batch(batch)))
     }
 
-    async fn get_flight_info_table_types(&self, query: CommandGetTableTypes, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
         let schema = query.clone().into_builder().schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_table_types(&self, query: CommandGetTableTypes, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.grant(&request)?;
         let mut builder = query.into_builder();
         for t in catalog::TABLE_TYPES {
@@ -665,56 +698,96 @@ impl FlightSqlService for OpenDuckService {
         Ok(Response::new(one_batch(builder.build().map_err(arrow_status)?)))
     }
 
-    async fn get_flight_info_sql_info(&self, query: CommandGetSqlInfo, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let grant = self.grant(&request)?;
         let schema = query.clone().into_builder(self.sql_info.for_grant(&grant)).schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_sql_info(&self, query: CommandGetSqlInfo, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let grant = self.grant(&request)?;
         let batch = query.into_builder(self.sql_info.for_grant(&grant)).build().map_err(arrow_status)?;
         Ok(Response::new(one_batch(batch)))
     }
 
-    async fn get_flight_info_primary_keys(&self, query: CommandGetPrimaryKeys, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
         self.command_info(query, &catalog::primary_keys_schema(), request.into_inner())
     }
 
-    async fn do_get_primary_keys(&self, query: CommandGetPrimaryKeys, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::primary_keys(query.clone())).await?;
         Ok(Response::new(one_batch(batch)))
     }
 
-    async fn get_flight_info_exported_keys(&self, query: CommandGetExportedKeys, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
         self.command_info(query, &catalog::foreign_keys_schema(), request.into_inner())
     }
 
-    async fn do_get_exported_keys(&self, query: CommandGetExportedKeys, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let filter = catalog::KeyFilter { pk: Some((query.db_schema.clone(), query.table.clone())), fk: None };
         let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::foreign_keys(filter)).await?;
         Ok(Response::new(one_batch(batch)))
     }
 
-    async fn get_flight_info_imported_keys(&self, query: CommandGetImportedKeys, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
         self.command_info(query, &catalog::foreign_keys_schema(), request.into_inner())
     }
 
-    async fn do_get_imported_keys(&self, query: CommandGetImportedKeys, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let filter = catalog::KeyFilter { pk: None, fk: Some((query.db_schema.clone(), query.table.clone())) };
         let batch = self.catalog_batch(&request, query.catalog.as_deref(), catalog::foreign_keys(filter)).await?;
         Ok(Response::new(one_batch(batch)))
     }
 
-    async fn get_flight_info_cross_reference(&self, query: CommandGetCrossReference, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
         self.command_info(query, &catalog::foreign_keys_schema(), request.into_inner())
     }
 
-    async fn do_get_cross_reference(&self, query: CommandGetCrossReference, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let filter = catalog::KeyFilter {
             pk: Some((query.pk_db_schema.clone(), query.pk_table.clone())),
             fk: Some((query.fk_db_schema.clone(), query.fk_table.clone())),
@@ -723,19 +796,31 @@ impl FlightSqlService for OpenDuckService {
         Ok(Response::new(one_batch(batch)))
     }
 
-    async fn get_flight_info_xdbc_type_info(&self, query: CommandGetXdbcTypeInfo, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
         let schema = query.clone().into_builder(&self.xdbc).schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_xdbc_type_info(&self, query: CommandGetXdbcTypeInfo, request: Request<Ticket>) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.grant(&request)?;
         let batch = query.into_builder(&self.xdbc).build().map_err(arrow_status)?;
         Ok(Response::new(one_batch(batch)))
     }
 
-    async fn do_get_fallback(&self, request: Request<Ticket>, message: Any) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.grant(&request)?;
         Err(Status::invalid_argument(format!("unsupported ticket type {}", message.type_url)))
     }

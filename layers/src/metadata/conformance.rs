@@ -46,13 +46,19 @@ pub async fn check_behaviour(m: &dyn Metadata) {
     assert!(m.append_wal(&b, s2.id, 0, "db/wal/y", 1).await.is_err(), "only the newest snapshot can be extended");
     assert!(m.append_wal(&b, s3.id, 100, "db/wal/z", 1).await.is_err(), "a piece is never replaced");
     let wal = m.wal_segments("db", s3.id).await.unwrap();
-    assert_eq!(wal.iter().map(|w| (w.offset, w.key.as_str(), w.size)).collect::<Vec<_>>(), vec![(0, "db/wal/a", 100), (100, "db/wal/b", 20)]);
+    assert_eq!(
+        wal.iter().map(|w| (w.offset, w.key.as_str(), w.size)).collect::<Vec<_>>(),
+        vec![(0, "db/wal/a", 100), (100, "db/wal/b", 20)]
+    );
     assert!(m.layer_keys().await.unwrap().contains(&"db/wal/a".to_string()));
 
     // Compaction: a new snapshot with one layer; the next commit stacks on it; a stale base races.
     // Compacting the newest two layers keeps the oldest one below the merged layer.
     let partial = m.commit_compaction(&b, "db/p", 20, s3.id, 2).await.unwrap();
-    assert_eq!((partial.layers.clone(), partial.parent, partial.file_len), (vec!["db/1".to_string(), "db/p".to_string()], Some(s3.id), 8192));
+    assert_eq!(
+        (partial.layers.clone(), partial.parent, partial.file_len),
+        (vec!["db/1".to_string(), "db/p".to_string()], Some(s3.id), 8192)
+    );
     assert_eq!(m.wal_segments("db", partial.id).await.unwrap().len(), 2, "the log moves to the compacted snapshot");
     let s3 = partial;
     let compacted = m.commit_compaction(&b, "db/c", 30, s3.id, usize::MAX).await.unwrap();

@@ -70,7 +70,6 @@ pub enum MetadataError {
     Store(String),
 }
 
-
 /// A snapshot of a database: the file at a commit point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
@@ -133,7 +132,14 @@ pub trait Metadata: Send + Sync {
     /// `replaced` is at least their number) swapped for the compacted layer, which holds the
     /// newest version of every page they held. Later reads stay shallow; older snapshots keep
     /// their layers (time travel) until they are pruned.
-    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64, replaced: usize) -> Result<SnapshotInfo, MetadataError>;
+    async fn commit_compaction(
+        &self,
+        lease: &Lease,
+        layer_key: &str,
+        layer_size: i64,
+        base: i64,
+        replaced: usize,
+    ) -> Result<SnapshotInfo, MetadataError>;
     /// Deletes the snapshots of `database` that are neither among its newest `keep_last` (at
     /// least one: the newest is always kept) nor younger than `keep_for` (by the store's clock);
     /// returns their ids, oldest first. Their layers stay until no snapshot refers to them
@@ -162,4 +168,3 @@ pub trait Metadata: Send + Sync {
     /// Forgets layers after they were deleted from the object store.
     async fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError>;
 }
-

@@ -124,8 +124,10 @@ impl PostgresMetadata {
             .await?;
         let row = tx
             .query_one(
-                format!("INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES ($1, $2, $3, {NOW_MS}, $4) RETURNING id")
-                    .as_str(),
+                format!(
+                    "INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES ($1, $2, $3, {NOW_MS}, $4) RETURNING id"
+                )
+                .as_str(),
                 &[&lease.database, &parent, &lease.epoch, &file_len],
             )
             .await?;
@@ -238,7 +240,14 @@ impl Metadata for PostgresMetadata {
         Ok(info)
     }
 
-    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64, replaced: usize) -> Result<SnapshotInfo, MetadataError> {
+    async fn commit_compaction(
+        &self,
+        lease: &Lease,
+        layer_key: &str,
+        layer_size: i64,
+        base: i64,
+        replaced: usize,
+    ) -> Result<SnapshotInfo, MetadataError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         Self::check_lease(&tx, lease).await?;
@@ -338,7 +347,10 @@ impl Metadata for PostgresMetadata {
             return Err(MetadataError::UnknownSnapshot(from_id));
         }
         let created = tx
-            .execute(format!("INSERT INTO databases (name, page_size, created_ms) VALUES ($1, $2, {NOW_MS})").as_str(), &[&target, &page_size])
+            .execute(
+                format!("INSERT INTO databases (name, page_size, created_ms) VALUES ($1, $2, {NOW_MS})").as_str(),
+                &[&target, &page_size],
+            )
             .await;
         match created {
             Err(e) if unique_violation(&e) => return Err(MetadataError::DatabaseExists(target.to_string())),
@@ -348,8 +360,10 @@ impl Metadata for PostgresMetadata {
         }
         let id: i64 = tx
             .query_one(
-                format!("INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES ($1, NULL, 0, {NOW_MS}, $2) RETURNING id")
-                    .as_str(),
+                format!(
+                    "INSERT INTO snapshots (database, parent, epoch, created_ms, file_len) VALUES ($1, NULL, 0, {NOW_MS}, $2) RETURNING id"
+                )
+                .as_str(),
                 &[&target, &from.file_len],
             )
             .await?
@@ -381,7 +395,8 @@ impl Metadata for PostgresMetadata {
             )));
         }
         tx.execute(
-            format!("INSERT INTO wal_segments (database, base, start_offset, key, size, created_ms) VALUES ($1, $2, $3, $4, $5, {NOW_MS})").as_str(),
+            format!("INSERT INTO wal_segments (database, base, start_offset, key, size, created_ms) VALUES ($1, $2, $3, $4, $5, {NOW_MS})")
+                .as_str(),
             &[&lease.database, &base, &offset, &key, &size],
         )
         .await?;
@@ -392,7 +407,10 @@ impl Metadata for PostgresMetadata {
     async fn wal_segments(&self, database: &str, base: i64) -> Result<Vec<WalSegment>, MetadataError> {
         let client = self.pool.get().await?;
         Ok(client
-            .query("SELECT start_offset, key, size FROM wal_segments WHERE database = $1 AND base = $2 ORDER BY start_offset", &[&database, &base])
+            .query(
+                "SELECT start_offset, key, size FROM wal_segments WHERE database = $1 AND base = $2 ORDER BY start_offset",
+                &[&database, &base],
+            )
             .await?
             .iter()
             .map(|r| WalSegment { offset: r.get(0), key: r.get(1), size: r.get(2) })
@@ -405,10 +423,14 @@ impl Metadata for PostgresMetadata {
         let tx = client.transaction().await?;
         tx.execute(format!("UPDATE layers SET released_ms = {NOW_MS} WHERE released_ms IS NULL AND {UNREFERENCED}").as_str(), &[]).await?;
         // A layer referenced again (a clone raced a prune) starts over when next released.
-        tx.execute(format!("UPDATE layers SET released_ms = NULL WHERE released_ms IS NOT NULL AND NOT {UNREFERENCED}").as_str(), &[]).await?;
+        tx.execute(format!("UPDATE layers SET released_ms = NULL WHERE released_ms IS NOT NULL AND NOT {UNREFERENCED}").as_str(), &[])
+            .await?;
         let grace_ms = grace.as_millis().min(i64::MAX as u128) as i64;
         let keys = tx
-            .query(format!("SELECT key FROM layers WHERE {UNREFERENCED} AND released_ms <= {NOW_MS} - $1 ORDER BY key").as_str(), &[&grace_ms])
+            .query(
+                format!("SELECT key FROM layers WHERE {UNREFERENCED} AND released_ms <= {NOW_MS} - $1 ORDER BY key").as_str(),
+                &[&grace_ms],
+            )
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -419,7 +441,12 @@ impl Metadata for PostgresMetadata {
 
     async fn layer_keys(&self) -> Result<Vec<String>, MetadataError> {
         let client = self.pool.get().await?;
-        Ok(client.query("SELECT key FROM layers UNION SELECT key FROM wal_segments ORDER BY key", &[]).await?.iter().map(|r| r.get(0)).collect())
+        Ok(client
+            .query("SELECT key FROM layers UNION SELECT key FROM wal_segments ORDER BY key", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     async fn forget_layers(&self, keys: &[String]) -> Result<(), MetadataError> {

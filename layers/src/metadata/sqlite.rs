@@ -85,11 +85,9 @@ impl SqliteMetadata {
 
     fn snapshot_in(conn: &Connection, id: i64) -> Result<SnapshotInfo, MetadataError> {
         let row = conn
-            .query_row(
-                "SELECT id, database, parent, created_ms, file_len FROM snapshots WHERE id = ?1",
-                [id],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?)),
-            )
+            .query_row("SELECT id, database, parent, created_ms, file_len FROM snapshots WHERE id = ?1", [id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?))
+            })
             .optional()?
             .ok_or(MetadataError::UnknownSnapshot(id))?;
         let mut stmt = conn.prepare(
@@ -113,7 +111,14 @@ impl SqliteMetadata {
 
     /// Records a new layer and a snapshot row on top of `parent`; returns the snapshot id (its
     /// layer list is filled by the caller).
-    fn insert_snapshot(conn: &Connection, lease: &Lease, layer_key: &str, layer_size: i64, parent: Option<i64>, file_len: i64) -> Result<i64, MetadataError> {
+    fn insert_snapshot(
+        conn: &Connection,
+        lease: &Lease,
+        layer_key: &str,
+        layer_size: i64,
+        parent: Option<i64>,
+        file_len: i64,
+    ) -> Result<i64, MetadataError> {
         let now = now_ms();
         conn.execute("INSERT INTO layers (key, size, created_ms) VALUES (?1, ?2, ?3)", params![layer_key, layer_size, now])?;
         conn.execute(
@@ -225,7 +230,14 @@ impl SqliteMetadata {
         Ok(info)
     }
 
-    fn commit_compaction_sync(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64, replaced: usize) -> Result<SnapshotInfo, MetadataError> {
+    fn commit_compaction_sync(
+        &self,
+        lease: &Lease,
+        layer_key: &str,
+        layer_size: i64,
+        base: i64,
+        replaced: usize,
+    ) -> Result<SnapshotInfo, MetadataError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::check_lease(&tx, lease)?;
@@ -347,8 +359,11 @@ impl SqliteMetadata {
 
     fn wal_segments_sync(&self, database: &str, base: i64) -> Result<Vec<WalSegment>, MetadataError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT start_offset, key, size FROM wal_segments WHERE database = ?1 AND base = ?2 ORDER BY start_offset")?;
-        let segments = stmt.query_map(params![database, base], |r| Ok(WalSegment { offset: r.get(0)?, key: r.get(1)?, size: r.get(2)? }))?.collect::<Result<_, _>>()?;
+        let mut stmt =
+            conn.prepare("SELECT start_offset, key, size FROM wal_segments WHERE database = ?1 AND base = ?2 ORDER BY start_offset")?;
+        let segments = stmt
+            .query_map(params![database, base], |r| Ok(WalSegment { offset: r.get(0)?, key: r.get(1)?, size: r.get(2)? }))?
+            .collect::<Result<_, _>>()?;
         Ok(segments)
     }
 
@@ -388,13 +403,10 @@ impl SqliteMetadata {
     }
 }
 
-
 macro_rules! blocking {
     ($self:ident, |$m:ident| $body:expr) => {{
         let $m = $self.clone();
-        tokio::task::spawn_blocking(move || $body)
-            .await
-            .map_err(|e| MetadataError::Store(format!("metadata thread failed: {e}")))?
+        tokio::task::spawn_blocking(move || $body).await.map_err(|e| MetadataError::Store(format!("metadata thread failed: {e}")))?
     }};
 }
 
@@ -419,7 +431,14 @@ impl Metadata for SqliteMetadata {
         let (lease, key) = (lease.clone(), layer_key.to_string());
         blocking!(self, |m| m.commit_sync(&lease, &key, layer_size, file_len))
     }
-    async fn commit_compaction(&self, lease: &Lease, layer_key: &str, layer_size: i64, base: i64, replaced: usize) -> Result<SnapshotInfo, MetadataError> {
+    async fn commit_compaction(
+        &self,
+        lease: &Lease,
+        layer_key: &str,
+        layer_size: i64,
+        base: i64,
+        replaced: usize,
+    ) -> Result<SnapshotInfo, MetadataError> {
         let (lease, key) = (lease.clone(), layer_key.to_string());
         blocking!(self, |m| m.commit_compaction_sync(&lease, &key, layer_size, base, replaced))
     }

@@ -81,10 +81,7 @@ impl S3Store {
             .force_path_style(true)
             .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts).with_initial_backoff(Duration::from_millis(100)))
             .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
+                TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).operation_attempt_timeout(Duration::from_secs(60)).build(),
             );
         if let Some(endpoint) = config.endpoint {
             builder = builder.endpoint_url(endpoint);
@@ -107,15 +104,7 @@ impl S3Store {
 impl ObjectStore for S3Store {
     async fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<(), StoreError> {
         let full = self.full(key)?;
-        let result = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .if_none_match("*")
-            .body(ByteStream::from(data))
-            .send()
-            .await;
+        let result = self.client.put_object().bucket(&self.bucket).key(&full).if_none_match("*").body(ByteStream::from(data)).send().await;
         match result {
             Ok(_) => Ok(()),
             // 412: the object exists; 409: a concurrent conditional write won.
@@ -129,17 +118,12 @@ impl ObjectStore for S3Store {
         if range.end <= range.start {
             return Ok(Vec::new());
         }
-        let result = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await;
+        let result =
+            self.client.get_object().bucket(&self.bucket).key(&full).range(format!("bytes={}-{}", range.start, range.end - 1)).send().await;
         match result {
             Ok(out) => {
-                let body = out.body.collect().await.map_err(|e| StoreError::Remote { op: "get", key: key.to_string(), message: e.to_string() })?;
+                let body =
+                    out.body.collect().await.map_err(|e| StoreError::Remote { op: "get", key: key.to_string(), message: e.to_string() })?;
                 Ok(body.into_bytes().to_vec())
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) || status(&e) == Some(404) => {
@@ -177,10 +161,8 @@ impl ObjectStore for S3Store {
                 .map_err(|e| remote("list", prefix, e))?;
             for object in page.contents() {
                 let Some(key) = object.key().and_then(|k| k.get(strip..)) else { continue };
-                let modified = object
-                    .last_modified()
-                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
-                    .unwrap_or(std::time::UNIX_EPOCH);
+                let modified =
+                    object.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()).unwrap_or(std::time::UNIX_EPOCH);
                 out.push(ObjectInfo { key: key.to_string(), modified });
             }
             match page.next_continuation_token() {
