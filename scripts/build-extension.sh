@@ -26,33 +26,12 @@ if [ "$version" = 1.5.5 ]; then
 fi
 bash scripts/python-env.sh
 
+bash scripts/duckdb-headers.sh "$version"
 headers="$OPENDUCK_CACHE/duckdb-$version-include"
 if [ "$version" = 1.5.5 ]; then
-  if [ ! -f "$headers/duckdb.hpp" ]; then
-    echo "fetching DuckDB $version headers (sdist)" >&2
-    tmp="$(mktemp -d)"
-    "$OPENDUCK_VENV/bin/pip" download --quiet --no-binary duckdb --no-deps "duckdb==$version" -d "$tmp"
-    tar -xzf "$tmp"/duckdb-"$version".tar.gz -C "$tmp" "duckdb-$version/external/duckdb/src/include"
-    rm -rf "$headers.tmp" && mv "$tmp/duckdb-$version/external/duckdb/src/include" "$headers.tmp"
-    mv "$headers.tmp" "$headers"
-    rm -rf "$tmp"
-  fi
   includes=(-I"$headers")
 else
   # 2.0's headers also include fmt (third_party/fmt/include); the sdist's relative paths are kept.
-  if [ ! -f "$headers/src/include/duckdb.hpp" ] || [ ! -f "$headers/third_party/fmt/include/fmt/format.h" ]; then
-    echo "fetching DuckDB $version headers (sdist)" >&2
-    tmp="$(mktemp -d)"
-    # --no-binary for duckdb only: the sdist is just downloaded, never built.
-    "$OPENDUCK_VENV/bin/pip" download --quiet --no-binary duckdb --no-deps "duckdb==$version" -d "$tmp"
-    src="duckdb-$version/external/duckdb"
-    tar -xzf "$tmp"/duckdb-"$version".tar.gz -C "$tmp" "$src/src/include" "$src/third_party/fmt/include"
-    rm -rf "$headers.tmp" && mkdir -p "$headers.tmp/src" "$headers.tmp/third_party/fmt"
-    mv "$tmp/$src/src/include" "$headers.tmp/src/include"
-    mv "$tmp/$src/third_party/fmt/include" "$headers.tmp/third_party/fmt/include"
-    rm -rf "$headers" && mv "$headers.tmp" "$headers"
-    rm -rf "$tmp"
-  fi
   includes=(-I"$headers/src/include" -I"$headers/third_party/fmt/include" -DOPENDUCK_DUCKDB_V2=1)
 fi
 

@@ -7,6 +7,8 @@ export DUCKDB_VERSION="1.5.5"
 # The official prebuilt libduckdb.so for DuckDB 1.5.5 ships in this npm package.
 export DUCKDB_NPM_PACKAGE="@duckdb/node-bindings-linux-x64@1.5.5-r.5"
 export DUCKDB_LIB_DIR="${DUCKDB_LIB_DIR:-$OPENDUCK_CACHE/libduckdb-$DUCKDB_VERSION}"
+# DuckDB's C++ headers (scripts/duckdb-headers.sh): the server's SQL guard compiles against them.
+export DUCKDB_INCLUDE_DIR="${DUCKDB_INCLUDE_DIR:-$OPENDUCK_CACHE/duckdb-$DUCKDB_VERSION-include}"
 export OPENDUCK_VENV="${OPENDUCK_VENV:-$OPENDUCK_CACHE/venv}"
 # DuckDB 2.0.0 exists for Python only: a second environment runs the extension tests against it.
 export OPENDUCK_VENV2="${OPENDUCK_VENV2:-$OPENDUCK_CACHE/venv-duckdb2}"

@@ -11,6 +11,8 @@ command -v npm >/dev/null || missing+=(nodejs npm)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v curl >/dev/null || missing+=(curl)
+# A C++ compiler: the server's SQL guard and the extension's shim are C++ over DuckDB's headers.
+command -v g++ >/dev/null || missing+=(g++)
 # PostgreSQL server binaries: the metadata store's tests start a private server.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ "${OPENDUCK_SKIP_JAVA:-0}" != 1 ]; then
@@ -26,3 +28,4 @@ fi
 
 bash "$OPENDUCK_ROOT/scripts/libduckdb.sh"
 bash "$OPENDUCK_ROOT/scripts/python-env.sh"
+bash "$OPENDUCK_ROOT/scripts/duckdb-headers.sh"

@@ -36,6 +36,7 @@ class Server:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         binary = os.environ.get("OPENDUCK_BIN", "openduck")
         args = [binary, "serve", "-d", database, "--data-dir", str(data_dir), "--port", str(self.port)]
+        self.token = tokens[0]["token"] if tokens else TOKEN
         if tokens is not None:
             tokens_file = data_dir.parent / f"tokens-{self.port}.json"
             tokens_file.write_text(json.dumps({"tokens": tokens}))
@@ -51,8 +52,15 @@ class Server:
         if wait:
             self.wait_healthy()
 
-    def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+    def health(self, token: "str | None" = "default") -> dict:
+        """GET /health, with the server's first token (names and reasons are shown only to a
+        token), or with `token` (None: anonymous)."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/health")
+        if token == "default":
+            token = self.token
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=2) as r:
             return json.loads(r.read())
 
     def wait_healthy(self, timeout=30):

@@ -90,7 +90,9 @@ fn flight_err(context: &str, e: impl std::fmt::Display) -> ClientError {
 /// Extracts the server's message from a gRPC status as arrow-flight prints it
 /// (`… code: '…', message: "…"` with the message escaped, possibly followed by more fields).
 fn clean(text: &str) -> String {
-    let Some(start) = text.find("message: \"") else { return text.to_string() };
+    let Some(start) = text.find("message: \"") else {
+        return text.to_string();
+    };
     let rest = &text[start + 10..];
     let mut out = String::new();
     let mut chars = rest.chars();
@@ -443,7 +445,9 @@ impl Drop for Upload {
 async fn collect(flight: &mut FlightSqlServiceClient<Channel>, info: arrow_flight::FlightInfo) -> Result<Vec<RecordBatch>, ClientError> {
     let mut out = Vec::new();
     for endpoint in info.endpoint {
-        let Some(ticket) = endpoint.ticket else { continue };
+        let Some(ticket) = endpoint.ticket else {
+            continue;
+        };
         let mut stream = flight.do_get(ticket).await.map_err(|e| flight_err("fetch failed", e))?;
         while let Some(b) = stream.next().await {
             out.push(b.map_err(|e| flight_err("fetch failed", e))?);
@@ -512,7 +516,9 @@ async fn fetch_all(
 /// [`INTERRUPT_POLL`]) says the caller's query was interrupted; `fut` is then dropped, which
 /// cancels a call in flight.
 fn wait_unless_interrupted<F: std::future::Future>(rt: &Runtime, fut: F, check: Option<&InterruptCheck>) -> Option<F::Output> {
-    let Some(check) = check else { return Some(rt.block_on(fut)) };
+    let Some(check) = check else {
+        return Some(rt.block_on(fut));
+    };
     rt.block_on(async {
         tokio::pin!(fut);
         loop {
@@ -537,7 +543,9 @@ impl Iterator for QueryReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         let next = wait_unless_interrupted(&self.rt, self.batches.recv(), self.interrupted.as_ref());
-        let Some(next) = next else { return Some(Err(interrupted_error())) };
+        let Some(next) = next else {
+            return Some(Err(interrupted_error()));
+        };
         // Relabel with the announced schema so every batch matches it exactly.
         Some(next?.and_then(|batch| RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())))
     }

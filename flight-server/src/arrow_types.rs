@@ -54,7 +54,9 @@ pub fn duckdb_type(field: &Field) -> Result<String, String> {
             format!("STRUCT({})", parts?.join(", "))
         }
         DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => format!("MAP({}, {})", duckdb_type(&kv[0])?, duckdb_type(&kv[1])?),
+            DataType::Struct(kv) if kv.len() == 2 => {
+                format!("MAP({}, {})", duckdb_type(&kv[0])?, duckdb_type(&kv[1])?)
+            }
             other => return Err(format!("unsupported map entries type {other}")),
         },
         DataType::Union(fields, _) => {

@@ -239,6 +239,7 @@ impl Database {
         }
         options.extend(LOCKDOWN.iter().map(|(k, v)| (*k, v.to_string())));
         let instance = RawDatabase::open(path, &options)?;
+        instance.connect()?.lock_down()?;
         Ok(Database { name: name.to_string(), path: path.to_path_buf(), instance: Mutex::new(Some(instance)), layered, follows: None })
     }
 
@@ -359,7 +360,9 @@ impl Database {
     /// Makes every change committed so far durable (a no-op without layered storage). Call after
     /// a commit and before acknowledging it; runs on a blocking thread.
     pub fn make_durable(&self) -> Result<()> {
-        let Some(l) = &self.layered else { return Ok(()) };
+        let Some(l) = &self.layered else {
+            return Ok(());
+        };
         l.rt.block_on(async { l.head.lock().await.sync_wal().await }).map_err(|e| match e {
             LayerError::NotDurable(msg) => ServerError::NotDurable(msg),
             other => ServerError::NotDurable(other.to_string()),
@@ -377,9 +380,17 @@ impl Database {
     /// Runs `f` (a statement that may checkpoint) with shipping paused, then seals the file.
     /// Without layered storage it just runs `f`.
     pub fn sealing<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, Option<i64>)> {
-        let Some(l) = &self.layered else { return Ok((f()?, None)) };
+        let Some(l) = &self.layered else {
+            return Ok((f()?, None));
+        };
         let mut head = l.rt.block_on(l.head.lock());
         let r = f()?;
+        // Whatever wrote the file, something that is not a DuckDB database never becomes a
+        // snapshot (and the log stays unshipped until a seal succeeds).
+        if let Err(e) = openduck_layers::head::check_duckdb_file(head.path()) {
+            head.refuse_shipping(&e.to_string());
+            return Err(storage_err(e));
+        }
         let snapshot = l.rt.block_on(head.seal()).map_err(storage_err)?;
         *l.last_seal.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if let Some(sealed) = &snapshot {
@@ -401,7 +412,9 @@ impl Database {
     /// seal is older than `interval`, or shipping stopped until the next seal.
     pub fn seal_due(&self, interval: Duration, max_log: u64) -> bool {
         let Some(l) = &self.layered else { return false };
-        let Ok(head) = l.head.try_lock() else { return false };
+        let Ok(head) = l.head.try_lock() else {
+            return false;
+        };
         let pending = head.pending();
         let age = l.last_seal.lock().map(|t| t.elapsed()).unwrap_or_default();
         pending.must_seal || pending.log_bytes >= max_log || (pending.log_bytes > 0 && age >= interval)
@@ -409,7 +422,9 @@ impl Database {
 
     /// Renews this server's write lease (a no-op without layered storage).
     pub async fn renew_lease(&self, ttl: Duration) -> Result<()> {
-        let Some(l) = &self.layered else { return Ok(()) };
+        let Some(l) = &self.layered else {
+            return Ok(());
+        };
         l.head.lock().await.renew(ttl).await.map_err(storage_err)
     }
 
@@ -423,7 +438,16 @@ impl Database {
         &self.path
     }
 
-    /// A new connection to this database.
+    /// A new connection for a client's SQL: every plan it runs passes the remote-SQL guard
+    /// ([`Conn::guard`]).
+    pub fn client_connection(&self) -> Result<Conn> {
+        let conn = self.connect()?;
+        conn.guard()?;
+        Ok(conn)
+    }
+
+    /// A new connection to this database for the server's own work (sealing, setup); never
+    /// hand it to a client ([`Database::client_connection`] is theirs).
     pub fn connect(&self) -> Result<Conn> {
         let instance = self.instance.lock().map_err(|_| ServerError::Internal("database lock poisoned".into()))?;
         match instance.as_ref() {
@@ -478,7 +502,10 @@ impl Databases {
     pub fn open_dir(dir: &Path, default: &str, settings: DuckDbSettings) -> Result<Self> {
         let dbs = Self::new(dir, default, settings, None)?;
         for name in dbs.local_names()? {
-            dbs.create(&name)?;
+            // One database that cannot open does not keep the others from being served.
+            if let Err(e) = dbs.create(&name) {
+                dbs.unavailable_because(&name, &e);
+            }
         }
         Ok(dbs)
     }
@@ -509,7 +536,8 @@ impl Databases {
                             }
                         }
                     }
-                    Err(e) => return Err(e),
+                    // One database that cannot open does not keep the others from being served.
+                    Err(e) => opener.unavailable_because(&name, &e),
                 }
             }
             Ok::<_, ServerError>(())
@@ -571,7 +599,9 @@ impl Databases {
 
     /// Serves `name` read-only as a follower of its writer (see [`Database::follower_reason`]).
     fn follow(&self, name: &str, reason: String) -> Result<()> {
-        let Some(layers) = &self.layers else { return Ok(()) };
+        let Some(layers) = &self.layers else {
+            return Ok(());
+        };
         let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
         let previous = self.open.read().ok().and_then(|m| m.get(name).cloned());
         let Some(db) =
@@ -600,7 +630,9 @@ impl Databases {
         for db in followed {
             let name = db.name().to_string();
             let Some(layers) = &self.layers else { return };
-            let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
             let path = self.dir.join(format!("{name}.duckdb"));
             match Database::open_layered(&name, &path, &self.settings, layers, rt, self.heads.as_ref()) {
                 Ok(writer) => {
@@ -616,7 +648,9 @@ impl Databases {
                         tracing::warn!(database = %name, error = %e, "following a newer snapshot failed");
                     }
                 }
-                Err(e) => tracing::warn!(database = %name, error = %e, "taking over the database failed"),
+                Err(e) => {
+                    tracing::warn!(database = %name, error = %e, "taking over the database failed")
+                }
             }
         }
     }
@@ -624,7 +658,9 @@ impl Databases {
     /// Opens databases created in the metadata store since the server started (by `openduck db
     /// create` or `clone`, or another server); returns their names. Runs on a blocking thread.
     pub fn open_new(&self) -> Result<Vec<String>> {
-        let Some(layers) = &self.layers else { return Ok(Vec::new()) };
+        let Some(layers) = &self.layers else {
+            return Ok(Vec::new());
+        };
         let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
         let known = rt.block_on(layers.storage.meta.databases()).map_err(|e| storage_err(e.into()))?;
         let open = self.names();
@@ -754,6 +790,20 @@ impl Databases {
         }
     }
 
+    /// Records that `name` cannot be served because of `error`: its clients get the error, and
+    /// `/health` reports it; discovery retries it.
+    fn unavailable_because(&self, name: &str, error: &ServerError) {
+        tracing::error!(database = %name, error = %error, "cannot serve database; serving the others");
+        if let Ok(mut refused) = self.refused.write() {
+            refused.insert(name.to_string(), error.to_string());
+        }
+    }
+
+    /// Databases this server cannot serve, with why.
+    pub fn unavailable(&self) -> Vec<(String, String)> {
+        self.refused.read().map(|r| r.iter().map(|(n, why)| (n.clone(), why.clone())).collect()).unwrap_or_default()
+    }
+
     /// Names of all databases.
     pub fn names(&self) -> Vec<String> {
         self.open.read().map(|m| m.keys().cloned().collect()).unwrap_or_default()
@@ -770,7 +820,9 @@ impl Databases {
         for db in dbs {
             match db.close() {
                 Ok(()) => tracing::info!(database = db.name(), "checkpointed and closed database"),
-                Err(e) => tracing::error!(database = db.name(), error = %e, "closing database failed"),
+                Err(e) => {
+                    tracing::error!(database = db.name(), error = %e, "closing database failed")
+                }
             }
         }
     }

@@ -40,6 +40,11 @@ fn err(msg: impl Into<String>) -> DuckError {
     DuckError(msg.into())
 }
 
+extern "C" {
+    #[link_name = "free"]
+    fn libc_free(p: *mut c_void);
+}
+
 /// Copies a C string owned by DuckDB, or returns `fallback` for NULL.
 unsafe fn c_str(p: *const c_char, fallback: &str) -> String {
     if p.is_null() {
@@ -67,6 +72,11 @@ unsafe fn check_error_data(mut e: ffi::duckdb_error_data) -> Result<()> {
     };
     unsafe { ffi::duckdb_destroy_error_data(&mut e) };
     result
+}
+
+/// The DuckDB library's version, e.g. `v1.5.5`.
+pub fn library_version() -> String {
+    unsafe { c_str(ffi::duckdb_library_version(), "unknown") }
 }
 
 /// An open DuckDB database instance.
@@ -208,7 +218,42 @@ impl StatementKind {
     }
 }
 
+extern "C" {
+    /// Installs the remote-SQL guard (`cpp/guard.cpp`) on a connection; NULL or a `malloc`ed
+    /// error message.
+    fn openduck_guard_connection(connection: *mut c_void) -> *mut c_char;
+    /// Refuses every function not on the allow-lists at bind time (`cpp/guard.cpp`).
+    fn openduck_lock_down(connection: *mut c_void) -> *mut c_char;
+}
+
+/// Turns a `malloc`ed error message from `cpp/guard.cpp` into a result.
+fn guard_result(e: *mut c_char, what: &str) -> Result<()> {
+    if e.is_null() {
+        return Ok(());
+    }
+    let message = unsafe { c_str(e, what) };
+    unsafe { libc_free(e as *mut c_void) };
+    Err(err(message))
+}
+
 impl Conn {
+    /// Subjects every statement this connection runs from now on to the remote-SQL guard
+    /// (`cpp/guard.cpp`): a plan runs only if each operator and table function in it is on the
+    /// guard's allow-list, which admits nothing that touches a file, logging, profiling or a
+    /// checkpoint. For connections that run clients' SQL.
+    pub fn guard(&self) -> Result<()> {
+        guard_result(unsafe { openduck_guard_connection(self.raw() as *mut c_void) }, "installing the SQL guard failed")
+    }
+
+    /// Makes every table function, COPY format and pragma that is not on the guard's
+    /// allow-lists (`cpp/guard.cpp`) fail when bound, for every connection of this database
+    /// instance: DuckDB lets a locked-down database's SQL open its own files, and some
+    /// functions read theirs while binding, before [`Conn::guard`] sees a plan. Call once,
+    /// right after opening.
+    pub fn lock_down(&self) -> Result<()> {
+        guard_result(unsafe { openduck_lock_down(self.raw() as *mut c_void) }, "locking down the catalog failed")
+    }
+
     /// A handle that interrupts this connection's running query.
     pub fn interrupter(&self) -> Interrupter {
         Interrupter(self.inner.clone())

@@ -200,11 +200,12 @@ impl Engine {
             .ok_or_else(|| ServerError::NotFound(format!("unknown transaction {id} (ended or expired)")))
     }
 
-    /// Runs `f` on the target's connection, inside a read-only transaction for read-only grants.
+    /// Runs `f` on the target's connection (guarded: see [`Conn::guard`]), inside a read-only
+    /// transaction for read-only grants.
     fn with_conn<R>(target: &Target, read_only: bool, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
         match target {
             Target::Fresh(db) => {
-                let conn = db.connect()?;
+                let conn = db.client_connection()?;
                 if read_only {
                     conn.execute_batch("BEGIN TRANSACTION READ ONLY")?;
                 }
@@ -224,23 +225,58 @@ impl Engine {
 
     /// Runs a statement so that layered storage stays consistent. `run` sets the flag when the
     /// statement may write. Outside a client transaction, a change is made durable before it is
-    /// acknowledged (inside one, at commit); a statement that may checkpoint (any SQL mentioning
-    /// `checkpoint`; a false match only costs a seal) runs with log shipping paused and is
-    /// followed by a seal, so the server's log and snapshots never disagree.
-    fn durably<R>(target: &Target, sql: &str, run: impl FnOnce(&std::cell::Cell<bool>) -> Result<R>) -> Result<R> {
+    /// acknowledged (inside one, at commit).
+    fn durably<R>(target: &Target, run: impl FnOnce(&std::cell::Cell<bool>) -> Result<R>) -> Result<R> {
         let wrote = std::cell::Cell::new(false);
-        let Target::Fresh(db) = target else { return run(&wrote) };
+        let Target::Fresh(db) = target else {
+            return run(&wrote);
+        };
         if !db.is_layered() {
             return run(&wrote);
-        }
-        if sql.to_ascii_lowercase().contains("checkpoint") {
-            return db.sealing(|| run(&wrote)).map(|(r, _)| r);
         }
         let r = run(&wrote)?;
         if wrote.get() {
             db.make_durable()?;
         }
         Ok(r)
+    }
+
+    /// Runs a client's `CHECKPOINT` ([`is_checkpoint`]) with `f`, on a connection of the
+    /// server's own (the guard refuses checkpoints on clients' connections): through the sealer
+    /// on layered storage, so the server's log and snapshots never disagree. Refused inside a
+    /// transaction, to read-only grants and on followers.
+    fn checkpoint<R>(target: &Target, read_only: bool, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
+        let db = match target {
+            Target::Transaction(_) => {
+                return Err(ServerError::InvalidArgument(
+                    "CHECKPOINT inside a transaction: end the transaction first (the server seals a checkpoint as a snapshot)".into(),
+                ))
+            }
+            Target::Fresh(db) => db,
+        };
+        if read_only {
+            return Err(ServerError::ReadOnly("CHECKPOINT".into()));
+        }
+        if let Some(reason) = db.follower_reason() {
+            return Err(ServerError::NotWriter(reason));
+        }
+        let conn = db.connect()?;
+        db.sealing(|| f(&conn)).map(|(r, _)| r)
+    }
+
+    /// Runs `f` on the connection a statement needs: the server's own for a lone `CHECKPOINT`
+    /// (see [`Engine::checkpoint`]), else the target's guarded one, keeping storage consistent.
+    fn run_statement<R>(
+        target: &Target,
+        read_only: bool,
+        sql: &str,
+        f: impl FnOnce(&Conn, &std::cell::Cell<bool>) -> Result<R>,
+    ) -> Result<R> {
+        if is_checkpoint(sql, target.database().name()) {
+            let unused = std::cell::Cell::new(false);
+            return Self::checkpoint(target, read_only, |conn| f(conn, &unused));
+        }
+        Self::durably(target, |wrote| Self::with_conn(target, read_only, |conn| f(conn, wrote)))
     }
 
     /// Refuses statements a grant or target does not allow.
@@ -284,11 +320,16 @@ impl Engine {
     pub async fn describe(&self, grant: &Grant, target: Target, sql: String) -> Result<Description> {
         let read_only = grant.read_only;
         blocking(move || {
-            Self::with_conn(&target, read_only, |conn| {
+            let describe = |conn: &Conn| {
                 let p = conn.prepare(&sql)?;
                 Self::check_kind(p.kind(), &target, read_only)?;
                 Ok(Description { kind: p.kind(), schema: p.result_schema()?, parameters: p.parameter_schema()? })
-            })
+            };
+            if is_checkpoint(&sql, target.database().name()) {
+                // Described by the server's own connection: preparing runs nothing.
+                return describe(&target.database().connect()?);
+            }
+            Self::with_conn(&target, read_only, describe)
         })
         .await
     }
@@ -409,41 +450,39 @@ impl Engine {
         tokio::task::spawn_blocking(move || {
             let _done = done_tx;
             let mut schema_tx = Some(schema_tx);
-            let r = Self::durably(&target, &sql, |wrote| {
-                Self::with_conn(&target, read_only, |conn| {
-                    engine.register(id, conn.interrupter())?;
-                    let mut stmt = conn.prepare(&sql)?;
-                    Self::check_kind(stmt.kind(), &target, read_only)?;
-                    wrote.set(stmt.kind().may_write());
-                    let runs = param_rows(&params, stmt.parameter_count())?;
-                    let mut first_schema: Option<SchemaRef> = None;
-                    for (batch, row) in runs {
-                        if let Some(batch) = batch {
-                            bind_row(&mut stmt, batch, row)?;
+            let r = Self::run_statement(&target, read_only, &sql, |conn, wrote| {
+                engine.register(id, conn.interrupter())?;
+                let mut stmt = conn.prepare(&sql)?;
+                Self::check_kind(stmt.kind(), &target, read_only)?;
+                wrote.set(stmt.kind().may_write());
+                let runs = param_rows(&params, stmt.parameter_count())?;
+                let mut first_schema: Option<SchemaRef> = None;
+                for (batch, row) in runs {
+                    if let Some(batch) = batch {
+                        bind_row(&mut stmt, batch, row)?;
+                    }
+                    let mut stream = stmt.execute_streaming()?;
+                    match &first_schema {
+                        None => {
+                            let schema = stream.schema();
+                            first_schema = Some(schema.clone());
+                            if let Some(tx) = schema_tx.take() {
+                                let _ = tx.send(Ok(schema));
+                            }
                         }
-                        let mut stream = stmt.execute_streaming()?;
-                        match &first_schema {
-                            None => {
-                                let schema = stream.schema();
-                                first_schema = Some(schema.clone());
-                                if let Some(tx) = schema_tx.take() {
-                                    let _ = tx.send(Ok(schema));
-                                }
-                            }
-                            Some(s) if s.fields() != stream.schema().fields() => {
-                                return Err(ServerError::InvalidArgument("parameter rows produced results of different schemas".into()));
-                            }
-                            Some(_) => {}
+                        Some(s) if s.fields() != stream.schema().fields() => {
+                            return Err(ServerError::InvalidArgument("parameter rows produced results of different schemas".into()));
                         }
-                        while let Some(batch) = stream.next_batch()? {
-                            if batch_tx.blocking_send(Ok(batch)).is_err() {
-                                // The client went away: stop reading; dropping the stream ends the query.
-                                return Ok(());
-                            }
+                        Some(_) => {}
+                    }
+                    while let Some(batch) = stream.next_batch()? {
+                        if batch_tx.blocking_send(Ok(batch)).is_err() {
+                            // The client went away: stop reading; dropping the stream ends the query.
+                            return Ok(());
                         }
                     }
-                    Ok(())
-                })
+                }
+                Ok(())
             });
             let r = engine.finish(id, r);
             if let Err(e) = r {
@@ -469,24 +508,22 @@ impl Engine {
         let engine = self.clone();
         self.arm_timeout(id);
         blocking(move || {
-            let r = Self::durably(&target, &sql, |wrote| {
-                Self::with_conn(&target, read_only, |conn| {
-                    engine.register(id, conn.interrupter())?;
-                    let mut stmt = conn.prepare(&sql)?;
-                    Self::check_kind(stmt.kind(), &target, read_only)?;
-                    if read_only && stmt.kind().may_write() {
-                        return Err(ServerError::ReadOnly(format!("{:?} statement", stmt.kind())));
+            let r = Self::run_statement(&target, read_only, &sql, |conn, wrote| {
+                engine.register(id, conn.interrupter())?;
+                let mut stmt = conn.prepare(&sql)?;
+                Self::check_kind(stmt.kind(), &target, read_only)?;
+                if read_only && stmt.kind().may_write() {
+                    return Err(ServerError::ReadOnly(format!("{:?} statement", stmt.kind())));
+                }
+                wrote.set(stmt.kind().may_write());
+                let mut total: u64 = 0;
+                for (batch, row) in param_rows(&params, stmt.parameter_count())? {
+                    if let Some(batch) = batch {
+                        bind_row(&mut stmt, batch, row)?;
                     }
-                    wrote.set(stmt.kind().may_write());
-                    let mut total: u64 = 0;
-                    for (batch, row) in param_rows(&params, stmt.parameter_count())? {
-                        if let Some(batch) = batch {
-                            bind_row(&mut stmt, batch, row)?;
-                        }
-                        total += stmt.execute_update()?;
-                    }
-                    Ok(total as i64)
-                })
+                    total += stmt.execute_update()?;
+                }
+                Ok(total as i64)
             });
             engine.finish(id, r)
         })
@@ -512,7 +549,7 @@ impl Engine {
         let id = Uuid::new_v4();
         let engine = self.clone();
         blocking(move || {
-            let r = Self::durably(&target, "", |wrote| {
+            let r = Self::durably(&target, |wrote| {
                 Self::with_conn(&target, false, |conn| {
                     engine.register(id, conn.interrupter())?;
                     wrote.set(true);
@@ -562,7 +599,7 @@ impl Engine {
         let read_only = grant.read_only;
         let conn_db = db.clone();
         let conn = blocking(move || {
-            let conn = conn_db.connect()?;
+            let conn = conn_db.client_connection()?;
             conn.execute_batch(if read_only { "BEGIN TRANSACTION READ ONLY" } else { "BEGIN TRANSACTION" })?;
             Ok(conn)
         })
@@ -627,6 +664,23 @@ impl Engine {
     /// Number of queries running now.
     pub fn running_count(&self) -> usize {
         lock(&self.running).len()
+    }
+}
+
+/// Whether `sql` is a lone `CHECKPOINT` or `FORCE CHECKPOINT` (of `database`, if it names one),
+/// which the server runs through its sealer. Any other way of checkpointing is refused by the guard.
+fn is_checkpoint(sql: &str, database: &str) -> bool {
+    let words: Vec<String> =
+        sql.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace()).split_whitespace().map(str::to_ascii_lowercase).collect();
+    let rest = match words.first().map(String::as_str) {
+        Some("force") if words.get(1).map(String::as_str) == Some("checkpoint") => &words[2..],
+        Some("checkpoint") => &words[1..],
+        _ => return false,
+    };
+    match rest {
+        [] => true,
+        [name] => name.trim_matches('"') == database.to_ascii_lowercase(),
+        _ => false,
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`server`]: one port for gRPC and `GET /health`, graceful shutdown.
 //! - [`params`], [`arrow_types`]: Arrow values and types to DuckDB's.
 //! - [`error`]: how DuckDB and protocol errors become gRPC statuses.
+//! - [`threads`]: stacks large enough for DuckDB's recursion on every thread that runs it.
 
 #![warn(missing_docs)]
 
@@ -23,3 +24,4 @@ pub mod error;
 pub mod params;
 pub mod server;
 pub mod service;
+pub mod threads;

@@ -374,7 +374,7 @@ fn main() -> anyhow::Result<()> {
         openduck_layers::fuse_watchdog::run(parent, &mounts);
         return Ok(());
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async_main())
+    openduck_flight_server::threads::runtime()?.block_on(async_main())
 }
 
 async fn async_main() -> anyhow::Result<()> {

@@ -23,11 +23,36 @@ use crate::engine::Engine;
 use crate::error::{Result, ServerError};
 use crate::service::OpenDuckService;
 
+/// The `/health` answer. Anyone sees whether the server is up and how many databases it
+/// serves; names, and why a database is unavailable, only a token granted them (send it as
+/// `Authorization: Bearer …`). `status` is `degraded` while a database cannot be served.
+fn health(engine: &Engine, grant: Option<&crate::auth::Grant>) -> serde_json::Value {
+    let dbs = engine.databases();
+    let unavailable = dbs.unavailable();
+    let mut body = serde_json::json!({
+        "status": if unavailable.is_empty() { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "duckdb": crate::duck::library_version(),
+        "database_count": dbs.names().len(),
+        "unavailable_count": unavailable.len(),
+        "running_queries": engine.running_count(),
+    });
+    if let Some(grant) = grant {
+        let names: Vec<String> = dbs.names().into_iter().filter(|n| grant.allows(n)).collect();
+        let reasons: serde_json::Map<String, serde_json::Value> =
+            unavailable.into_iter().filter(|(n, _)| grant.allows(n)).map(|(n, why)| (n, why.into())).collect();
+        body["databases"] = names.into();
+        body["unavailable"] = reasons.into();
+    }
+    body
+}
+
 /// A server bound to its port, not yet serving.
 pub struct Server {
     listener: TcpListener,
     engine: Arc<Engine>,
     service: OpenDuckService,
+    auth: Arc<Authenticator>,
     config: ServerConfig,
 }
 
@@ -41,11 +66,12 @@ impl Server {
             None => Databases::open_dir(&config.data_dir, &config.default_database, config.duckdb.clone())?,
         });
         let engine = Engine::new(databases, config.query_timeout);
-        let service = OpenDuckService::new(engine.clone(), Arc::new(auth))?;
+        let auth = Arc::new(auth);
+        let service = OpenDuckService::new(engine.clone(), auth.clone())?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
-        Ok(Server { listener, engine, service, config })
+        Ok(Server { listener, engine, service, auth, config })
     }
 
     /// The address actually bound.
@@ -55,23 +81,18 @@ impl Server {
 
     /// Serves until `shutdown` completes, then shuts down gracefully within `grace`.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static, grace: Duration) -> Result<()> {
-        let Server { listener, engine, service, config } = self;
+        let Server { listener, engine, service, auth, config } = self;
         let addr = listener.local_addr().ok();
         let flight =
             FlightServiceServer::new(service).max_decoding_message_size(config.max_message_bytes).max_encoding_message_size(usize::MAX);
         let health_engine = engine.clone();
         let router = tonic::service::Routes::new(flight).into_axum_router().route(
             "/health",
-            axum::routing::get(move || {
-                let engine = health_engine.clone();
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let (engine, auth) = (health_engine.clone(), auth.clone());
                 async move {
-                    let body = serde_json::json!({
-                        "status": "ok",
-                        "version": env!("CARGO_PKG_VERSION"),
-                        "duckdb": "v1.5.5",
-                        "databases": engine.databases().names(),
-                        "running_queries": engine.running_count(),
-                    });
+                    let grant = auth.authenticate(&tonic::metadata::MetadataMap::from_headers(headers)).ok();
+                    let body = health(&engine, grant.as_ref());
                     ([(CONTENT_TYPE, "application/json")], body.to_string())
                 }
             }),
@@ -137,7 +158,9 @@ async fn seal_loop(engine: std::sync::Weak<Engine>, interval: Duration, max_log:
     let gc_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         tick.tick().await;
-        let Some(engine) = engine.upgrade() else { return };
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
         let registry = engine.databases().clone();
         let dbs = registry.all();
         drop(engine);
@@ -150,7 +173,9 @@ async fn seal_loop(engine: std::sync::Weak<Engine>, interval: Duration, max_log:
                     match openduck_layers::gc::collect_garbage(storage.meta.as_ref(), storage.store.as_ref(), "", grace).await {
                         Ok(r) if r.unreferenced.is_empty() && r.orphans.is_empty() => {}
                         Ok(r) => tracing::info!(layers = r.unreferenced.len(), orphans = r.orphans.len(), "garbage collected"),
-                        Err(e) => tracing::warn!(error = %e, "garbage collection failed; retried later"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "garbage collection failed; retried later")
+                        }
                     }
                     running.store(false, std::sync::atomic::Ordering::SeqCst);
                 });
@@ -161,7 +186,9 @@ async fn seal_loop(engine: std::sync::Weak<Engine>, interval: Duration, max_log:
             let followers = registry.clone();
             let _ = tokio::task::spawn_blocking(move || followers.refresh_followers()).await;
             match tokio::task::spawn_blocking(move || registry.open_new()).await {
-                Ok(Ok(names)) if !names.is_empty() => tracing::info!(databases = ?names, "opened new databases"),
+                Ok(Ok(names)) if !names.is_empty() => {
+                    tracing::info!(databases = ?names, "opened new databases")
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "looking for new databases failed"),
                 _ => {}
             }
@@ -177,7 +204,9 @@ async fn seal_loop(engine: std::sync::Weak<Engine>, interval: Duration, max_log:
                 let name = db.name().to_string();
                 match tokio::task::spawn_blocking(move || db.seal()).await {
                     Ok(Ok(snapshot)) => tracing::debug!(database = %name, ?snapshot, "sealed"),
-                    Ok(Err(e)) => tracing::error!(database = %name, error = %e, "sealing failed; retrying"),
+                    Ok(Err(e)) => {
+                        tracing::error!(database = %name, error = %e, "sealing failed; retrying")
+                    }
                     Err(e) => tracing::error!(database = %name, error = %e, "sealer thread failed"),
                 }
             }

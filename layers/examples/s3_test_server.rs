@@ -24,7 +24,9 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args[2].parse::<u16>().expect("port"))).await.expect("binding");
     println!("http://{}", listener.local_addr().expect("address"));
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let service = service.clone();
         tokio::spawn(async move {
             let _ =

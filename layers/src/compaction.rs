@@ -65,7 +65,9 @@ pub async fn compact(
     let map = open_map(store, base).await?;
     let layers = map.layers();
     let sizes: Vec<u64> = layers.iter().map(|l| l.object_len()).collect();
-    let Some(run) = plan(&sizes, policy) else { return Ok(None) };
+    let Some(run) = plan(&sizes, policy) else {
+        return Ok(None);
+    };
     let first = layers.len() - run;
     let page_size = layers[first].page_size;
     let pages_in_file = map.file_len().div_ceil(u64::from(page_size));

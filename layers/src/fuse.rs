@@ -60,7 +60,9 @@ impl ChunkCache {
         self.chunks.insert(key, data);
         self.order.push_back(key);
         while self.used > self.limit {
-            let Some(old) = self.order.pop_front() else { break };
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
             if let Some(d) = self.chunks.remove(&old) {
                 self.used -= d.len();
             }
@@ -182,7 +184,9 @@ pub(crate) fn attr(ino: u64, size: u64, kind: FileType, perm: u16) -> FileAttr {
 
 impl Filesystem for SnapshotFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
         let parent = parent.0;
         if parent == INodeNo::ROOT.0 {
             match self.rt.block_on(self.storage.meta.databases()) {
@@ -193,7 +197,9 @@ impl Filesystem for SnapshotFs {
                 Err(_) => reply.error(Errno::EIO),
             }
         } else if parent & (SNAPSHOT_DIR | SNAPSHOT_FILE) == 0 {
-            let (Some(db), Ok(id)) = (self.database_of(parent), name.parse::<i64>()) else { return reply.error(Errno::ENOENT) };
+            let (Some(db), Ok(id)) = (self.database_of(parent), name.parse::<i64>()) else {
+                return reply.error(Errno::ENOENT);
+            };
             match self.snapshot(id) {
                 Ok(info) if info.database == db => reply.entry(&TTL, &Self::dir_attr(SNAPSHOT_DIR | id as u64), fuser::Generation(0)),
                 _ => reply.error(Errno::ENOENT),

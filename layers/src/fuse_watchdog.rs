@@ -66,7 +66,9 @@ pub fn run(parent: u32, mounts: &[PathBuf]) {
     }
     for path in mounts {
         // Only the dead server's own mount: a new server may already have mounted the path.
-        let Some(device) = mounted_device(path, parent) else { continue };
+        let Some(device) = mounted_device(path, parent) else {
+            continue;
+        };
         let minor = device.rsplit(':').next().unwrap_or_default();
         let connections = Path::new("/sys/fs/fuse/connections");
         if std::fs::read_dir(connections).map(|mut d| d.next().is_none()).unwrap_or(true) {

@@ -176,6 +176,10 @@ pub struct Head {
     pieces: usize,
     /// The log file's inode when bytes were last shipped, to notice a log replaced behind us.
     wal_inode: Option<u64>,
+    /// Bytes of the shipped log: its start and the end of what was shipped, checked before each
+    /// shipment, so a log replaced in place (same inode, e.g. truncated and rewritten by a
+    /// checkpoint) is noticed by its content.
+    wal_fingerprint: WalFingerprint,
     /// Why nothing may be shipped until the next seal.
     needs_seal: Option<String>,
 }
@@ -205,6 +209,49 @@ pub enum Recovery {
         /// Log bytes rebuilt from durable pieces.
         wal_bytes: u64,
     },
+}
+
+/// Bytes of a shipped log that must still be there, unchanged, when more of it is shipped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct WalFingerprint {
+    /// The first bytes of the log (up to [`FINGERPRINT_BYTES`]).
+    head: Vec<u8>,
+    /// The bytes just before the shipped length (up to [`FINGERPRINT_BYTES`]).
+    tail: Vec<u8>,
+}
+
+/// How many bytes of each end of the shipped log [`WalFingerprint`] keeps.
+const FINGERPRINT_BYTES: u64 = 4096;
+
+impl WalFingerprint {
+    /// Reads the fingerprint of the first `shipped` bytes of `file`.
+    fn read(file: &mut std::fs::File, shipped: u64) -> std::io::Result<Self> {
+        let mut head = vec![0u8; shipped.min(FINGERPRINT_BYTES) as usize];
+        file.seek(SeekFrom::Start(0))?;
+        file.read_exact(&mut head)?;
+        let tail_len = shipped.min(FINGERPRINT_BYTES);
+        let mut tail = vec![0u8; tail_len as usize];
+        file.seek(SeekFrom::Start(shipped - tail_len))?;
+        file.read_exact(&mut tail)?;
+        Ok(WalFingerprint { head, tail })
+    }
+}
+
+/// Checks that `path` starts like a DuckDB database file: the main header's magic bytes
+/// `DUCK` at offset 8, and room for the main header and both database headers (4 KiB each).
+pub fn check_duckdb_file(path: &Path) -> Result<(), LayerError> {
+    let not_db = |reason: String| LayerError::NotADatabase { path: path.display().to_string(), reason };
+    let mut f = std::fs::File::open(path).map_err(local(format!("opening {}", path.display())))?;
+    let len = f.metadata().map_err(local(format!("reading {}", path.display())))?.len();
+    if len < 3 * 4096 {
+        return Err(not_db(format!("{len} bytes, shorter than DuckDB's headers")));
+    }
+    let mut magic = [0u8; 12];
+    f.read_exact(&mut magic).map_err(local(format!("reading {}", path.display())))?;
+    if &magic[8..12] != b"DUCK" {
+        return Err(not_db("no DUCK magic bytes in its header".into()));
+    }
+    Ok(())
 }
 
 fn inode(path: &Path) -> Option<u64> {
@@ -269,6 +316,7 @@ impl Head {
             shipped: 0,
             pieces: 0,
             wal_inode: None,
+            wal_fingerprint: WalFingerprint::default(),
             needs_seal: Some("the database was just opened".into()),
         }
     }
@@ -420,6 +468,13 @@ impl Head {
         Ok(())
     }
 
+    /// Stops shipping the log until the next successful seal, for `reason` (e.g. the file
+    /// failed a check before sealing): commits then fail as not durable instead of extending a
+    /// state that will not be sealed.
+    pub fn refuse_shipping(&mut self, reason: &str) {
+        self.needs_seal = Some(reason.to_string());
+    }
+
     /// Makes every log byte DuckDB has written durable (one object and one metadata row), and
     /// returns how many bytes were shipped (0 when an earlier call already carried them).
     pub async fn sync_wal(&mut self) -> Result<u64, LayerError> {
@@ -435,7 +490,8 @@ impl Head {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, None),
             Err(e) => return Err(LayerError::Local { what: format!("reading {}", wal_path.display()), source: e }),
         };
-        if len < self.shipped || (self.shipped > 0 && ino != self.wal_inode) {
+        let replaced = len < self.shipped || (self.shipped > 0 && (ino != self.wal_inode || !self.wal_unchanged(&wal_path)?));
+        if replaced {
             let msg = format!("{} was replaced outside the sealer (a checkpoint not made by the server)", wal_path.display());
             self.needs_seal = Some(msg.clone());
             return Err(LayerError::NotDurable(msg));
@@ -445,10 +501,11 @@ impl Head {
         }
         let result = self.ship(&wal_path, base, len).await;
         match result {
-            Ok(n) => {
+            Ok((n, fingerprint)) => {
                 self.shipped = len;
                 self.pieces += 1;
                 self.wal_inode = ino;
+                self.wal_fingerprint = fingerprint;
                 Ok(n)
             }
             Err(e) => {
@@ -459,17 +516,27 @@ impl Head {
         }
     }
 
-    async fn ship(&self, wal_path: &Path, base: i64, len: u64) -> Result<u64, LayerError> {
+    /// Whether the log still holds the bytes shipped so far (checked by [`WalFingerprint`]).
+    fn wal_unchanged(&self, wal_path: &Path) -> Result<bool, LayerError> {
+        let what = || format!("reading {}", wal_path.display());
+        let mut f = std::fs::File::open(wal_path).map_err(local(what()))?;
+        Ok(WalFingerprint::read(&mut f, self.shipped).map_err(local(what()))? == self.wal_fingerprint)
+    }
+
+    /// Ships the log's bytes from `self.shipped` to `len`; returns how many, and the
+    /// fingerprint of the log up to `len`.
+    async fn ship(&self, wal_path: &Path, base: i64, len: u64) -> Result<(u64, WalFingerprint), LayerError> {
         let what = || format!("reading {}", wal_path.display());
         let mut f = std::fs::File::open(wal_path).map_err(local(what()))?;
         f.seek(SeekFrom::Start(self.shipped)).map_err(local(what()))?;
         let mut bytes = vec![0u8; (len - self.shipped) as usize];
         f.read_exact(&mut bytes).map_err(local(what()))?;
+        let fingerprint = WalFingerprint::read(&mut f, len).map_err(local(what()))?;
         let key = format!("{}/wal/{base}/{:016x}-{}", self.lease.database, self.shipped, unique_suffix());
         let n = bytes.len() as u64;
         self.storage.store.put_if_absent(&key, bytes.into()).await?;
         self.storage.meta.append_wal(&self.lease, base, self.shipped as i64, &key, n as i64).await?;
-        Ok(n)
+        Ok((n, fingerprint))
     }
 
     /// Seals the file as the next snapshot. Call right after DuckDB's `CHECKPOINT`, with no
@@ -565,7 +632,9 @@ impl Head {
     /// state.
     #[cfg(target_os = "linux")]
     async fn move_fuse_base(&mut self, newest: &SnapshotInfo) -> Result<(), LayerError> {
-        let (Some(registration), true) = (&self.fuse, self.fuse_rebase) else { return Ok(()) };
+        let (Some(registration), true) = (&self.fuse, self.fuse_rebase) else {
+            return Ok(());
+        };
         let map = crate::snapshot::open_map(self.storage.store.as_ref(), newest).await?;
         registration.file.rebase(std::sync::Arc::new(map));
         self.fuse_rebase = false;
@@ -605,6 +674,7 @@ impl Head {
         self.shipped = 0;
         self.pieces = 0;
         self.wal_inode = inode(&self.wal_path);
+        self.wal_fingerprint = WalFingerprint::default();
         self.needs_seal = None;
     }
 }
@@ -722,6 +792,61 @@ mod tests {
         head.seal().await.unwrap().unwrap();
         append(&wal, b"x");
         assert_eq!(head.sync_wal().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_log_rewritten_in_place_is_noticed_by_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path()).await;
+        s.meta.create_database("db", DEFAULT_PAGE_SIZE).await.unwrap();
+        let path = dir.path().join("db.duckdb");
+        std::fs::write(&path, vec![5u8; 10_000]).unwrap();
+        let (mut head, _) = Head::open(s.clone(), "db", &path, "h", Duration::from_secs(60)).await.unwrap();
+        head.seal().await.unwrap();
+        let wal = with_suffix(&path, ".wal");
+        let first: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        append(&wal, &first);
+        assert_eq!(head.sync_wal().await.unwrap(), 10_000);
+        // Same file (same inode), truncated and rewritten longer: the first bytes differ.
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&wal).unwrap();
+        f.write_all(&vec![9u8; 12_000]).unwrap();
+        drop(f);
+        let err = head.sync_wal().await.unwrap_err();
+        assert!(err.to_string().contains("outside the sealer"), "{err}");
+        assert!(head.pending().must_seal);
+        head.seal().await.unwrap();
+        // Only the middle rewritten, same length plus more: the end of what was shipped differs.
+        std::fs::remove_file(&wal).unwrap();
+        append(&wal, &first);
+        assert_eq!(head.sync_wal().await.unwrap(), 10_000);
+        let mut changed = first.clone();
+        changed[9_999] ^= 0xff;
+        changed.extend_from_slice(b"more");
+        let mut f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+        f.write_all(&changed).unwrap();
+        drop(f);
+        assert!(head.sync_wal().await.unwrap_err().to_string().contains("outside the sealer"));
+        // An honest append is shipped.
+        head.seal().await.unwrap();
+        std::fs::remove_file(&wal).unwrap();
+        append(&wal, &first);
+        head.sync_wal().await.unwrap();
+        append(&wal, b"next");
+        assert_eq!(head.sync_wal().await.unwrap(), 4);
+    }
+
+    #[test]
+    fn only_duckdb_files_pass_the_seal_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.duckdb");
+        std::fs::write(&path, b"x\n").unwrap();
+        assert!(matches!(check_duckdb_file(&path), Err(LayerError::NotADatabase { .. })));
+        let mut bytes = vec![0u8; 3 * 4096];
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(check_duckdb_file(&path), Err(LayerError::NotADatabase { .. })));
+        bytes[8..12].copy_from_slice(b"DUCK");
+        std::fs::write(&path, &bytes).unwrap();
+        check_duckdb_file(&path).unwrap();
     }
 
     #[tokio::test]

@@ -520,7 +520,9 @@ impl Filesystem for HeadFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let s = &self.0;
-        let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
         if parent == INodeNo::ROOT {
             if name == PROBE_NAME {
                 return reply.entry(&DIR_TTL, &attr(PROBE, 0, FileType::RegularFile, 0o444), fuser::Generation(0));
@@ -531,7 +533,9 @@ impl Filesystem for HeadFs {
             let ino = lock(&s.inodes).dir(name);
             return reply.entry(&DIR_TTL, &attr(ino, 0, FileType::Directory, 0o755), fuser::Generation(0));
         }
-        let Some(db) = s.db_of_dir(parent.0) else { return reply.error(Errno::ENOENT) };
+        let Some(db) = s.db_of_dir(parent.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         let ino = lock(&s.inodes).file(&db, name);
         match s.file_attr(ino, &db, name) {
             Ok(a) => reply.entry(&NO_CACHE, &a, fuser::Generation(0)),
@@ -575,7 +579,9 @@ impl Filesystem for HeadFs {
         reply: ReplyAttr,
     ) {
         let s = &self.0;
-        let Some((db, name)) = s.resolve(ino.0) else { return reply.error(Errno::ENOENT) };
+        let Some((db, name)) = s.resolve(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         if let Some(size) = size {
             let result = match s.head(&db, &name) {
                 Some(head) => head.truncate(size),
@@ -597,7 +603,9 @@ impl Filesystem for HeadFs {
         if ino.0 == PROBE {
             return reply.opened(FileHandle(0), FopenFlags::empty());
         }
-        let Some((db, name)) = s.resolve(ino.0) else { return reply.error(Errno::ENOENT) };
+        let Some((db, name)) = s.resolve(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         let handle = match s.head(&db, &name) {
             Some(head) if lock(&head.state).exists => Handle::Head(head),
             Some(_) => return reply.error(Errno::ENOENT),
@@ -619,7 +627,9 @@ impl Filesystem for HeadFs {
 
     fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
         let s = &self.0;
-        let (Some(db), Some(name)) = (s.db_of_dir(parent.0), name.to_str()) else { return reply.error(Errno::ENOENT) };
+        let (Some(db), Some(name)) = (s.db_of_dir(parent.0), name.to_str()) else {
+            return reply.error(Errno::ENOENT);
+        };
         let (excl, trunc) = (flags & libc::O_EXCL != 0, flags & libc::O_TRUNC != 0);
         let handle = match s.head(&db, name) {
             Some(head) => {
@@ -772,7 +782,9 @@ impl Filesystem for HeadFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let s = &self.0;
-        let (Some(db), Some(name)) = (s.db_of_dir(parent.0), name.to_str()) else { return reply.error(Errno::ENOENT) };
+        let (Some(db), Some(name)) = (s.db_of_dir(parent.0), name.to_str()) else {
+            return reply.error(Errno::ENOENT);
+        };
         if s.head(&db, name).is_some() {
             return reply.error(Errno::EPERM);
         }
@@ -827,7 +839,9 @@ impl Filesystem for HeadFs {
             return reply.error(Errno::EOPNOTSUPP);
         }
         let s = &self.0;
-        let Some((db, name)) = s.resolve(ino.0) else { return reply.error(Errno::ENOENT) };
+        let Some((db, name)) = s.resolve(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         let end = offset + length;
         let result = match s.head(&db, &name) {
             Some(head) if head.len() < end => head.truncate(end),
@@ -879,7 +893,9 @@ impl Filesystem for HeadFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // The local directory's space: DuckDB checks it before writing.
-        let Ok(path) = std::ffi::CString::new(self.0.local.as_os_str().as_encoded_bytes()) else { return reply.error(Errno::EIO) };
+        let Ok(path) = std::ffi::CString::new(self.0.local.as_os_str().as_encoded_bytes()) else {
+            return reply.error(Errno::EIO);
+        };
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: `path` is a valid C string and `st` a writable statvfs.
         if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {

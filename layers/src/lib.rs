@@ -76,4 +76,12 @@ pub enum LayerError {
     /// Writes cannot be made durable until the head is sealed again (the reason says why).
     #[error("not durable: {0}")]
     NotDurable(String),
+    /// A file about to be sealed is not a DuckDB database; nothing of it is stored.
+    #[error("{path} is not a DuckDB database ({reason}); it was not sealed")]
+    NotADatabase {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -69,7 +69,9 @@ pub async fn open_metadata(url: &str) -> Result<Arc<dyn Metadata>, LayerError> {
 
 /// `url` without a password (`postgres://user:secret@host` → `postgres://user:***@host`).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     match rest.split_once('@') {
         Some((auth, host)) if auth.contains(':') => {
             let user = auth.split(':').next().unwrap_or("");

@@ -55,7 +55,9 @@ unsafe extern "C" fn bind(info: ffi::duckdb_bind_info) {
             RowsColumn::BigInt => ffi::DUCKDB_TYPE_DUCKDB_TYPE_BIGINT,
             RowsColumn::Timestamp => ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP,
         };
-        let Ok(cname) = CString::new(name.as_str()) else { continue };
+        let Ok(cname) = CString::new(name.as_str()) else {
+            continue;
+        };
         unsafe {
             let mut logical = ffi::duckdb_create_logical_type(ty);
             ffi::duckdb_bind_add_result_column(info, cname.as_ptr(), logical);

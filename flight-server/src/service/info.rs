@@ -34,7 +34,10 @@ impl SqlInfos {
 fn build(read_only: bool) -> Result<SqlInfoData, ServerError> {
     let mut b = SqlInfoDataBuilder::new();
     b.append(SqlInfo::FlightSqlServerName, "OpenDuck");
-    b.append(SqlInfo::FlightSqlServerVersion, concat!(env!("CARGO_PKG_VERSION"), " (DuckDB v1.5.5)"));
+    b.append(
+        SqlInfo::FlightSqlServerVersion,
+        format!("{} (DuckDB {})", env!("CARGO_PKG_VERSION"), crate::duck::library_version()).as_str(),
+    );
     b.append(SqlInfo::FlightSqlServerArrowVersion, "58");
     b.append(SqlInfo::FlightSqlServerReadOnly, read_only);
     b.append(SqlInfo::FlightSqlServerSql, true);

@@ -851,10 +851,18 @@ impl OpenDuckService {
     fn cancel_info(&self, info: &FlightInfo) -> CancelStatus {
         let mut any = false;
         for endpoint in &info.endpoint {
-            let Some(ticket) = &endpoint.ticket else { continue };
-            let Ok(msg) = Any::decode(ticket.ticket.clone()) else { continue };
-            let Ok(Some(t)) = msg.unpack::<TicketStatementQuery>() else { continue };
-            let Ok(body) = serde_json::from_slice::<TicketBody>(&t.statement_handle) else { continue };
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let Ok(msg) = Any::decode(ticket.ticket.clone()) else {
+                continue;
+            };
+            let Ok(Some(t)) = msg.unpack::<TicketStatementQuery>() else {
+                continue;
+            };
+            let Ok(body) = serde_json::from_slice::<TicketBody>(&t.statement_handle) else {
+                continue;
+            };
             self.engine.cancel(body.q);
             any = true;
         }

@@ -160,7 +160,9 @@ impl ObjectStore for S3Store {
                 .await
                 .map_err(|e| remote("list", prefix, e))?;
             for object in page.contents() {
-                let Some(key) = object.key().and_then(|k| k.get(strip..)) else { continue };
+                let Some(key) = object.key().and_then(|k| k.get(strip..)) else {
+                    continue;
+                };
                 let modified =
                     object.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()).unwrap_or(std::time::UNIX_EPOCH);
                 out.push(ObjectInfo { key: key.to_string(), modified });

@@ -1,0 +1,297 @@
+"""What remote SQL must never do to a server, tried as an attacker would: with a read-only token
+and with an admin token, against a layered database. Each class of attack is tried with several
+statements of its kind (plain SQL, views, macros, replacement scans, prepared statements, EXPLAIN
+ANALYZE); every one is refused with an error that names why, and afterwards the database's files
+are intact, the server is alive, and a restart (and a loss of the local disk) brings back every
+acknowledged row.
+
+How "remote SQL reaches no server file" holds in general: the server checks every plan a client
+connection is about to run against an allow-list of operators and table functions
+(flight-server/cpp/guard.cpp), so anything not listed, including what DuckDB adds later, is
+refused."""
+
+import hashlib
+import signal
+import threading
+
+import pytest
+from adbc_driver_manager import DatabaseError, Error, OperationalError, ProgrammingError
+
+from conftest import Server, adbc_connect
+from services import wipe
+
+ADMIN = "hardening-admin"
+READER = "hardening-reader"
+TOKENS = [{"token": ADMIN}, {"token": READER, "read_only": True, "databases": ["mydb"]}]
+ERRORS = (ProgrammingError, OperationalError, DatabaseError, Error)
+
+
+class Layered:
+    """A layered server on a local store (the stores survive the loss of `disk`)."""
+
+    def __init__(self, tmp_path):
+        self.disk = tmp_path / "disk"
+        durable = tmp_path / "durable"
+        self.args = ["--store", f"file://{durable / 'store'}", "--metadata", f"sqlite://{durable / 'meta.sqlite'}"]
+        self.server = None
+
+    def serve(self, extra=()):
+        self.disk.mkdir(parents=True, exist_ok=True)
+        self.server = Server(self.disk, tokens=TOKENS, extra=[*self.args, *extra])
+        return self.server
+
+    @property
+    def db(self):
+        return self.disk / "mydb.duckdb"
+
+
+@pytest.fixture(scope="module")
+def layered(tmp_path_factory):
+    layout = Layered(tmp_path_factory.mktemp("hardening"))
+    s = layout.serve()
+    with adbc_connect(s, token=ADMIN) as c, c.cursor() as cur:
+        cur.execute("CREATE TABLE t AS SELECT range AS id, 'row ' || range AS s FROM range(1000)")
+        cur.execute("CHECKPOINT")
+    yield layout
+    if layout.server.proc.poll() is None:
+        layout.server.stop(signal.SIGKILL)
+
+
+def run(server, sql, token=READER, params=None):
+    with adbc_connect(server, token=token) as c, c.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+# The guard's refusal, or DuckDB's own lockdown refusing a file outside the database (DuckDB
+# allows the database's own files and temp directory: only the guard refuses those).
+REFUSALS = (
+    "not allowed on an OpenDuck server",
+    "file system operations are disabled by configuration",
+    "the configuration has been locked",
+)
+
+
+def refused(server, sql, token=READER, why=REFUSALS, params=None):
+    with pytest.raises(ERRORS) as e:
+        run(server, sql, token, params)
+    reasons = (why,) if isinstance(why, str) else why
+    assert any(r in str(e.value) for r in reasons), f"{sql}: {e.value}"
+    return str(e.value)
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def intact(layout):
+    """The database answers as before."""
+    assert run(layout.server, "SELECT count(*), sum(id) FROM t", token=ADMIN) == [(1000, sum(range(1000)))]
+    assert layout.server.health()["status"] == "ok"
+
+
+# Statements that read or write the database's own files (or its temp directory, or any other
+# file); {db} is the live database file, {dir} the data directory. Each is tried with both tokens.
+FILE_ATTACKS = [
+    "COPY (SELECT 'x') TO '{db}' (FORMAT csv, USE_TMP_FILE false)",
+    "COPY (SELECT 'x') TO '{db}.wal' (FORMAT csv)",
+    "COPY (SELECT 42 AS x) TO '{db}.wal.checkpoint' (FORMAT parquet)",
+    "COPY (SELECT 'x') TO '{db}.tmp/dropped.csv'",
+    "COPY t TO '{dir}/t.json'",
+    "COPY t FROM '{db}'",
+    "EXPLAIN ANALYZE COPY (SELECT 1) TO '{db}'",
+    "SELECT * FROM read_blob('{db}')",
+    "SELECT content FROM read_text('{db}.wal')",
+    "SELECT * FROM read_csv('{db}', header = false, all_varchar = true)",
+    "SELECT * FROM read_json_objects('{db}')",
+    "SELECT * FROM read_parquet('{db}')",
+    "SELECT * FROM parquet_metadata('{db}')",
+    "SELECT * FROM sniff_csv('{db}')",
+    "SELECT * FROM glob('{dir}/*')",
+    "SELECT * FROM read_duckdb('{db}')",
+    "SELECT count(*) FROM '{db}.tmp/spilled.csv'",
+    "SELECT count(*) FROM '{dir}/anything.csv'",
+    "SELECT * FROM query('SELECT * FROM read_blob(''{db}'')')",
+    "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT * FROM read_blob(''{db}'')'))",
+    "SELECT * FROM range(3) r, LATERAL (SELECT * FROM read_text('{db}'))",
+    "SELECT * FROM read_blob(['{db}', '{db}.wal'])",
+    "SELECT * FROM t WHERE id IN (SELECT size FROM read_blob('{db}'))",
+    "EXPORT DATABASE '{dir}/export'",
+    "SELECT * FROM duckdb_temporary_files()",
+    "SELECT * FROM duckdb_extensions()",
+    "SELECT * FROM duckdb_secrets()",
+]
+
+
+@pytest.mark.parametrize("token", [READER, ADMIN], ids=["reader", "admin"])
+@pytest.mark.parametrize("sql", FILE_ATTACKS)
+def test_remote_sql_reaches_no_server_file(layered, token, sql):
+    before = digest(layered.db)
+    refused(layered.server, sql.format(db=layered.db, dir=layered.disk), token=token)
+    assert digest(layered.db) == before
+    assert not (layered.disk / "export").exists()
+    assert not (layered.disk / "t.json").exists()
+    assert not list(layered.disk.glob("mydb.duckdb.tmp/*.csv"))
+
+
+def test_views_macros_and_parameters_cannot_smuggle_a_file_read(layered):
+    s = layered.server
+    path = str(layered.db)
+    # A writer may define them (DuckDB binds a view's query without running it) ...
+    try:
+        run(s, f"CREATE OR REPLACE VIEW leak AS SELECT * FROM read_blob('{path}')", token=ADMIN)
+    except ERRORS as e:
+        assert "not allowed on an OpenDuck server" in str(e)
+    run(s, "CREATE OR REPLACE MACRO peek(p) AS TABLE SELECT * FROM read_text(p)", token=ADMIN)
+    run(s, "CREATE OR REPLACE MACRO blob(p) AS TABLE SELECT * FROM read_blob(p)", token=ADMIN)
+    # ... but nobody can run them.
+    for token in (READER, ADMIN):
+        if run(s, "SELECT count(*) FROM duckdb_views() WHERE view_name = 'leak'", token=ADMIN) == [(1,)]:
+            refused(s, "SELECT * FROM leak", token=token)
+        refused(s, f"SELECT * FROM peek('{path}')", token=token)
+        refused(s, f"SELECT * FROM blob('{path}.wal')", token=token)
+        refused(s, "SELECT * FROM read_blob(?)", token=token, params=(path,))
+        refused(s, "SELECT * FROM peek(?)", token=token, params=(path,))
+    intact(layered)
+
+
+LOGGING_AND_PROFILING = [
+    "CALL enable_logging(storage = 'file', storage_path = '/tmp/openduck-hardening-log')",
+    "CALL enable_logging('QueryLog')",
+    "CALL disable_logging()",
+    "CALL truncate_duckdb_logs()",
+    "SELECT * FROM duckdb_logs",
+    "SELECT * FROM duckdb_logs_parsed('QueryLog')",
+    "SELECT * FROM duckdb_log_contexts()",
+    "CALL enable_profiling()",
+    "CALL disable_profiling()",
+    "PRAGMA enable_profiling",
+    "PRAGMA enable_profiling = 'json'",
+    "PRAGMA disable_optimizer",
+    "PRAGMA enable_checkpoint_on_shutdown",
+    "PRAGMA enable_verification",
+]
+
+
+@pytest.mark.parametrize("token", [READER, ADMIN], ids=["reader", "admin"])
+@pytest.mark.parametrize("sql", LOGGING_AND_PROFILING)
+def test_logging_and_profiling_are_not_for_clients(layered, token, sql):
+    refused(layered.server, sql, token=token)
+    intact(layered)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SET profiling_output = '{db}'", "SET enable_profiling = 'json'", "SET log_query_path = '{db}'", "SET enable_logging = true"],
+)
+def test_settings_that_write_files_stay_locked(layered, sql):
+    refused(layered.server, sql.format(db=layered.db), token=ADMIN, why="locked")
+    intact(layered)
+
+
+CHECKPOINT_TRICKS = [
+    "CALL force_checkpoint('system')",
+    "FORCE CHECKPOINT system",
+    "CHECKPOINT system",
+    "CALL checkpoint()",
+    "SELECT * FROM checkpoint()",
+    "SELECT * FROM force_checkpoint('mydb')",
+    "PRAGMA force_checkpoint",
+    "CHECKPOINT; SELECT 1",
+]
+
+
+@pytest.mark.parametrize("sql", CHECKPOINT_TRICKS)
+def test_checkpoints_only_through_the_sealer(layered, sql):
+    why = "not allowed on an OpenDuck server" if ";" not in sql else ""
+    refused(layered.server, sql, token=ADMIN, why=why)
+    # The database is not invalidated: writes and reads go on.
+    run(layered.server, "CREATE OR REPLACE TABLE after_checkpoint AS SELECT 1 AS x", token=ADMIN)
+    intact(layered)
+
+
+def test_plain_checkpoint_seals_and_is_refused_to_readers_and_inside_transactions(layered):
+    s = layered.server
+    assert run(s, "CHECKPOINT", token=ADMIN) is not None
+    assert run(s, "checkpoint mydb;", token=ADMIN) is not None
+    refused(s, "CHECKPOINT", token=READER, why="read-only")
+    with adbc_connect(s, token=ADMIN, autocommit=False) as c, c.cursor() as cur:
+        cur.execute("INSERT INTO t SELECT 5000 + range, 'txn' FROM range(10)")
+        with pytest.raises(ERRORS) as e:
+            cur.execute("CHECKPOINT")
+        assert "CHECKPOINT inside a transaction" in str(e.value)
+        c.rollback()
+    intact(layered)
+
+
+def test_checkpoint_inside_a_transaction_loses_no_acknowledged_row(tmp_path):
+    """The reported attack: CHECKPOINT in a Flight SQL transaction, then kill -9 and disk loss."""
+    layout = Layered(tmp_path)
+    s = layout.serve()
+    with adbc_connect(s, token=ADMIN) as c, c.cursor() as cur:
+        cur.execute("CREATE TABLE big AS SELECT range AS id FROM range(1)")
+    with adbc_connect(s, token=ADMIN, autocommit=False) as c, c.cursor() as cur:
+        cur.execute("INSERT INTO big SELECT range + 1 FROM range(50000)")
+        with pytest.raises(ERRORS):
+            cur.execute("CHECKPOINT")
+        c.commit()
+    with adbc_connect(s, token=ADMIN) as c, c.cursor() as cur:
+        cur.execute("SELECT count(*) FROM big")
+        assert cur.fetchall() == [(50001,)]
+    s.stop(signal.SIGKILL)
+    wipe(layout.disk)
+    s = layout.serve()
+    try:
+        assert run(s, "SELECT count(*), sum(id) FROM big", token=ADMIN) == [(50001, sum(range(50001)))]
+    finally:
+        s.stop()
+
+
+def test_deep_recursion_does_not_take_the_server_down(layered):
+    s = layered.server
+    ctes = "WITH c0 AS (SELECT 1 AS x)" + "".join(f", c{i} AS (SELECT x + 1 AS x FROM c{i - 1})" for i in range(1, 400))
+    assert run(s, ctes + " SELECT x FROM c399") == [(400,)]
+    # Constant-folded while planning (on the request's thread) ...
+    assert run(s, "SELECT length(json_structure(repeat('[', 25000) || repeat(']', 25000)))") == [(50006,)]
+    # ... and built at run time, evaluated on DuckDB's worker threads.
+    deep = "SELECT length(json_structure(repeat('[', n) || repeat(']', n))) FROM (VALUES (400000)) v(n)"
+    assert run(s, deep) == [(800006,)]
+    # Far deeper than any stack: refused by the parser, or answered; the server stays up.
+    try:
+        run(s, "SELECT " + "(" * 200000 + "1" + ")" * 200000)
+    except ERRORS as e:
+        assert "Parser" in str(e) or "depth" in str(e), e
+    intact(layered)
+
+
+def test_many_attacks_at_once_leave_the_server_serving(layered):
+    s = layered.server
+    failures = []
+
+    def attack(sql):
+        try:
+            refused(s, sql.format(db=layered.db, dir=layered.disk))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            failures.append(f"{sql}: {e}")
+
+    threads = [threading.Thread(target=attack, args=(sql,)) for sql in FILE_ATTACKS[:8] + LOGGING_AND_PROFILING[:6]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "an attack hung"
+    assert not failures, failures
+    intact(layered)
+
+
+def test_after_all_attacks_a_restart_and_disk_loss_keep_every_row(layered):
+    """Runs last in this module: nothing above poisoned the sealed snapshots."""
+    s = layered.server
+    run(s, "INSERT INTO t VALUES (1000, 'last')", token=ADMIN)
+    s.stop(signal.SIGKILL)
+    s = layered.serve()
+    assert run(s, "SELECT count(*) FROM t", token=ADMIN) == [(1001,)]
+    s.stop()
+    wipe(layered.disk)
+    s = layered.serve()
+    assert run(s, "SELECT count(*), max(id) FROM t", token=ADMIN) == [(1001, 1000)]
