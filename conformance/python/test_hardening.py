@@ -13,10 +13,14 @@ refused."""
 import hashlib
 import signal
 import threading
+import time
 
+import pyarrow as pa
+import pyarrow.flight as flight
 import pytest
 from adbc_driver_manager import DatabaseError, Error, OperationalError, ProgrammingError
 
+import proto
 from conftest import Server, adbc_connect
 from services import wipe
 
@@ -282,6 +286,152 @@ def test_many_attacks_at_once_leave_the_server_serving(layered):
     assert not any(t.is_alive() for t in threads), "an attack hung"
     assert not failures, failures
     intact(layered)
+
+
+# --- Server memory and handles ---------------------------------------------------------------
+
+def options(token):
+    return flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
+
+
+def test_calls_that_only_read_are_not_run_ahead_and_held(layered):
+    """`CALL range(…)` used to run when described and sit in memory until fetched."""
+    s = layered.server
+    client = flight.FlightClient(s.uri)
+    baseline = s.rss_bytes()
+    infos = [
+        client.get_flight_info(flight.FlightDescriptor.for_command(proto.statement_query("CALL range(50000000)")), options(READER))
+        for _ in range(4)
+    ]
+    time.sleep(0.5)
+    assert s.rss_bytes() - baseline < 200 << 20, "described results were run and held in memory"
+    # Fetched, it streams; and never fetched, it costs nothing.
+    rows = sum(chunk.data.num_rows for chunk in client.do_get(infos[0].endpoints[0].ticket, options(READER)))
+    assert rows == 50_000_000
+    intact(layered)
+
+
+def test_a_writing_statement_with_a_huge_result_is_stopped_and_rolled_back(layered):
+    s = layered.server
+    run(s, "CREATE OR REPLACE TABLE wide AS SELECT range AS id, repeat('x', 200) AS s FROM range(200000)", token=ADMIN)
+    message = refused(s, "UPDATE wide SET s = s || 'y' RETURNING *", token=ADMIN, why="MiB")
+    assert "rolled back" in message, message
+    assert run(s, "SELECT count(*) FROM wide WHERE s LIKE '%y'", token=ADMIN) == [(0,)]
+    # A small RETURNING still works.
+    assert sorted(run(s, "UPDATE wide SET s = 'z' WHERE id < 3 RETURNING id", token=ADMIN)) == [(0,), (1,), (2,)]
+    assert run(s, "SELECT count(*) FROM wide WHERE s = 'z'", token=ADMIN) == [(3,)]
+
+
+def test_bound_parameters_are_capped(layered):
+    s = layered.server
+    with adbc_connect(s, token=READER) as c, c.cursor() as cur:
+        cur.adbc_prepare("SELECT count(*) FROM (SELECT ? AS v)")
+        # ~40 MB of parameters, in messages of 4 MB.
+        batch = pa.record_batch({"v": pa.array(["x" * 1000] * 4_000)})
+        big = pa.Table.from_batches([batch] * 10)
+        with pytest.raises(ERRORS) as e:
+            cur.execute("SELECT count(*) FROM (SELECT ? AS v)", big)
+            cur.fetchall()
+        assert "bound parameters exceed" in str(e.value), e.value
+    intact(layered)
+
+
+def test_handles_belong_to_the_token_that_made_them(layered):
+    """Prepared statements, transactions and queries of one token are unknown to another."""
+    s = layered.server
+    client = flight.FlightClient(s.uri)
+    # A prepared statement made by the admin token, looked up by the reader token.
+    body = proto.field_bytes(1, b"SELECT 41 + 1")
+    action = flight.Action("CreatePreparedStatement", proto.any_message("ActionCreatePreparedStatementRequest", body))
+    result = list(client.do_action(action, options(ADMIN)))[0].body.to_pybytes()
+    handle = prepared_handle(result)
+    command = proto.any_message("CommandPreparedStatementQuery", proto.field_bytes(1, handle))
+    with pytest.raises(KeyError, match="unknown prepared statement"):
+        client.get_flight_info(flight.FlightDescriptor.for_command(command), options(READER))
+    close = proto.any_message("ActionClosePreparedStatementRequest", proto.field_bytes(1, handle))
+    list(client.do_action(flight.Action("ClosePreparedStatement", close), options(READER)))
+    # The reader's close did not close the admin's statement.
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(command), options(ADMIN))
+    assert client.do_get(info.endpoints[0].ticket, options(ADMIN)).read_all().column(0).to_pylist() == [42]
+    list(client.do_action(flight.Action("ClosePreparedStatement", close), options(ADMIN)))
+    with pytest.raises(KeyError, match="unknown prepared statement"):
+        client.get_flight_info(flight.FlightDescriptor.for_command(command), options(ADMIN))
+    # A transaction begun by the admin token cannot be used by the reader token.
+    begin = flight.Action("BeginTransaction", proto.any_message("ActionBeginTransactionRequest", b""))
+    txn = proto_bytes_field(proto_bytes_field(list(client.do_action(begin, options(ADMIN)))[0].body.to_pybytes(), 2), 1)
+    with pytest.raises(KeyError, match="unknown transaction"):
+        client.get_flight_info(flight.FlightDescriptor.for_command(proto.statement_query("SELECT 1", txn)), options(READER))
+    # A running query cannot be cancelled by another token.
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(proto.statement_query("SELECT count(*) FROM range(3000000000) a, range(2) b")), options(ADMIN))
+    outcome = []
+
+    def fetch():
+        try:
+            client.do_get(info.endpoints[0].ticket, options(ADMIN)).read_all()
+            outcome.append("finished")
+        except flight.FlightCancelledError:
+            outcome.append("cancelled")
+
+    fetcher = threading.Thread(target=fetch)
+    fetcher.start()
+    deadline = time.time() + 10
+    while s.health()["running_queries"] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    cancel = flight.Action("CancelFlightInfo", proto.cancel_flight_info_request(info.serialize()))
+    list(client.do_action(cancel, options(READER)))
+    time.sleep(0.5)
+    assert s.health()["running_queries"] >= 1 and not outcome, "the reader's cancel stopped the admin's query"
+    list(client.do_action(cancel, options(ADMIN)))
+    fetcher.join(30)
+    assert outcome == ["cancelled"]
+
+
+def prepared_handle(action_result: bytes) -> bytes:
+    """The handle (field 1) of an ActionCreatePreparedStatementResult wrapped in Any."""
+    any_value = proto_bytes_field(action_result, number=2)
+    return proto_bytes_field(any_value, number=1)
+
+
+def proto_bytes_field(message: bytes, number: int = 1) -> bytes:
+    """The first length-delimited field `number` of a protobuf message (an Any's value is field 2)."""
+    pos = 0
+    while pos < len(message):
+        key, pos = proto.read_varint(message, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 2:
+            length, pos = proto.read_varint(message, pos)
+            if field == number:
+                return message[pos : pos + length]
+            pos += length
+        elif wire == 0:
+            _, pos = proto.read_varint(message, pos)
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+    raise ValueError(f"no field {number}")
+
+
+def test_one_database_that_cannot_open_does_not_stop_the_others(tmp_path):
+    layout = Layered(tmp_path)
+    layout.disk.mkdir(parents=True)
+    (layout.disk / "broken.duckdb").write_bytes(b"not a database " * 2000)
+    s = layout.serve()
+    try:
+        assert run(s, "SELECT 42", token=ADMIN) == [(42,)]
+        health = s.health(token=ADMIN)
+        assert health["status"] == "degraded", health
+        assert "mydb" in health["databases"] and "broken" in health["unavailable"], health
+        # Without a token: no names, no reasons.
+        anonymous = s.health(token=None)
+        assert "databases" not in anonymous and "unavailable" not in anonymous, anonymous
+        assert anonymous["unavailable_count"] == 1 and anonymous["database_count"] == 1
+        # A token scoped to mydb is not told about broken.
+        assert s.health(token=READER)["unavailable"] == {}
+        with adbc_connect(s, token=ADMIN, database="broken") as c, c.cursor() as cur:
+            with pytest.raises(ERRORS) as e:
+                cur.execute("SELECT 1")
+        assert "broken" in str(e.value) and "not served" in str(e.value), e.value
+    finally:
+        s.stop()
 
 
 def test_after_all_attacks_a_restart_and_disk_loss_keep_every_row(layered):

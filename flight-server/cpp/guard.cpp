@@ -25,6 +25,7 @@
 #include "duckdb/execution/operator/scan/physical_table_scan.hpp"
 #include "duckdb/execution/physical_operator.hpp"
 #include "duckdb/execution/physical_plan_generator.hpp"
+#include "duckdb/main/capi/capi_internal.hpp"
 #include "duckdb/main/client_context.hpp"
 #include "duckdb/main/client_context_state.hpp"
 #include "duckdb/main/config.hpp"
@@ -345,6 +346,21 @@ char *openduck_lock_down(void *connection) {
 		return strdup(e.what());
 	} catch (...) {
 		return strdup("locking down the catalog failed");
+	}
+}
+
+// Whether a prepared statement (a `duckdb_prepared_statement` of the C API) changes a database
+// when run, as its binder found: 1 yes, 0 no, -1 unknown. (The C API tells only the statement's
+// type, and a CALL or a SELECT may write or not.)
+int openduck_prepared_modifies(void *prepared) {
+	try {
+		auto wrapper = reinterpret_cast<duckdb::PreparedStatementWrapper *>(prepared);
+		if (!wrapper || !wrapper->statement || wrapper->statement->HasError()) {
+			return -1;
+		}
+		return wrapper->statement->GetStatementProperties().IsReadOnly() ? 0 : 1;
+	} catch (...) {
+		return -1;
 	}
 }
 

@@ -20,12 +20,15 @@ pub struct Grant {
     pub databases: Option<BTreeSet<String>>,
     /// Whether the token may only read.
     pub read_only: bool,
+    /// Which configured token this is (its place in the configuration): the handles a token
+    /// makes (prepared statements, transactions, results) are its own.
+    pub owner: u64,
 }
 
 impl Grant {
     /// A grant for every database, read-write.
     pub fn all() -> Self {
-        Grant { databases: None, read_only: false }
+        Grant { databases: None, read_only: false, owner: 0 }
     }
 
     /// Whether this grant covers `database`.
@@ -101,7 +104,7 @@ impl Authenticator {
                     return Err(AuthConfigError::Invalid { path: shown, message: "empty token".into() });
                 }
                 let databases = entry.databases.map(|d| d.into_iter().collect());
-                tokens.push((entry.token.into_bytes(), Grant { databases, read_only: entry.read_only }));
+                tokens.push((entry.token.into_bytes(), Grant { databases, read_only: entry.read_only, owner: tokens.len() as u64 }));
             }
         }
         if tokens.is_empty() {

@@ -222,6 +222,8 @@ extern "C" {
     /// Installs the remote-SQL guard (`cpp/guard.cpp`) on a connection; NULL or a `malloc`ed
     /// error message.
     fn openduck_guard_connection(connection: *mut c_void) -> *mut c_char;
+    /// Whether a prepared statement changes a database: 1, 0, or -1 when unknown (`cpp/guard.cpp`).
+    fn openduck_prepared_modifies(prepared: *mut c_void) -> std::ffi::c_int;
     /// Refuses every function not on the allow-lists at bind time (`cpp/guard.cpp`).
     fn openduck_lock_down(connection: *mut c_void) -> *mut c_char;
 }
@@ -382,6 +384,12 @@ impl Drop for Prepared<'_> {
 }
 
 impl<'c> Prepared<'c> {
+    /// Whether running the statement may change a database, as DuckDB's binder found (unlike
+    /// [`Prepared::kind`], this knows that `CALL range(5)` only reads); `true` when unknown.
+    pub fn modifies(&self) -> bool {
+        unsafe { openduck_prepared_modifies(self.ptr as *mut c_void) != 0 }
+    }
+
     /// The statement's kind.
     pub fn kind(&self) -> StatementKind {
         StatementKind::from_raw(unsafe { ffi::duckdb_prepared_statement_type(self.ptr) })

@@ -25,6 +25,7 @@ use crate::auth::Grant;
 use crate::database::{Database, Databases};
 use crate::duck::{Conn, Interrupter, StatementKind};
 use crate::error::{Result, ServerError};
+use crate::expiring::{ExpiringMap, Owner};
 use crate::params::bind_row;
 
 /// Batches buffered between a query's thread and the client; the bound on a result's memory.
@@ -38,6 +39,8 @@ pub struct Transaction {
     pub database: Arc<Database>,
     /// Whether it was begun read-only.
     pub read_only: bool,
+    /// The token that began it: only it may use or end it.
+    pub owner: Owner,
     conn: Mutex<Conn>,
     last_used: Mutex<Instant>,
 }
@@ -66,6 +69,8 @@ impl Target {
 pub struct Description {
     /// What kind of statement it is.
     pub kind: StatementKind,
+    /// Whether running it may change the database (see [`crate::duck::Prepared::modifies`]).
+    pub writes: bool,
     /// The schema of its result.
     pub schema: Schema,
     /// One field per parameter.
@@ -108,7 +113,13 @@ enum StopReason {
 struct Running {
     interrupter: Interrupter,
     reason: Option<StopReason>,
+    /// The token that started it: only it may cancel it.
+    owner: Owner,
 }
+
+/// How many transactions one token may hold open, and the server in all.
+const TRANSACTIONS_PER_TOKEN: usize = 64;
+const TRANSACTIONS_TOTAL: usize = 4_096;
 
 /// The server's SQL engine.
 pub struct Engine {
@@ -116,7 +127,7 @@ pub struct Engine {
     query_timeout: Option<Duration>,
     running: Mutex<HashMap<Uuid, Running>>,
     /// Queries cancelled before they started, with when, so their DoGet is refused.
-    cancelled_early: Mutex<HashMap<Uuid, Instant>>,
+    cancelled_early: ExpiringMap<Uuid, ()>,
     transactions: Mutex<HashMap<Uuid, Arc<Transaction>>>,
     stopping: AtomicBool,
 }
@@ -137,7 +148,7 @@ impl Engine {
             databases,
             query_timeout,
             running: Mutex::new(HashMap::new()),
-            cancelled_early: Mutex::new(HashMap::new()),
+            cancelled_early: ExpiringMap::new(Duration::from_secs(3600), 10_000, 100_000),
             transactions: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         })
@@ -155,7 +166,7 @@ impl Engine {
             return Err(ServerError::ShuttingDown);
         }
         if let Some(raw) = transaction.filter(|t| !t.is_empty()) {
-            let t = self.transaction(raw)?;
+            let t = self.transaction(raw, grant)?;
             if !grant.allows(t.database.name()) {
                 return Err(ServerError::DatabaseNotGranted(t.database.name().to_string()));
             }
@@ -192,10 +203,12 @@ impl Engine {
         Ok(Target::Fresh(self.databases.snapshot(name, id).await?))
     }
 
-    fn transaction(&self, raw: &[u8]) -> Result<Arc<Transaction>> {
+    /// The transaction `raw` of the calling token (another token's is unknown to it).
+    fn transaction(&self, raw: &[u8], grant: &Grant) -> Result<Arc<Transaction>> {
         let id = Uuid::from_slice(raw).map_err(|_| ServerError::InvalidArgument("malformed transaction id".into()))?;
         lock(&self.transactions)
             .get(&id)
+            .filter(|t| t.owner == grant.owner)
             .cloned()
             .ok_or_else(|| ServerError::NotFound(format!("unknown transaction {id} (ended or expired)")))
     }
@@ -320,12 +333,19 @@ impl Engine {
     pub async fn describe(&self, grant: &Grant, target: Target, sql: String) -> Result<Description> {
         let read_only = grant.read_only;
         blocking(move || {
+            let checkpoint = is_checkpoint(&sql, target.database().name());
             let describe = |conn: &Conn| {
                 let p = conn.prepare(&sql)?;
                 Self::check_kind(p.kind(), &target, read_only)?;
-                Ok(Description { kind: p.kind(), schema: p.result_schema()?, parameters: p.parameter_schema()? })
+                // CALL, PRAGMA and the like may only read (`CALL range(9)`): DuckDB's binder knows.
+                let writes = match p.kind() {
+                    StatementKind::Select | StatementKind::Explain => false,
+                    StatementKind::Other | StatementKind::Forbidden => checkpoint || p.modifies(),
+                    StatementKind::Dml | StatementKind::Ddl | StatementKind::Transaction => true,
+                };
+                Ok(Description { kind: p.kind(), writes, schema: p.result_schema()?, parameters: p.parameter_schema()? })
             };
-            if is_checkpoint(&sql, target.database().name()) {
+            if checkpoint {
                 // Described by the server's own connection: preparing runs nothing.
                 return describe(&target.database().connect()?);
             }
@@ -353,14 +373,14 @@ impl Engine {
         .await
     }
 
-    fn register(&self, id: Uuid, interrupter: Interrupter) -> Result<()> {
-        if lock(&self.cancelled_early).remove(&id).is_some() {
+    fn register(&self, id: Uuid, owner: Owner, interrupter: Interrupter) -> Result<()> {
+        if self.cancelled_early.take(&id, owner).is_some() {
             return Err(ServerError::Cancelled);
         }
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
         }
-        lock(&self.running).insert(id, Running { interrupter, reason: None });
+        lock(&self.running).insert(id, Running { interrupter, reason: None, owner });
         Ok(())
     }
 
@@ -404,15 +424,25 @@ impl Engine {
     }
 
     /// Cancels query `id`, running or not yet started. Returns whether it was running.
-    pub fn cancel(&self, id: Uuid) -> bool {
-        if self.stop(&id, StopReason::Cancelled) {
-            tracing::info!(query = %id, "query cancelled by client");
-            return true;
+    /// Only the token that started a query cancels it (another token's cancel changes nothing).
+    pub fn cancel(&self, grant: &Grant, id: Uuid) -> bool {
+        let running_for = lock(&self.running).get(&id).map(|r| r.owner);
+        match running_for {
+            Some(owner) if owner == grant.owner => {
+                if self.stop(&id, StopReason::Cancelled) {
+                    tracing::info!(query = %id, "query cancelled by client");
+                    return true;
+                }
+                false
+            }
+            Some(_) => false,
+            None => {
+                // Remembered for a while, in bounded memory; when full, the early cancel is lost
+                // (the query then runs, as if the cancel had come after it).
+                let _ = self.cancelled_early.insert(id, grant.owner, ());
+                false
+            }
         }
-        let mut early = lock(&self.cancelled_early);
-        early.retain(|_, at| at.elapsed() < Duration::from_secs(3600));
-        early.insert(id, Instant::now());
-        false
     }
 
     /// Runs a query and streams its result. Returns once the query has started (its schema is
@@ -425,7 +455,7 @@ impl Engine {
         sql: String,
         params: Vec<RecordBatch>,
     ) -> Result<(SchemaRef, mpsc::Receiver<Result<RecordBatch>>)> {
-        let read_only = grant.read_only;
+        let (read_only, owner) = (grant.read_only, grant.owner);
         let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef>>();
         let (batch_tx, batch_rx) = mpsc::channel(STREAM_BUFFER);
         let engine = self.clone();
@@ -451,38 +481,16 @@ impl Engine {
             let _done = done_tx;
             let mut schema_tx = Some(schema_tx);
             let r = Self::run_statement(&target, read_only, &sql, |conn, wrote| {
-                engine.register(id, conn.interrupter())?;
-                let mut stmt = conn.prepare(&sql)?;
-                Self::check_kind(stmt.kind(), &target, read_only)?;
-                wrote.set(stmt.kind().may_write());
-                let runs = param_rows(&params, stmt.parameter_count())?;
-                let mut first_schema: Option<SchemaRef> = None;
-                for (batch, row) in runs {
-                    if let Some(batch) = batch {
-                        bind_row(&mut stmt, batch, row)?;
+                engine.register(id, owner, conn.interrupter())?;
+                let on_schema = |schema: SchemaRef| {
+                    if let Some(tx) = schema_tx.take() {
+                        let _ = tx.send(Ok(schema));
                     }
-                    let mut stream = stmt.execute_streaming()?;
-                    match &first_schema {
-                        None => {
-                            let schema = stream.schema();
-                            first_schema = Some(schema.clone());
-                            if let Some(tx) = schema_tx.take() {
-                                let _ = tx.send(Ok(schema));
-                            }
-                        }
-                        Some(s) if s.fields() != stream.schema().fields() => {
-                            return Err(ServerError::InvalidArgument("parameter rows produced results of different schemas".into()));
-                        }
-                        Some(_) => {}
-                    }
-                    while let Some(batch) = stream.next_batch()? {
-                        if batch_tx.blocking_send(Ok(batch)).is_err() {
-                            // The client went away: stop reading; dropping the stream ends the query.
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(())
+                    Ok(())
+                };
+                // When the client went away, stop reading; dropping the stream ends the query.
+                let on_batch = |batch| Ok(batch_tx.blocking_send(Ok(batch)).is_ok());
+                Self::execute_rows(conn, &sql, &target, read_only, &params, wrote, on_schema, on_batch)
             });
             let r = engine.finish(id, r);
             if let Err(e) = r {
@@ -500,16 +508,128 @@ impl Engine {
         Ok((schema, batch_rx))
     }
 
+    /// Prepares and runs `sql` on `conn` once per parameter row, handing the result's schema to
+    /// `on_schema` (once) and its batches to `on_batch`, which returns whether to go on.
+    #[allow(clippy::too_many_arguments)]
+    fn execute_rows(
+        conn: &Conn,
+        sql: &str,
+        target: &Target,
+        read_only: bool,
+        params: &[RecordBatch],
+        wrote: &std::cell::Cell<bool>,
+        mut on_schema: impl FnMut(SchemaRef) -> Result<()>,
+        mut on_batch: impl FnMut(RecordBatch) -> Result<bool>,
+    ) -> Result<()> {
+        let mut stmt = conn.prepare(sql)?;
+        Self::check_kind(stmt.kind(), target, read_only)?;
+        wrote.set(stmt.kind().may_write());
+        let mut first_schema: Option<SchemaRef> = None;
+        for (batch, row) in param_rows(params, stmt.parameter_count())? {
+            if let Some(batch) = batch {
+                bind_row(&mut stmt, batch, row)?;
+            }
+            let mut stream = stmt.execute_streaming()?;
+            match &first_schema {
+                None => {
+                    first_schema = Some(stream.schema());
+                    on_schema(stream.schema())?;
+                }
+                Some(s) if s.fields() != stream.schema().fields() => {
+                    return Err(ServerError::InvalidArgument("parameter rows produced results of different schemas".into()));
+                }
+                Some(_) => {}
+            }
+            while let Some(batch) = stream.next_batch()? {
+                if !on_batch(batch)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a statement that changes data and returns its whole result, at most `max_bytes` of
+    /// it: for statements run when described, whose result then waits in memory for its fetch.
+    /// The change commits only once the whole result is in; past `max_bytes` it is rolled back,
+    /// and inside a client's transaction the transaction with it (DuckDB cannot undo one
+    /// statement of a transaction).
+    pub async fn execute_collected(
+        self: &Arc<Self>,
+        grant: &Grant,
+        target: Target,
+        id: Uuid,
+        sql: String,
+        params: Vec<RecordBatch>,
+        max_bytes: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let (read_only, owner) = (grant.read_only, grant.owner);
+        let engine = self.clone();
+        self.arm_timeout(id);
+        blocking(move || {
+            let own_txn = matches!(target, Target::Fresh(_)) && !read_only && !is_checkpoint(&sql, target.database().name());
+            let too_big = || {
+                let rolled_back = if own_txn { "the statement was rolled back" } else { "its transaction was rolled back" };
+                ServerError::LimitExceeded(format!(
+                    "the statement returned more than {} MiB, and {rolled_back}: a statement that changes data runs when it is described and its result waits in memory until fetched (return less, e.g. RETURNING fewer columns, or split the change)",
+                    max_bytes >> 20
+                ))
+            };
+            let r = Self::run_statement(&target, read_only, &sql, |conn, wrote| {
+                engine.register(id, owner, conn.interrupter())?;
+                if own_txn {
+                    conn.execute_batch("BEGIN TRANSACTION")?;
+                }
+                let (mut schema, mut batches, mut bytes) = (None, Vec::new(), 0usize);
+                let r = Self::execute_rows(
+                    conn,
+                    &sql,
+                    &target,
+                    read_only,
+                    &params,
+                    wrote,
+                    |s| {
+                        schema = Some(s);
+                        Ok(())
+                    },
+                    |batch| {
+                        bytes += batch.get_array_memory_size();
+                        if bytes > max_bytes {
+                            return Err(too_big());
+                        }
+                        batches.push(batch);
+                        Ok(true)
+                    },
+                );
+                match &r {
+                    Ok(()) if own_txn => conn.execute_batch("COMMIT")?,
+                    Err(ServerError::LimitExceeded(_)) if !own_txn => conn.execute_batch("ROLLBACK")?,
+                    Err(_) if own_txn => {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    _ => {}
+                }
+                r?;
+                Ok((schema.ok_or_else(|| ServerError::Internal("statement produced no schema".into()))?, batches))
+            });
+            if let (Err(ServerError::LimitExceeded(_)), Target::Transaction(t)) = (&r, &target) {
+                lock(&engine.transactions).remove(&t.id);
+            }
+            engine.finish(id, r)
+        })
+        .await
+    }
+
     /// Runs a statement for its effect; returns the number of rows changed, summed over all
     /// parameter rows.
     pub async fn update(self: &Arc<Self>, grant: &Grant, target: Target, sql: String, params: Vec<RecordBatch>) -> Result<i64> {
-        let read_only = grant.read_only;
+        let (read_only, owner) = (grant.read_only, grant.owner);
         let id = Uuid::new_v4();
         let engine = self.clone();
         self.arm_timeout(id);
         blocking(move || {
             let r = Self::run_statement(&target, read_only, &sql, |conn, wrote| {
-                engine.register(id, conn.interrupter())?;
+                engine.register(id, owner, conn.interrupter())?;
                 let mut stmt = conn.prepare(&sql)?;
                 Self::check_kind(stmt.kind(), &target, read_only)?;
                 if read_only && stmt.kind().may_write() {
@@ -546,12 +666,12 @@ impl Engine {
         if let Some(reason) = target.database().follower_reason() {
             return Err(ServerError::NotWriter(reason));
         }
-        let id = Uuid::new_v4();
+        let (id, owner) = (Uuid::new_v4(), grant.owner);
         let engine = self.clone();
         blocking(move || {
             let r = Self::durably(&target, |wrote| {
                 Self::with_conn(&target, false, |conn| {
-                    engine.register(id, conn.interrupter())?;
+                    engine.register(id, owner, conn.interrupter())?;
                     wrote.set(true);
                     let own_txn = matches!(target, Target::Fresh(_));
                     if own_txn {
@@ -605,15 +725,30 @@ impl Engine {
         })
         .await?;
         let id = Uuid::new_v4();
-        let t = Arc::new(Transaction { id, database: db, read_only, conn: Mutex::new(conn), last_used: Mutex::new(Instant::now()) });
-        lock(&self.transactions).insert(id, t);
+        let owner = grant.owner;
+        let t = Arc::new(Transaction { id, database: db, read_only, owner, conn: Mutex::new(conn), last_used: Mutex::new(Instant::now()) });
+        {
+            let mut open = lock(&self.transactions);
+            let mine = open.values().filter(|t| t.owner == owner).count();
+            if mine >= TRANSACTIONS_PER_TOKEN || open.len() >= TRANSACTIONS_TOTAL {
+                let limit = if mine >= TRANSACTIONS_PER_TOKEN { TRANSACTIONS_PER_TOKEN } else { TRANSACTIONS_TOTAL };
+                drop(open);
+                // Dropping the connection rolls the new transaction back.
+                tokio::task::spawn_blocking(move || drop(t));
+                return Err(ServerError::LimitExceeded(format!(
+                    "too many open transactions ({limit} at most{}); commit or roll back some first",
+                    if mine >= TRANSACTIONS_PER_TOKEN { " per token" } else { " on this server" }
+                )));
+            }
+            open.insert(id, t);
+        }
         tracing::debug!(transaction = %id, "transaction begun");
         Ok(id)
     }
 
     /// Commits or rolls back a transaction.
     pub async fn end(&self, grant: &Grant, raw_id: &[u8], commit: bool) -> Result<()> {
-        let t = self.transaction(raw_id)?;
+        let t = self.transaction(raw_id, grant)?;
         if !grant.allows(t.database.name()) {
             return Err(ServerError::DatabaseNotGranted(t.database.name().to_string()));
         }

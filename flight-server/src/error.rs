@@ -57,6 +57,10 @@ pub enum ServerError {
     /// The layered storage (object or metadata store) failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// A request went past one of the server's limits (the message names it and how to stay
+    /// within it).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// An internal invariant failed; a bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -78,6 +82,7 @@ impl ServerError {
                 Code::Unavailable
             }
             ServerError::NotWriter(_) => Code::FailedPrecondition,
+            ServerError::LimitExceeded(_) => Code::ResourceExhausted,
             ServerError::Internal(_) => Code::Internal,
         }
     }

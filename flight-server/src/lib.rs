@@ -10,6 +10,8 @@
 //! - [`server`]: one port for gRPC and `GET /health`, graceful shutdown.
 //! - [`params`], [`arrow_types`]: Arrow values and types to DuckDB's.
 //! - [`error`]: how DuckDB and protocol errors become gRPC statuses.
+//! - [`log`]: how logs show clients' SQL (a bounded prefix and a digest).
+//! - [`expiring`]: the handles kept for clients between calls, per token, expiring, bounded.
 //! - [`threads`]: stacks large enough for DuckDB's recursion on every thread that runs it.
 
 #![warn(missing_docs)]
@@ -21,6 +23,8 @@ pub mod database;
 pub mod duck;
 pub mod engine;
 pub mod error;
+pub mod expiring;
+pub mod log;
 pub mod params;
 pub mod server;
 pub mod service;

@@ -51,7 +51,7 @@ fn health(engine: &Engine, grant: Option<&crate::auth::Grant>) -> serde_json::Va
 pub struct Server {
     listener: TcpListener,
     engine: Arc<Engine>,
-    service: OpenDuckService,
+    service: Arc<OpenDuckService>,
     auth: Arc<Authenticator>,
     config: ServerConfig,
 }
@@ -67,7 +67,7 @@ impl Server {
         });
         let engine = Engine::new(databases, config.query_timeout);
         let auth = Arc::new(auth);
-        let service = OpenDuckService::new(engine.clone(), auth.clone())?;
+        let service = Arc::new(OpenDuckService::new(engine.clone(), auth.clone(), config.result_ttl)?);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -83,8 +83,9 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static, grace: Duration) -> Result<()> {
         let Server { listener, engine, service, auth, config } = self;
         let addr = listener.local_addr().ok();
-        let flight =
-            FlightServiceServer::new(service).max_decoding_message_size(config.max_message_bytes).max_encoding_message_size(usize::MAX);
+        let flight = FlightServiceServer::from_arc(service.clone())
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(usize::MAX);
         let health_engine = engine.clone();
         let router = tonic::service::Routes::new(flight).into_axum_router().route(
             "/health",
@@ -111,15 +112,18 @@ impl Server {
                 stop_engine.shutdown();
             }
         });
-        let sweeper_engine = Arc::downgrade(&engine);
+        let (sweeper_engine, sweeper_service) = (Arc::downgrade(&engine), Arc::downgrade(&service));
         let idle = config.transaction_idle_timeout;
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             loop {
                 tick.tick().await;
-                match sweeper_engine.upgrade() {
-                    Some(e) => e.expire_transactions(idle),
-                    None => return,
+                match (sweeper_engine.upgrade(), sweeper_service.upgrade()) {
+                    (Some(e), Some(s)) => {
+                        e.expire_transactions(idle);
+                        s.sweep();
+                    }
+                    _ => return,
                 }
             }
         });

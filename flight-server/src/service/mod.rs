@@ -10,7 +10,6 @@
 mod catalog;
 mod info;
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +44,7 @@ use crate::auth::{Authenticator, Grant};
 use crate::duck::StatementKind;
 use crate::engine::{Engine, IngestMode, IngestTarget, Target};
 use crate::error::ServerError;
+use crate::expiring::{ExpiringMap, Full};
 
 /// Header a client may send to pick a database other than the server default.
 pub const DATABASE_HEADER: &str = "x-openduck-database";
@@ -71,41 +71,50 @@ struct TicketBody {
     txn: Option<Uuid>,
 }
 
-/// A prepared statement held by the server between CreatePreparedStatement and its close.
+/// A prepared statement held by the server between CreatePreparedStatement and its close, for
+/// the token that prepared it.
 struct PreparedEntry {
-    kind: StatementKind,
+    /// Whether running it may change the database (then it runs at GetFlightInfo).
+    writes: bool,
     database: String,
     sql: String,
     transaction: Option<Uuid>,
     dataset_schema: Schema,
     parameter_schema: Schema,
     params: Mutex<Vec<RecordBatch>>,
-    last_used: Mutex<std::time::Instant>,
 }
 
 /// How long a prepared statement that is neither used nor closed is kept.
 const PREPARED_IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How many prepared statements one token may hold open, and the server in all.
+const PREPARED_PER_TOKEN: usize = 1_000;
+const PREPARED_TOTAL: usize = 20_000;
+/// How many results of statements run at GetFlightInfo wait for their DoGet, per token and in all.
+const EXECUTED_PER_TOKEN: usize = 32;
+const EXECUTED_TOTAL: usize = 256;
+/// The most bytes of one such result the server holds (a statement that changes data and returns
+/// more, e.g. `UPDATE … RETURNING *` of many rows, is stopped and rolled back).
+pub const EXECUTED_MAX_BYTES: usize = 8 << 20;
+/// The most bytes of bound parameters one prepared statement holds.
+pub const PARAMS_MAX_BYTES: usize = 16 << 20;
 
 /// The Flight SQL service.
 pub struct OpenDuckService {
     engine: Arc<Engine>,
     auth: Arc<Authenticator>,
-    prepared: Mutex<HashMap<Uuid, Arc<PreparedEntry>>>,
+    prepared: ExpiringMap<Uuid, Arc<PreparedEntry>>,
     /// Results of writing statements, run when their FlightInfo was requested, until fetched.
-    executed: Mutex<HashMap<Uuid, Executed>>,
+    executed: ExpiringMap<Uuid, Arc<Executed>>,
     sql_info: info::SqlInfos,
     xdbc: XdbcTypeInfoData,
 }
 
-/// A statement that was run eagerly, with its whole (small) result.
+/// A statement that was run eagerly, with its whole (small: [`EXECUTED_MAX_BYTES`]) result.
+#[derive(Clone)]
 struct Executed {
-    at: std::time::Instant,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
 }
-
-/// How long an eagerly run statement's result waits for its DoGet.
-const EXECUTED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -223,21 +232,40 @@ fn decode(request: Request<PeekableFlightDataStream>) -> FlightRecordBatchStream
     FlightRecordBatchStream::new_from_flight_data(messages)
 }
 
+/// Reads bound parameters, refusing more than [`PARAMS_MAX_BYTES`] (bulk data goes through
+/// ingest, which streams).
 async fn collect_params(request: Request<PeekableFlightDataStream>) -> Result<Vec<RecordBatch>, Status> {
-    decode(request).try_collect::<Vec<_>>().await.map_err(|e| match e {
-        FlightError::Tonic(s) => *s,
-        other => Status::invalid_argument(format!("cannot read bound parameters: {other}")),
-    })
+    let mut stream = decode(request);
+    let (mut batches, mut bytes) = (Vec::new(), 0usize);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| match e {
+            FlightError::Tonic(s) => *s,
+            other => Status::invalid_argument(format!("cannot read bound parameters: {other}")),
+        })?;
+        bytes += batch.get_array_memory_size();
+        if bytes > PARAMS_MAX_BYTES {
+            return Err(status(ServerError::LimitExceeded(format!(
+                "bound parameters exceed {} MiB; load bulk data with ingest (adbc_ingest, DoPut CommandStatementIngest) instead",
+                PARAMS_MAX_BYTES >> 20
+            ))));
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+fn full(what: &str, e: Full) -> Status {
+    status(ServerError::LimitExceeded(format!("too many open {what}: {e}; close some first")))
 }
 
 impl OpenDuckService {
     /// A service over `engine`, authenticating with `auth`.
-    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>) -> Result<Self, ServerError> {
+    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>, result_ttl: std::time::Duration) -> Result<Self, ServerError> {
         Ok(OpenDuckService {
             engine,
             auth,
-            prepared: Mutex::new(HashMap::new()),
-            executed: Mutex::new(HashMap::new()),
+            prepared: ExpiringMap::new(PREPARED_IDLE_TTL, PREPARED_PER_TOKEN, PREPARED_TOTAL),
+            executed: ExpiringMap::new(result_ttl, EXECUTED_PER_TOKEN, EXECUTED_TOTAL),
             sql_info: info::SqlInfos::new()?,
             xdbc: info::xdbc_type_info()?,
         })
@@ -264,13 +292,20 @@ impl OpenDuckService {
         Ok((grant, target))
     }
 
-    fn prepared(&self, handle: &[u8]) -> Result<(Uuid, Arc<PreparedEntry>), Status> {
+    /// The prepared statement `handle` of the calling token (another token's is unknown to it).
+    fn prepared(&self, handle: &[u8], grant: &Grant) -> Result<(Uuid, Arc<PreparedEntry>), Status> {
         let id = uuid_from(handle, "prepared statement")?;
-        let map = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        let entry =
-            map.get(&id).cloned().ok_or_else(|| Status::not_found(format!("unknown prepared statement {id} (closed or expired)")))?;
-        *entry.last_used.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        let entry = self
+            .prepared
+            .get(&id, grant.owner)
+            .ok_or_else(|| Status::not_found(format!("unknown prepared statement {id} (closed or expired)")))?;
         Ok((id, entry))
+    }
+
+    /// Drops expired handles; the server's sweeper calls this now and then.
+    pub fn sweep(&self) {
+        self.prepared.sweep();
+        self.executed.sweep();
     }
 
     fn statement_info(&self, body: &TicketBody, schema: &Schema, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
@@ -313,22 +348,19 @@ impl OpenDuckService {
         grant: &Grant,
         target: Target,
         body: &TicketBody,
-        kind: StatementKind,
+        writes: bool,
         sql: &str,
         params: Vec<RecordBatch>,
     ) -> Result<Option<Schema>, Status> {
-        if !kind.may_write() {
+        if !writes {
             return Ok(None);
         }
-        tracing::info!(query = %body.q, database = %body.db, sql = %sql, "statement");
-        let (schema, mut rx) = self.engine.query(grant, target, body.q, sql.to_string(), params).await.map_err(status)?;
-        let mut batches = Vec::new();
-        while let Some(b) = rx.recv().await {
-            batches.push(b.map_err(status)?);
-        }
-        let mut executed = self.executed.lock().unwrap_or_else(|p| p.into_inner());
-        executed.retain(|_, e| e.at.elapsed() < EXECUTED_TTL);
-        executed.insert(body.q, Executed { at: std::time::Instant::now(), schema: schema.clone(), batches });
+        tracing::info!(query = %body.q, database = %body.db, sql = %crate::log::sql(sql), "statement");
+        let (schema, batches) =
+            self.engine.execute_collected(grant, target, body.q, sql.to_string(), params, EXECUTED_MAX_BYTES).await.map_err(status)?;
+        self.executed
+            .insert(body.q, grant.owner, Arc::new(Executed { schema: schema.clone(), batches }))
+            .map_err(|e| full("results waiting to be fetched", e))?;
         Ok(Some(schema.as_ref().clone()))
     }
 
@@ -338,27 +370,26 @@ impl OpenDuckService {
         body: TicketBody,
         request: &Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let executed = self.executed.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&body.q);
-        if executed {
-            // The token must be allowed the database the statement ran in (its transaction may
-            // have ended since).
-            self.resolve(request, Some(&body.db), None).await?;
-            let done = self.executed.lock().unwrap_or_else(|p| p.into_inner()).remove(&body.q);
-            let done = done.ok_or_else(|| Status::not_found("result was already fetched"))?;
-            return Ok(Response::new(labelled(done.schema, futures::stream::iter(done.batches.into_iter().map(Ok)))));
+        if self.executed.contains(&body.q) {
+            // The token must be the one that ran it, and still be allowed the database the
+            // statement ran in (its transaction may have ended since).
+            let (grant, _) = self.resolve(request, Some(&body.db), None).await?;
+            let done = self.executed.take(&body.q, grant.owner).ok_or_else(|| Status::not_found("result was already fetched"))?;
+            let Executed { schema, batches } = Arc::unwrap_or_clone(done);
+            return Ok(Response::new(labelled(schema, futures::stream::iter(batches.into_iter().map(Ok)))));
         }
         let txn = body.txn.map(|t| t.as_bytes().to_vec());
         let (grant, target) = self.resolve(request, Some(&body.db), txn.as_deref()).await?;
         let (sql, params) = match (&body.sql, body.ps) {
             (Some(sql), _) => (sql.clone(), Vec::new()),
             (None, Some(ps)) => {
-                let (_, entry) = self.prepared(ps.as_bytes())?;
+                let (_, entry) = self.prepared(ps.as_bytes(), &grant)?;
                 let params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 (entry.sql.clone(), params)
             }
             (None, None) => return Err(Status::invalid_argument("ticket names neither SQL nor a prepared statement")),
         };
-        tracing::info!(query = %body.q, database = %body.db, sql = %sql, "query");
+        tracing::info!(query = %body.q, database = %body.db, sql = %crate::log::sql(&sql), "query");
         let (schema, rx) = self.engine.query(&grant, target, body.q, sql, params).await.map_err(status)?;
         Ok(Response::new(labelled(schema, tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
@@ -400,7 +431,7 @@ impl FlightSqlService for OpenDuckService {
         };
         let description = self.engine.describe(&grant, target.clone(), query.query.clone()).await.map_err(status)?;
         let body = TicketBody { q: Uuid::new_v4(), db, sql: Some(query.query.clone()), ps: None, txn };
-        let schema = self.maybe_execute(&grant, target, &body, description.kind, &query.query, Vec::new()).await?;
+        let schema = self.maybe_execute(&grant, target, &body, description.writes, &query.query, Vec::new()).await?;
         self.statement_info(&body, schema.as_ref().unwrap_or(&description.schema), request.into_inner())
     }
 
@@ -409,12 +440,12 @@ impl FlightSqlService for OpenDuckService {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (id, entry) = self.prepared(&cmd.prepared_statement_handle)?;
+        let (id, entry) = self.prepared(&cmd.prepared_statement_handle, &self.grant(&request)?)?;
         let txn = entry.transaction.map(|t| t.as_bytes().to_vec());
         let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref()).await?;
         let body = TicketBody { q: Uuid::new_v4(), db: entry.database.clone(), sql: None, ps: Some(id), txn: entry.transaction };
         let params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut schema = self.maybe_execute(&grant, target.clone(), &body, entry.kind, &entry.sql, params.clone()).await?;
+        let mut schema = self.maybe_execute(&grant, target.clone(), &body, entry.writes, &entry.sql, params.clone()).await?;
         if schema.is_none() && entry.dataset_schema.fields().is_empty() && !params.is_empty() {
             // The result's types depend on the bound parameters' types.
             let s = self.engine.schema_with_params(&grant, target, entry.sql.clone(), params).await.map_err(status)?;
@@ -439,7 +470,7 @@ impl FlightSqlService for OpenDuckService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let (grant, target) = self.resolve(&request, None, cmd.transaction_id.as_deref()).await?;
-        tracing::info!(database = target.database().name(), sql = %cmd.query, "update");
+        tracing::info!(database = target.database().name(), sql = %crate::log::sql(&cmd.query), "update");
         self.engine.update(&grant, target, cmd.query, Vec::new()).await.map_err(status)
     }
 
@@ -462,18 +493,15 @@ impl FlightSqlService for OpenDuckService {
             parameter_schema: schema_bytes(&d.parameters)?,
         };
         let entry = PreparedEntry {
-            kind: d.kind,
+            writes: d.writes,
             database,
             sql: cmd.query,
             transaction,
             dataset_schema: d.schema,
             parameter_schema: d.parameters,
             params: Mutex::new(Vec::new()),
-            last_used: Mutex::new(std::time::Instant::now()),
         };
-        let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        prepared.retain(|_, e| e.last_used.lock().map(|t| t.elapsed() < PREPARED_IDLE_TTL).unwrap_or(false));
-        prepared.insert(id, Arc::new(entry));
+        self.prepared.insert(id, grant.owner, Arc::new(entry)).map_err(|e| full("prepared statements", e))?;
         Ok(result)
     }
 
@@ -482,9 +510,10 @@ impl FlightSqlService for OpenDuckService {
         cmd: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        self.grant(&request)?;
+        let grant = self.grant(&request)?;
         let id = uuid_from(&cmd.prepared_statement_handle, "prepared statement")?;
-        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        // Another token's statement is not this token's to close; closing is idempotent.
+        self.prepared.take(&id, grant.owner);
         Ok(())
     }
 
@@ -493,8 +522,8 @@ impl FlightSqlService for OpenDuckService {
         cmd: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        self.grant(&request)?;
-        let (_, entry) = self.prepared(&cmd.prepared_statement_handle)?;
+        let grant = self.grant(&request)?;
+        let (_, entry) = self.prepared(&cmd.prepared_statement_handle, &grant)?;
         let params = collect_params(request).await?;
         check_param_count(&entry.parameter_schema, &params)?;
         *entry.params.lock().unwrap_or_else(|p| p.into_inner()) = params;
@@ -506,7 +535,7 @@ impl FlightSqlService for OpenDuckService {
         cmd: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let (_, entry) = self.prepared(&cmd.prepared_statement_handle)?;
+        let (_, entry) = self.prepared(&cmd.prepared_statement_handle, &self.grant(&request)?)?;
         let txn = entry.transaction.map(|t| t.as_bytes().to_vec());
         let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref()).await?;
         let mut params = collect_params(request).await?;
@@ -514,7 +543,7 @@ impl FlightSqlService for OpenDuckService {
             params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
         }
         check_param_count(&entry.parameter_schema, &params)?;
-        tracing::info!(database = %entry.database, sql = %entry.sql, "prepared update");
+        tracing::info!(database = %entry.database, sql = %crate::log::sql(&entry.sql), "prepared update");
         self.engine.update(&grant, target, entry.sql.clone(), params).await.map_err(status)
     }
 
@@ -586,9 +615,9 @@ impl FlightSqlService for OpenDuckService {
         cmd: ActionCancelQueryRequest,
         request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
-        self.grant(&request)?;
+        let grant = self.grant(&request)?;
         let info = FlightInfo::decode(cmd.info).map_err(|_| Status::invalid_argument("malformed FlightInfo"))?;
-        let status = self.cancel_info(&info);
+        let status = self.cancel_info(&grant, &info);
         // CancelResult: 1 = cancelled, 2 = cancelling, 3 = not cancellable.
         let result = match status {
             CancelStatus::Cancelled => 1,
@@ -600,11 +629,11 @@ impl FlightSqlService for OpenDuckService {
 
     async fn do_action_fallback(&self, request: Request<Action>) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         if request.get_ref().r#type == "CancelFlightInfo" {
-            self.grant(&request)?;
+            let grant = self.grant(&request)?;
             let req = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
                 .map_err(|_| Status::invalid_argument("malformed CancelFlightInfoRequest"))?;
             let info = req.info.ok_or_else(|| Status::invalid_argument("CancelFlightInfoRequest has no FlightInfo"))?;
-            let result = CancelFlightInfoResult::new(self.cancel_info(&info));
+            let result = CancelFlightInfoResult::new(self.cancel_info(&grant, &info));
             let body = result.encode_to_vec();
             let out = arrow_flight::Result { body: body.into() };
             return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(out)]))));
@@ -848,7 +877,7 @@ impl FlightSqlService for OpenDuckService {
 
 impl OpenDuckService {
     /// Cancels the statement behind a FlightInfo this server issued.
-    fn cancel_info(&self, info: &FlightInfo) -> CancelStatus {
+    fn cancel_info(&self, grant: &Grant, info: &FlightInfo) -> CancelStatus {
         let mut any = false;
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else {
@@ -863,7 +892,7 @@ impl OpenDuckService {
             let Ok(body) = serde_json::from_slice::<TicketBody>(&t.statement_handle) else {
                 continue;
             };
-            self.engine.cancel(body.q);
+            self.engine.cancel(grant, body.q);
             any = true;
         }
         if any {
