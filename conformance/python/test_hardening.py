@@ -445,3 +445,55 @@ def test_after_all_attacks_a_restart_and_disk_loss_keep_every_row(layered):
     wipe(layered.disk)
     s = layered.serve()
     assert run(s, "SELECT count(*), max(id) FROM t", token=ADMIN) == [(1001, 1000)]
+
+
+# --- Limits: time, statement size, memory, disk -----------------------------------------------
+
+
+def test_the_timeout_covers_planning_too(tmp_path):
+    """Constant folding cannot be interrupted; the client still gets the timeout on time."""
+    layout = Layered(tmp_path)
+    s = layout.serve(extra=["--query-timeout", "2s"])
+    try:
+        slow_fold = "SELECT levenshtein(repeat('ab', 30000), repeat('ba', 30000))"
+        started = time.time()
+        message = refused(s, slow_fold, token=ADMIN, why="timeout")
+        assert time.time() - started < 8, f"the timeout came after {time.time() - started:.1f} s: {message}"
+        # The server goes on serving.
+        assert run(s, "SELECT 1", token=READER) == [(1,)]
+    finally:
+        s.stop(signal.SIGKILL)
+
+
+def test_statements_over_the_size_limit_are_refused(layered):
+    huge = "SELECT count(*) FROM range(10) WHERE range IN (" + ",".join(str(i) for i in range(400_000)) + ")"
+    assert len(huge) > 2 << 20
+    refused(layered.server, huge, token=READER, why="over this server's limit")
+    intact(layered)
+
+
+def test_memory_budget_is_shared_and_disk_limits_are_set(tmp_path):
+    layout = Layered(tmp_path)
+    layout.disk.mkdir(parents=True)
+    import duckdb
+
+    duckdb.connect(str(layout.disk / "second.duckdb")).execute("CREATE TABLE x AS SELECT 1 AS a").close()
+    s = layout.serve(extra=["--memory-limit", "800MiB", "--max-temp-size", "1GiB", "--max-database-size", "8MiB"])
+    try:
+        # Two databases share 7/8 of 800 MiB.
+        for db in ("mydb", "second"):
+            with adbc_connect(s, token=ADMIN, database=db) as c, c.cursor() as cur:
+                cur.execute("SELECT current_setting('memory_limit'), current_setting('max_temp_directory_size')")
+                assert cur.fetchall() == [("350.0 MiB", "1.0 GiB")]
+        # Past its size limit a database refuses to grow, but DELETE and DROP still run.
+        run(s, "CREATE TABLE filler AS SELECT range AS id, md5(range::VARCHAR) || md5((-range)::VARCHAR) AS s FROM range(400000)", token=ADMIN)
+        run(s, "CHECKPOINT", token=ADMIN)
+        message = refused(s, "INSERT INTO filler VALUES (1, 'one more')", token=ADMIN, why="--max-database-size")
+        assert "delete or drop" in message
+        refused(s, "CREATE TABLE more (a INTEGER)", token=ADMIN, why="--max-database-size")
+        run(s, "DELETE FROM filler WHERE id < 10", token=ADMIN)
+        run(s, "DROP TABLE filler", token=ADMIN)
+        run(s, "CHECKPOINT", token=ADMIN)
+        run(s, "CREATE TABLE more AS SELECT 1 AS a", token=ADMIN)
+    finally:
+        s.stop(signal.SIGKILL)

@@ -31,6 +31,7 @@
 #include "duckdb/main/config.hpp"
 #include "duckdb/main/connection.hpp"
 #include "duckdb/main/prepared_statement_data.hpp"
+#include "duckdb/storage/buffer_manager.hpp"
 
 #include <cstring>
 #include <string>
@@ -361,6 +362,23 @@ int openduck_prepared_modifies(void *prepared) {
 		return wrapper->statement->GetStatementProperties().IsReadOnly() ? 0 : 1;
 	} catch (...) {
 		return -1;
+	}
+}
+
+// Sets the memory limit of the connection's database instance, in bytes (the server divides one
+// budget among its databases; SQL cannot, the configuration being locked). Returns NULL, or an
+// error message the caller frees with `free` (e.g. when more is in use than the new limit).
+char *openduck_set_memory_limit(void *connection, uint64_t bytes) {
+	try {
+		auto &conn = *reinterpret_cast<duckdb::Connection *>(connection);
+		auto &db = *conn.context->db;
+		duckdb::BufferManager::GetBufferManager(db).SetMemoryLimit(bytes);
+		duckdb::DBConfig::GetConfig(db).options.maximum_memory = bytes;
+		return nullptr;
+	} catch (std::exception &e) {
+		return strdup(e.what());
+	} catch (...) {
+		return strdup("setting the memory limit failed");
 	}
 }
 

@@ -177,6 +177,8 @@ fn snapshots_function(name: &str, storage: &Storage, rt: tokio::runtime::Handle)
 pub struct Database {
     name: String,
     path: PathBuf,
+    /// Most bytes the database may take ([`DuckDbSettings::max_database_bytes`]).
+    max_bytes: Option<u64>,
     /// The DuckDB instance; `None` once closed.
     instance: Mutex<Option<RawDatabase>>,
     layered: Option<Layered>,
@@ -231,8 +233,13 @@ impl Database {
             // Only the sealer checkpoints: a checkpoint changes the file and restarts the log.
             options.push(("checkpoint_threshold", "1000TB".to_string()));
         }
-        if let Some(limit) = &settings.memory_limit {
-            options.push(("memory_limit", limit.clone()));
+        if let Some(budget) = settings.memory_budget {
+            // The registry divides the budget among the databases as they open
+            // ([`Databases::share_memory`]); until then this one may use the databases' share.
+            options.push(("memory_limit", format!("{}KiB", (budget as f64 * crate::config::DATABASES_SHARE) as u64 / 1024)));
+        }
+        if let Some(max) = settings.max_temp_bytes {
+            options.push(("max_temp_directory_size", format!("{}KiB", max / 1024)));
         }
         if let Some(threads) = settings.threads {
             options.push(("threads", threads.to_string()));
@@ -240,7 +247,14 @@ impl Database {
         options.extend(LOCKDOWN.iter().map(|(k, v)| (*k, v.to_string())));
         let instance = RawDatabase::open(path, &options)?;
         instance.connect()?.lock_down()?;
-        Ok(Database { name: name.to_string(), path: path.to_path_buf(), instance: Mutex::new(Some(instance)), layered, follows: None })
+        Ok(Database {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            max_bytes: settings.max_database_bytes,
+            instance: Mutex::new(Some(instance)),
+            layered,
+            follows: None,
+        })
     }
 
     /// Opens a database on layered storage: takes its write lease, recovers the file (see
@@ -426,6 +440,28 @@ impl Database {
             return Ok(());
         };
         l.head.lock().await.renew(ttl).await.map_err(storage_err)
+    }
+
+    /// Refuses to grow a database that already takes its most bytes (file and log).
+    pub fn check_size(&self) -> Result<()> {
+        let Some(max) = self.max_bytes else { return Ok(()) };
+        // Blocks in use, not the file's length: DuckDB reuses freed blocks but never shrinks
+        // the file, so a database that dropped data can grow again.
+        let batches = self.connect()?.query_all("SELECT used_blocks * block_size FROM pragma_database_size()")?;
+        let blocks = batches
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
+            .unwrap_or(0);
+        let wal = std::fs::metadata(openduck_layers::head::with_suffix(&self.path, ".wal")).map(|m| m.len()).unwrap_or(0);
+        let used = blocks.max(0) as u64 + wal;
+        if used >= max {
+            return Err(ServerError::LimitExceeded(format!(
+                "database '{}' uses {used} bytes, at its limit of {max} (--max-database-size): delete or drop data first",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     /// The database's name, which is also its catalog name in SQL and in Flight SQL.
@@ -619,6 +655,7 @@ impl Databases {
             let _ = old.close();
             self.remove_materialised(&old.path);
         }
+        self.share_memory(None);
         Ok(())
     }
 
@@ -740,6 +777,7 @@ impl Databases {
             let _ = old.close();
             self.remove_materialised(&old.path);
         }
+        self.share_memory(Some(&open));
         Ok(db)
     }
 
@@ -774,6 +812,7 @@ impl Databases {
         });
         tracing::info!(database = name, path = %path.display(), "opened database");
         self.open.write().map_err(|_| poisoned())?.insert(name.to_string(), db.clone());
+        self.share_memory(None);
         Ok(db)
     }
 
@@ -796,6 +835,28 @@ impl Databases {
         tracing::error!(database = %name, error = %error, "cannot serve database; serving the others");
         if let Ok(mut refused) = self.refused.write() {
             refused.insert(name.to_string(), error.to_string());
+        }
+    }
+
+    /// Divides the memory budget ([`DuckDbSettings::memory_budget`]) equally among the open
+    /// databases and snapshots (`snapshots`, or the open ones when `None`); called whenever one
+    /// opens. A database using more than its new share keeps its old limit until it frees memory.
+    fn share_memory(&self, snapshots: Option<&[(i64, Arc<Database>)]>) {
+        let Some(budget) = self.settings.memory_budget else { return };
+        let mut dbs = self.all();
+        match snapshots {
+            Some(s) => dbs.extend(s.iter().map(|(_, db)| db.clone())),
+            None => {
+                if let Ok(s) = self.snapshots.try_lock() {
+                    dbs.extend(s.iter().map(|(_, db)| db.clone()));
+                }
+            }
+        }
+        let share = ((budget as f64 * crate::config::DATABASES_SHARE) as u64 / dbs.len().max(1) as u64).max(64 << 20);
+        for db in dbs {
+            if let Err(e) = db.connect().and_then(|c| Ok(c.set_memory_limit(share)?)) {
+                tracing::warn!(database = db.name(), share, error = %e, "could not lower the memory limit yet");
+            }
         }
     }
 

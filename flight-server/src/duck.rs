@@ -224,6 +224,8 @@ extern "C" {
     fn openduck_guard_connection(connection: *mut c_void) -> *mut c_char;
     /// Whether a prepared statement changes a database: 1, 0, or -1 when unknown (`cpp/guard.cpp`).
     fn openduck_prepared_modifies(prepared: *mut c_void) -> std::ffi::c_int;
+    /// Sets the instance's memory limit in bytes (`cpp/guard.cpp`).
+    fn openduck_set_memory_limit(connection: *mut c_void, bytes: u64) -> *mut c_char;
     /// Refuses every function not on the allow-lists at bind time (`cpp/guard.cpp`).
     fn openduck_lock_down(connection: *mut c_void) -> *mut c_char;
 }
@@ -254,6 +256,12 @@ impl Conn {
     /// right after opening.
     pub fn lock_down(&self) -> Result<()> {
         guard_result(unsafe { openduck_lock_down(self.raw() as *mut c_void) }, "locking down the catalog failed")
+    }
+
+    /// Sets the memory limit of this connection's database instance (SQL cannot: the
+    /// configuration is locked). Fails when more than `bytes` is in use and cannot be freed.
+    pub fn set_memory_limit(&self, bytes: u64) -> Result<()> {
+        guard_result(unsafe { openduck_set_memory_limit(self.raw() as *mut c_void, bytes) }, "setting the memory limit failed")
     }
 
     /// A handle that interrupts this connection's running query.
@@ -388,6 +396,15 @@ impl<'c> Prepared<'c> {
     /// [`Prepared::kind`], this knows that `CALL range(5)` only reads); `true` when unknown.
     pub fn modifies(&self) -> bool {
         unsafe { openduck_prepared_modifies(self.ptr as *mut c_void) != 0 }
+    }
+
+    /// Whether the statement can only shrink a database (DELETE, DROP): it still runs when the
+    /// database is over its size cap.
+    pub fn frees_space(&self) -> bool {
+        matches!(
+            unsafe { ffi::duckdb_prepared_statement_type(self.ptr) },
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_DELETE | ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_DROP
+        )
     }
 
     /// The statement's kind.

@@ -110,6 +110,16 @@ enum StopReason {
     Shutdown,
 }
 
+impl StopReason {
+    fn error(self) -> ServerError {
+        match self {
+            StopReason::Cancelled => ServerError::Cancelled,
+            StopReason::Timeout(d) => ServerError::Timeout(d),
+            StopReason::Shutdown => ServerError::ShuttingDown,
+        }
+    }
+}
+
 struct Running {
     interrupter: Interrupter,
     reason: Option<StopReason>,
@@ -127,7 +137,8 @@ pub struct Engine {
     query_timeout: Option<Duration>,
     running: Mutex<HashMap<Uuid, Running>>,
     /// Queries cancelled before they started, with when, so their DoGet is refused.
-    cancelled_early: ExpiringMap<Uuid, ()>,
+    /// Queries stopped (cancelled, timed out) before they started, so they never start.
+    stopped_early: ExpiringMap<Uuid, StopReason>,
     transactions: Mutex<HashMap<Uuid, Arc<Transaction>>>,
     stopping: AtomicBool,
 }
@@ -148,7 +159,7 @@ impl Engine {
             databases,
             query_timeout,
             running: Mutex::new(HashMap::new()),
-            cancelled_early: ExpiringMap::new(Duration::from_secs(3600), 10_000, 100_000),
+            stopped_early: ExpiringMap::new(Duration::from_secs(3600), 10_000, 100_000),
             transactions: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         })
@@ -330,11 +341,14 @@ impl Engine {
     }
 
     /// Describes a statement without running it.
-    pub async fn describe(&self, grant: &Grant, target: Target, sql: String) -> Result<Description> {
-        let read_only = grant.read_only;
-        blocking(move || {
+    pub async fn describe(self: &Arc<Self>, grant: &Grant, target: Target, sql: String) -> Result<Description> {
+        let (read_only, owner, id) = (grant.read_only, grant.owner, Uuid::new_v4());
+        let engine = self.clone();
+        let work = blocking(move || {
             let checkpoint = is_checkpoint(&sql, target.database().name());
             let describe = |conn: &Conn| {
+                // Preparing plans (constant folding included), which can take long: supervised.
+                engine.register(id, owner, conn.interrupter())?;
                 let p = conn.prepare(&sql)?;
                 Self::check_kind(p.kind(), &target, read_only)?;
                 // CALL, PRAGMA and the like may only read (`CALL range(9)`): DuckDB's binder knows.
@@ -345,21 +359,31 @@ impl Engine {
                 };
                 Ok(Description { kind: p.kind(), writes, schema: p.result_schema()?, parameters: p.parameter_schema()? })
             };
-            if checkpoint {
+            let r = if checkpoint {
                 // Described by the server's own connection: preparing runs nothing.
-                return describe(&target.database().connect()?);
-            }
-            Self::with_conn(&target, read_only, describe)
-        })
-        .await
+                target.database().connect().map_err(ServerError::from).and_then(|c| describe(&c))
+            } else {
+                Self::with_conn(&target, read_only, describe)
+            };
+            engine.finish(id, r)
+        });
+        self.supervise(id, owner, work).await
     }
 
     /// The result schema of a query once parameters are bound, for statements whose schema
     /// depends on parameter types (`SELECT ? AS x`). Runs the query under `LIMIT 0`.
-    pub async fn schema_with_params(&self, grant: &Grant, target: Target, sql: String, params: Vec<RecordBatch>) -> Result<Schema> {
-        let read_only = grant.read_only;
-        blocking(move || {
-            Self::with_conn(&target, read_only, |conn| {
+    pub async fn schema_with_params(
+        self: &Arc<Self>,
+        grant: &Grant,
+        target: Target,
+        sql: String,
+        params: Vec<RecordBatch>,
+    ) -> Result<Schema> {
+        let (read_only, owner, id) = (grant.read_only, grant.owner, Uuid::new_v4());
+        let engine = self.clone();
+        let work = blocking(move || {
+            let r = Self::with_conn(&target, read_only, |conn| {
+                engine.register(id, owner, conn.interrupter())?;
                 let body = sql.trim_end().trim_end_matches(';');
                 let wrapped = format!("SELECT * FROM (\n{body}\n) LIMIT 0");
                 let mut stmt = conn.prepare(&wrapped)?;
@@ -368,14 +392,15 @@ impl Engine {
                 }
                 let stream = stmt.execute_streaming()?;
                 Ok(stream.schema().as_ref().clone())
-            })
-        })
-        .await
+            });
+            engine.finish(id, r)
+        });
+        self.supervise(id, owner, work).await
     }
 
     fn register(&self, id: Uuid, owner: Owner, interrupter: Interrupter) -> Result<()> {
-        if self.cancelled_early.take(&id, owner).is_some() {
-            return Err(ServerError::Cancelled);
+        if let Some(reason) = self.stopped_early.take(&id, owner) {
+            return Err(reason.error());
         }
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ServerError::ShuttingDown);
@@ -388,11 +413,7 @@ impl Engine {
     fn finish<T>(&self, id: Uuid, r: Result<T>) -> Result<T> {
         let reason = lock(&self.running).remove(&id).and_then(|r| r.reason);
         match (r, reason) {
-            (Err(ServerError::DuckDb(e)), Some(reason)) if e.0.to_lowercase().contains("interrupt") => Err(match reason {
-                StopReason::Cancelled => ServerError::Cancelled,
-                StopReason::Timeout(d) => ServerError::Timeout(d),
-                StopReason::Shutdown => ServerError::ShuttingDown,
-            }),
+            (Err(ServerError::DuckDb(e)), Some(reason)) if e.0.to_lowercase().contains("interrupt") => Err(reason.error()),
             (r, _) => r,
         }
     }
@@ -407,6 +428,46 @@ impl Engine {
             }
             None => false,
         }
+    }
+
+    /// Awaits `work` (a statement being prepared or started) on behalf of a client:
+    /// - for at most the query timeout, which so covers the whole statement: past it the client
+    ///   gets the timeout error even while DuckDB is still planning (constant folding cannot be
+    ///   interrupted), and the statement is interrupted when DuckDB next checks;
+    /// - if the client goes away (this future is dropped), the statement is interrupted, and one
+    ///   that changes data is rolled back.
+    ///
+    /// Either way a statement still waiting for a thread never starts.
+    async fn supervise<T>(&self, id: Uuid, owner: Owner, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        struct StopOnDrop<'a> {
+            engine: &'a Engine,
+            id: Uuid,
+            owner: Owner,
+            reason: Option<StopReason>,
+        }
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                if let Some(reason) = self.reason {
+                    if !self.engine.stop(&self.id, reason) {
+                        let _ = self.engine.stopped_early.insert(self.id, self.owner, reason);
+                    }
+                }
+            }
+        }
+        let mut guard = StopOnDrop { engine: self, id, owner, reason: Some(StopReason::Cancelled) };
+        let r = match self.query_timeout {
+            None => work.await,
+            Some(limit) => match tokio::time::timeout(limit, work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    guard.reason = Some(StopReason::Timeout(limit));
+                    tracing::warn!(query = %id, timeout = ?limit, "statement timed out before its first result");
+                    return Err(ServerError::Timeout(limit));
+                }
+            },
+        };
+        guard.reason = None;
+        r
     }
 
     fn arm_timeout(self: &Arc<Self>, id: Uuid) {
@@ -439,7 +500,7 @@ impl Engine {
             None => {
                 // Remembered for a while, in bounded memory; when full, the early cancel is lost
                 // (the query then runs, as if the cancel had come after it).
-                let _ = self.cancelled_early.insert(id, grant.owner, ());
+                let _ = self.stopped_early.insert(id, grant.owner, StopReason::Cancelled);
                 false
             }
         }
@@ -504,7 +565,11 @@ impl Engine {
                 }
             }
         });
-        let schema = schema_rx.await.map_err(|_| ServerError::Internal("query thread ended without a result".into()))??;
+        let schema = self
+            .supervise(id, owner, async {
+                schema_rx.await.map_err(|_| ServerError::Internal("query thread ended without a result".into()))?
+            })
+            .await?;
         Ok((schema, batch_rx))
     }
 
@@ -523,6 +588,9 @@ impl Engine {
     ) -> Result<()> {
         let mut stmt = conn.prepare(sql)?;
         Self::check_kind(stmt.kind(), target, read_only)?;
+        if matches!(stmt.kind(), StatementKind::Dml | StatementKind::Ddl) && !stmt.frees_space() {
+            target.database().check_size()?;
+        }
         wrote.set(stmt.kind().may_write());
         let mut first_schema: Option<SchemaRef> = None;
         for (batch, row) in param_rows(params, stmt.parameter_count())? {
@@ -566,7 +634,7 @@ impl Engine {
         let (read_only, owner) = (grant.read_only, grant.owner);
         let engine = self.clone();
         self.arm_timeout(id);
-        blocking(move || {
+        let work = blocking(move || {
             let own_txn = matches!(target, Target::Fresh(_)) && !read_only && !is_checkpoint(&sql, target.database().name());
             let too_big = || {
                 let rolled_back = if own_txn { "the statement was rolled back" } else { "its transaction was rolled back" };
@@ -616,8 +684,8 @@ impl Engine {
                 lock(&engine.transactions).remove(&t.id);
             }
             engine.finish(id, r)
-        })
-        .await
+        });
+        self.supervise(id, owner, work).await
     }
 
     /// Runs a statement for its effect; returns the number of rows changed, summed over all
@@ -627,13 +695,16 @@ impl Engine {
         let id = Uuid::new_v4();
         let engine = self.clone();
         self.arm_timeout(id);
-        blocking(move || {
+        let work = blocking(move || {
             let r = Self::run_statement(&target, read_only, &sql, |conn, wrote| {
                 engine.register(id, owner, conn.interrupter())?;
                 let mut stmt = conn.prepare(&sql)?;
                 Self::check_kind(stmt.kind(), &target, read_only)?;
                 if read_only && stmt.kind().may_write() {
                     return Err(ServerError::ReadOnly(format!("{:?} statement", stmt.kind())));
+                }
+                if matches!(stmt.kind(), StatementKind::Dml | StatementKind::Ddl) && !stmt.frees_space() {
+                    target.database().check_size()?;
                 }
                 wrote.set(stmt.kind().may_write());
                 let mut total: u64 = 0;
@@ -646,8 +717,8 @@ impl Engine {
                 Ok(total as i64)
             });
             engine.finish(id, r)
-        })
-        .await
+        });
+        self.supervise(id, owner, work).await
     }
 
     /// Bulk-loads a stream of record batches into a table through DuckDB's appender, in one
@@ -678,6 +749,7 @@ impl Engine {
                         conn.execute_batch("BEGIN TRANSACTION")?;
                     }
                     let r = (|| {
+                        target.database().check_size()?;
                         prepare_ingest_table(conn, &dest, &schema)?;
                         let mut app = conn.appender(None, dest.schema.as_deref(), &dest.table).map_err(|e| {
                             if e.0.contains("could not be found") {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use openduck_flight_server::auth::Authenticator;
-use openduck_flight_server::config::{DuckDbSettings, ServerConfig};
+use openduck_flight_server::config::{free_disk, parse_size, physical_memory, DuckDbSettings, ServerConfig};
 use openduck_flight_server::database::{valid_name, FuseMode, LayeredStorage};
 use openduck_flight_server::server::Server;
 use openduck_layers::compaction::CompactionPolicy;
@@ -244,15 +244,30 @@ struct ServeArgs {
     /// one commit takes.
     #[arg(long, value_parser = parse_duration, default_value = "1h")]
     gc_grace: Duration,
-    /// DuckDB memory limit per database, e.g. `4GB` (DuckDB's default: 80% of RAM).
-    #[arg(long, env = "OPENDUCK_MEMORY_LIMIT")]
-    memory_limit: Option<String>,
+    /// Memory for all databases together, e.g. `8GB`: each open database gets an equal share of
+    /// 7/8 of it, the rest is for the server's own buffers. Default: 60% of RAM.
+    #[arg(long, value_parser = parse_size, env = "OPENDUCK_MEMORY_LIMIT")]
+    memory_limit: Option<u64>,
+    /// Most spill (temp) files one database may write, e.g. `20GB`. Default: 10% of the data
+    /// directory's free disk at start.
+    #[arg(long, value_parser = parse_size, env = "OPENDUCK_MAX_TEMP_SIZE")]
+    max_temp_size: Option<u64>,
+    /// Most disk one database (file and log) may take, e.g. `100GB`: past it, statements that may
+    /// grow it are refused (DELETE and DROP still run). Default: half the data directory's free
+    /// disk at start.
+    #[arg(long, value_parser = parse_size, env = "OPENDUCK_MAX_DATABASE_SIZE")]
+    max_database_size: Option<u64>,
     /// DuckDB worker threads per database (default: all cores).
     #[arg(long, env = "OPENDUCK_THREADS")]
     threads: Option<u32>,
-    /// Cancel queries running longer than this (e.g. `30s`, `5m`); no limit by default.
-    #[arg(long, value_parser = parse_duration, env = "OPENDUCK_QUERY_TIMEOUT")]
-    query_timeout: Option<Duration>,
+    /// Stop statements running longer than this, planning included (e.g. `30s`, `5m`; `0`: no
+    /// limit).
+    #[arg(long, value_parser = parse_duration, default_value = "30m", env = "OPENDUCK_QUERY_TIMEOUT")]
+    query_timeout: Duration,
+    /// Longest SQL statement accepted, in KiB (parsing and planning take memory in proportion;
+    /// pass large values as parameters or load them with ingest).
+    #[arg(long, default_value_t = 2048)]
+    max_statement_kib: usize,
     /// Roll back transactions idle longer than this.
     #[arg(long, value_parser = parse_duration, default_value = "15m")]
     transaction_idle_timeout: Duration,
@@ -343,8 +358,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.seal_log_bytes = args.seal_log_mib * 1024 * 1024;
     config.lease_ttl = args.lease_ttl;
     config.listen = SocketAddr::new(args.host, args.port);
-    config.duckdb = DuckDbSettings { memory_limit: args.memory_limit, threads: args.threads };
-    config.query_timeout = args.query_timeout;
+    std::fs::create_dir_all(&args.storage.data_dir).with_context(|| format!("creating {}", args.storage.data_dir.display()))?;
+    let free = free_disk(&args.storage.data_dir);
+    config.duckdb = DuckDbSettings {
+        memory_budget: args.memory_limit.or_else(|| physical_memory().map(|m| m / 10 * 6)),
+        threads: args.threads,
+        max_temp_bytes: args.max_temp_size.or_else(|| free.map(|f| f / 10)),
+        max_database_bytes: args.max_database_size.or_else(|| free.map(|f| f / 2)),
+    };
+    tracing::info!(settings = ?config.duckdb, "database limits");
+    config.query_timeout = Some(args.query_timeout).filter(|t| !t.is_zero());
+    config.max_statement_bytes = args.max_statement_kib * 1024;
     config.transaction_idle_timeout = args.transaction_idle_timeout;
     config.max_message_bytes = args.max_message_mib * 1024 * 1024;
     let server = Server::bind(config, auth).await.context("starting the server")?;

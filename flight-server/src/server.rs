@@ -67,7 +67,7 @@ impl Server {
         });
         let engine = Engine::new(databases, config.query_timeout);
         let auth = Arc::new(auth);
-        let service = Arc::new(OpenDuckService::new(engine.clone(), auth.clone(), config.result_ttl)?);
+        let service = Arc::new(OpenDuckService::new(engine.clone(), auth.clone(), &config)?);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -105,6 +105,8 @@ pub struct OpenDuckService {
     prepared: ExpiringMap<Uuid, Arc<PreparedEntry>>,
     /// Results of writing statements, run when their FlightInfo was requested, until fetched.
     executed: ExpiringMap<Uuid, Arc<Executed>>,
+    /// Longest SQL accepted ([`crate::config::ServerConfig::max_statement_bytes`]).
+    max_statement_bytes: usize,
     sql_info: info::SqlInfos,
     xdbc: XdbcTypeInfoData,
 }
@@ -260,12 +262,13 @@ fn full(what: &str, e: Full) -> Status {
 
 impl OpenDuckService {
     /// A service over `engine`, authenticating with `auth`.
-    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>, result_ttl: std::time::Duration) -> Result<Self, ServerError> {
+    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>, config: &crate::config::ServerConfig) -> Result<Self, ServerError> {
         Ok(OpenDuckService {
             engine,
             auth,
             prepared: ExpiringMap::new(PREPARED_IDLE_TTL, PREPARED_PER_TOKEN, PREPARED_TOTAL),
-            executed: ExpiringMap::new(result_ttl, EXECUTED_PER_TOKEN, EXECUTED_TOTAL),
+            executed: ExpiringMap::new(config.result_ttl, EXECUTED_PER_TOKEN, EXECUTED_TOTAL),
+            max_statement_bytes: config.max_statement_bytes,
             sql_info: info::SqlInfos::new()?,
             xdbc: info::xdbc_type_info()?,
         })
@@ -300,6 +303,18 @@ impl OpenDuckService {
             .get(&id, grant.owner)
             .ok_or_else(|| Status::not_found(format!("unknown prepared statement {id} (closed or expired)")))?;
         Ok((id, entry))
+    }
+
+    /// Refuses SQL longer than the server accepts.
+    fn check_sql(&self, sql: &str) -> Result<(), Status> {
+        if sql.len() > self.max_statement_bytes {
+            return Err(status(ServerError::LimitExceeded(format!(
+                "the statement is {} bytes, over this server's limit of {} (--max-statement-kib); pass large values as parameters or load them with ingest",
+                sql.len(),
+                self.max_statement_bytes
+            ))));
+        }
+        Ok(())
     }
 
     /// Drops expired handles; the server's sweeper calls this now and then.
@@ -424,6 +439,7 @@ impl FlightSqlService for OpenDuckService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (grant, target) = self.resolve(&request, None, query.transaction_id.as_deref()).await?;
+        self.check_sql(&query.query)?;
         let db = target.database().name().to_string();
         let txn = match &target {
             Target::Transaction(t) => Some(t.id),
@@ -470,6 +486,7 @@ impl FlightSqlService for OpenDuckService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let (grant, target) = self.resolve(&request, None, cmd.transaction_id.as_deref()).await?;
+        self.check_sql(&cmd.query)?;
         tracing::info!(database = target.database().name(), sql = %crate::log::sql(&cmd.query), "update");
         self.engine.update(&grant, target, cmd.query, Vec::new()).await.map_err(status)
     }
@@ -480,6 +497,7 @@ impl FlightSqlService for OpenDuckService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let (grant, target) = self.resolve(&request, None, cmd.transaction_id.as_deref()).await?;
+        self.check_sql(&cmd.query)?;
         let database = target.database().name().to_string();
         let transaction = match &target {
             Target::Transaction(t) => Some(t.id),
