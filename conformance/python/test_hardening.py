@@ -434,19 +434,6 @@ def test_one_database_that_cannot_open_does_not_stop_the_others(tmp_path):
         s.stop()
 
 
-def test_after_all_attacks_a_restart_and_disk_loss_keep_every_row(layered):
-    """Runs last in this module: nothing above poisoned the sealed snapshots."""
-    s = layered.server
-    run(s, "INSERT INTO t VALUES (1000, 'last')", token=ADMIN)
-    s.stop(signal.SIGKILL)
-    s = layered.serve()
-    assert run(s, "SELECT count(*) FROM t", token=ADMIN) == [(1001,)]
-    s.stop()
-    wipe(layered.disk)
-    s = layered.serve()
-    assert run(s, "SELECT count(*), max(id) FROM t", token=ADMIN) == [(1001, 1000)]
-
-
 # --- Limits: time, statement size, memory, disk -----------------------------------------------
 
 
@@ -497,3 +484,31 @@ def test_memory_budget_is_shared_and_disk_limits_are_set(tmp_path):
         run(s, "CREATE TABLE more AS SELECT 1 AS a", token=ADMIN)
     finally:
         s.stop(signal.SIGKILL)
+
+
+def test_a_view_that_no_longer_binds_does_not_break_listing_tables(layered):
+    s = layered.server
+    run(s, "CREATE OR REPLACE TABLE gone (x INTEGER)", token=ADMIN)
+    run(s, "CREATE OR REPLACE VIEW orphan AS SELECT x FROM gone", token=ADMIN)
+    run(s, "DROP TABLE gone", token=ADMIN)
+    for token in (READER, ADMIN):
+        with adbc_connect(s, token=token) as c:
+            objects = c.adbc_get_objects(depth="all", catalog_filter="mydb").read_all().to_pylist()
+        tables = {t["table_name"]: t for schema in objects[0]["catalog_db_schemas"] for t in schema["db_schema_tables"]}
+        assert "orphan" in tables, sorted(tables)
+        assert [col["column_name"] for col in tables["t"]["table_columns"]] == ["id", "s"]
+    run(s, "DROP VIEW orphan", token=ADMIN)
+
+
+# Keep this test last in the file: it restarts the module's server and adds a row.
+def test_after_all_attacks_a_restart_and_disk_loss_keep_every_row(layered):
+    """Runs last in this module: nothing above poisoned the sealed snapshots."""
+    s = layered.server
+    run(s, "INSERT INTO t VALUES (1000, 'last')", token=ADMIN)
+    s.stop(signal.SIGKILL)
+    s = layered.serve()
+    assert run(s, "SELECT count(*) FROM t", token=ADMIN) == [(1001,)]
+    s.stop()
+    wipe(layered.disk)
+    s = layered.serve()
+    assert run(s, "SELECT count(*), max(id) FROM t", token=ADMIN) == [(1001, 1000)]

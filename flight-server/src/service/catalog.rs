@@ -79,7 +79,15 @@ pub fn tables(query: CommandGetTables) -> Query {
             let (schema, name, kind) = (schema.unwrap_or_default(), name.unwrap_or_default(), kind.unwrap_or_default());
             let arrow_schema = if include_schema {
                 let sql = format!("SELECT * FROM {}.{}", quote_ident(&schema), quote_ident(&name));
-                let s = conn.prepare(&sql)?.result_schema()?;
+                // A view that no longer binds (its table dropped, or it calls what the server
+                // refuses) is listed without columns rather than failing the listing for all.
+                let s = match conn.prepare(&sql).and_then(|p| p.result_schema()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(schema = %schema, name = %name, error = %e, "listing a relation that does not bind without its columns");
+                        Schema::empty()
+                    }
+                };
                 let fields: Vec<Field> = s
                     .fields()
                     .iter()
