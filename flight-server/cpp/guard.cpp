@@ -31,6 +31,7 @@
 #include "duckdb/main/config.hpp"
 #include "duckdb/main/connection.hpp"
 #include "duckdb/main/prepared_statement_data.hpp"
+#include "duckdb/main/valid_checker.hpp"
 #include "duckdb/storage/buffer_manager.hpp"
 
 #include <cstring>
@@ -380,6 +381,14 @@ char *openduck_set_memory_limit(void *connection, uint64_t bytes) {
 	} catch (...) {
 		return strdup("setting the memory limit failed");
 	}
+}
+
+// Marks the connection's database instance invalidated, as DuckDB does after a fatal error:
+// every later statement on it fails. Only tests call this, to check that the server notices an
+// invalidated database and reopens it.
+void openduck_invalidate_for_test(void *connection, const char *why) {
+	auto &conn = *reinterpret_cast<duckdb::Connection *>(connection);
+	duckdb::ValidChecker::Invalidate(*conn.context->db, why);
 }
 
 // Installs the guard on a connection (a `duckdb_connection` of the C API). Returns NULL, or an

@@ -179,6 +179,10 @@ pub struct Database {
     path: PathBuf,
     /// Most bytes the database may take ([`DuckDbSettings::max_database_bytes`]).
     max_bytes: Option<u64>,
+    /// The DuckDB options it was opened with, and the table functions the server added: what
+    /// [`Database::recover`] needs to open it again.
+    options: Vec<(&'static str, String)>,
+    functions: Mutex<Vec<RowsFunction>>,
     /// The DuckDB instance; `None` once closed.
     instance: Mutex<Option<RawDatabase>>,
     layered: Option<Layered>,
@@ -222,7 +226,7 @@ impl Database {
         read_only: bool,
         temp_dir: Option<&Path>,
     ) -> Result<Self> {
-        let mut options: Vec<(&str, String)> = Vec::new();
+        let mut options: Vec<(&'static str, String)> = Vec::new();
         if let Some(t) = temp_dir {
             options.push(("temp_directory", t.display().to_string()));
         }
@@ -245,12 +249,13 @@ impl Database {
             options.push(("threads", threads.to_string()));
         }
         options.extend(LOCKDOWN.iter().map(|(k, v)| (*k, v.to_string())));
-        let instance = RawDatabase::open(path, &options)?;
-        instance.connect()?.lock_down()?;
+        let instance = Self::open_instance(path, &options, &[])?;
         Ok(Database {
             name: name.to_string(),
             path: path.to_path_buf(),
             max_bytes: settings.max_database_bytes,
+            options,
+            functions: Mutex::new(Vec::new()),
             instance: Mutex::new(Some(instance)),
             layered,
             follows: None,
@@ -295,7 +300,7 @@ impl Database {
             retention: layers.retention,
         };
         let db = Self::open_full(name, &file, settings, Some(layered), false, temp.as_deref())?;
-        db.connect()?.register_rows_function(snapshots_function(name, &layers.storage, rt))?;
+        db.add_function(snapshots_function(name, &layers.storage, rt))?;
         let snapshot = db.seal()?;
         tracing::info!(database = name, ?recovery, snapshot, "opened layered database");
         Ok(db)
@@ -353,7 +358,7 @@ impl Database {
             }
         };
         let mut db = Self::open_options(name, &path, settings, None, true)?;
-        db.connect()?.register_rows_function(snapshots_function(name, &storage, rt.clone()))?;
+        db.add_function(snapshots_function(name, &storage, rt.clone()))?;
         tracing::info!(database = name, snapshot = newest.id, fuse = fuse.is_some(), "following the newest snapshot read-only");
         db.follows = Some(Follow { snapshot: newest, reason });
         Ok(Some(db))
@@ -440,6 +445,64 @@ impl Database {
             return Ok(());
         };
         l.head.lock().await.renew(ttl).await.map_err(storage_err)
+    }
+
+    /// Opens the DuckDB instance, locked down, with the server's table functions.
+    fn open_instance(path: &Path, options: &[(&'static str, String)], functions: &[RowsFunction]) -> Result<RawDatabase> {
+        let instance = RawDatabase::open(path, options)?;
+        let conn = instance.connect()?;
+        conn.lock_down()?;
+        for f in functions {
+            conn.register_rows_function(f.clone())?;
+        }
+        Ok(instance)
+    }
+
+    /// Adds a table function of the server's (e.g. `openduck_snapshots()`) to the database.
+    fn add_function(&self, function: RowsFunction) -> Result<()> {
+        self.connect()?.register_rows_function(function.clone())?;
+        self.functions.lock().unwrap_or_else(|p| p.into_inner()).push(function);
+        Ok(())
+    }
+
+    /// After a statement failed with `error`: if DuckDB invalidated the database (a fatal
+    /// error; every later statement would fail until a restart), opens it again from its files,
+    /// and on layered storage seals the result, so the database serves again without a restart.
+    /// Returns whether it was reopened. Runs on a blocking thread.
+    pub fn recover(&self, error: &ServerError) -> bool {
+        let ServerError::DuckDb(e) = error else { return false };
+        if !e.0.contains("database has been invalidated") {
+            return false;
+        }
+        tracing::error!(database = %self.name, error = %e, "DuckDB invalidated the database; opening it again");
+        let reopen = || -> Result<()> {
+            let mut instance = self.instance.lock().map_err(|_| ServerError::Internal("database lock poisoned".into()))?;
+            let Some(current) = instance.as_ref() else { return Err(ServerError::ShuttingDown) };
+            // Another request may have reopened it already.
+            if current.connect()?.execute_batch("SELECT 1").is_ok() {
+                return Ok(());
+            }
+            let functions = self.functions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            // Connections still open keep the old instance alive; it refuses everything.
+            *instance = Some(Self::open_instance(&self.path, &self.options, &functions)?);
+            drop(instance);
+            if self.layered.is_some() {
+                // The log replayed at open is folded into a new snapshot before more commits.
+                self.connect()?.execute_batch("CHECKPOINT")?;
+            }
+            Ok(())
+        };
+        let r = if self.layered.is_some() { self.sealing(reopen).map(|_| ()) } else { reopen() };
+        match r {
+            Ok(()) => {
+                tracing::info!(database = %self.name, "reopened the database after it was invalidated");
+                true
+            }
+            Err(e) => {
+                tracing::error!(database = %self.name, error = %e, "reopening the invalidated database failed");
+                false
+            }
+        }
     }
 
     /// Refuses to grow a database that already takes its most bytes (file and log).

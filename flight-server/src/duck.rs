@@ -224,6 +224,9 @@ extern "C" {
     fn openduck_guard_connection(connection: *mut c_void) -> *mut c_char;
     /// Whether a prepared statement changes a database: 1, 0, or -1 when unknown (`cpp/guard.cpp`).
     fn openduck_prepared_modifies(prepared: *mut c_void) -> std::ffi::c_int;
+    /// Marks the instance invalidated, as a fatal error does (`cpp/guard.cpp`; tests only).
+    #[cfg(test)]
+    fn openduck_invalidate_for_test(connection: *mut c_void, why: *const c_char);
     /// Sets the instance's memory limit in bytes (`cpp/guard.cpp`).
     fn openduck_set_memory_limit(connection: *mut c_void, bytes: u64) -> *mut c_char;
     /// Refuses every function not on the allow-lists at bind time (`cpp/guard.cpp`).
@@ -262,6 +265,14 @@ impl Conn {
     /// configuration is locked). Fails when more than `bytes` is in use and cannot be freed.
     pub fn set_memory_limit(&self, bytes: u64) -> Result<()> {
         guard_result(unsafe { openduck_set_memory_limit(self.raw() as *mut c_void, bytes) }, "setting the memory limit failed")
+    }
+
+    /// Marks this connection's database instance invalidated, as DuckDB does after a fatal
+    /// error (for tests of the server's recovery).
+    #[cfg(test)]
+    pub fn invalidate_for_test(&self, why: &str) {
+        let why = cstring(why, "reason").unwrap_or_default();
+        unsafe { openduck_invalidate_for_test(self.raw() as *mut c_void, why.as_ptr()) };
     }
 
     /// A handle that interrupts this connection's running query.

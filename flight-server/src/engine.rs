@@ -226,9 +226,11 @@ impl Engine {
 
     /// Runs `f` on the target's connection (guarded: see [`Conn::guard`]), inside a read-only
     /// transaction for read-only grants.
+    /// A statement failing because DuckDB invalidated the database makes the database reopen
+    /// ([`Database::recover`]); the statement's own error stands.
     fn with_conn<R>(target: &Target, read_only: bool, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
-        match target {
-            Target::Fresh(db) => {
+        let r = match target {
+            Target::Fresh(db) => (|| {
                 let conn = db.client_connection()?;
                 if read_only {
                     conn.execute_batch("BEGIN TRANSACTION READ ONLY")?;
@@ -239,12 +241,16 @@ impl Engine {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
                 r
-            }
+            })(),
             Target::Transaction(t) => {
                 let conn = lock(&t.conn);
                 f(&conn)
             }
+        };
+        if let Err(e) = &r {
+            target.database().recover(e);
         }
+        r
     }
 
     /// Runs a statement so that layered storage stays consistent. `run` sets the flag when the
@@ -918,4 +924,70 @@ fn prepare_ingest_table(conn: &Conn, dest: &IngestTarget, schema: &Schema) -> Re
     };
     conn.execute_batch(&sql)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DuckDbSettings;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_invalidated_database_is_reopened_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let dbs = Arc::new(Databases::open_dir(dir.path(), "db", DuckDbSettings::default()).unwrap());
+        let engine = Engine::new(dbs.clone(), None);
+        let grant = Grant::all();
+        let target = || engine.target(&grant, None, None).unwrap();
+        engine.update(&grant, target(), "CREATE TABLE t AS SELECT range AS i FROM range(100)".into(), vec![]).await.unwrap();
+        // A fatal error inside DuckDB invalidates the instance: every statement fails after it.
+        dbs.get(None).unwrap().connect().unwrap().invalidate_for_test("a fatal error, for the test");
+        let err = engine.update(&grant, target(), "INSERT INTO t VALUES (100)".into(), vec![]).await.unwrap_err();
+        assert!(err.to_string().contains("invalidated"), "{err}");
+        // The failing statement made the server open the database again, data and all.
+        let (_, mut rx) = engine.query(&grant, target(), Uuid::new_v4(), "SELECT count(*) FROM t".into(), vec![]).await.unwrap();
+        let batch = rx.recv().await.unwrap().unwrap();
+        assert_eq!(batch.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0), 100);
+        assert_eq!(engine.update(&grant, target(), "INSERT INTO t VALUES (100)".into(), vec![]).await.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_invalidated_layered_database_is_reopened_and_sealed() {
+        use crate::database::{FuseMode, LayeredStorage};
+        use openduck_layers::compaction::CompactionPolicy;
+        use openduck_layers::object_store::LocalDirStore;
+        use openduck_layers::retention::Retention;
+        let dir = tempfile::tempdir().unwrap();
+        let meta =
+            openduck_layers::storage::open_metadata(&format!("sqlite://{}", dir.path().join("meta.sqlite").display())).await.unwrap();
+        let storage = openduck_layers::storage::Storage {
+            store: Arc::new(LocalDirStore::new(dir.path().join("objects")).unwrap()),
+            meta: meta.clone(),
+            describe: "test".into(),
+        };
+        let layers = LayeredStorage {
+            storage,
+            holder: "test".into(),
+            lease_ttl: Duration::from_secs(60),
+            fuse: FuseMode::Off,
+            fuse_heads: false,
+            compaction: CompactionPolicy { max_layers: 0, max_bytes: 1 << 20 },
+            retention: Retention { keep_last: 100, keep_for: Duration::from_secs(3600) },
+            gc_interval: None,
+            gc_grace: Duration::from_secs(3600),
+        };
+        let dbs = Arc::new(Databases::open_layered(&dir.path().join("disk"), "db", DuckDbSettings::default(), layers).await.unwrap());
+        let engine = Engine::new(dbs.clone(), None);
+        let grant = Grant::all();
+        let target = || engine.target(&grant, None, None).unwrap();
+        engine.update(&grant, target(), "CREATE TABLE t AS SELECT range AS i FROM range(100)".into(), vec![]).await.unwrap();
+        let before = meta.snapshots("db").await.unwrap().len();
+        dbs.get(None).unwrap().connect().unwrap().invalidate_for_test("a fatal error, for the test");
+        assert!(engine.update(&grant, target(), "INSERT INTO t VALUES (100)".into(), vec![]).await.is_err());
+        // Reopened and sealed: a new snapshot holds the acknowledged rows, and commits go on.
+        assert!(meta.snapshots("db").await.unwrap().len() > before, "the reopened database was sealed");
+        assert_eq!(engine.update(&grant, target(), "INSERT INTO t VALUES (100)".into(), vec![]).await.unwrap(), 1);
+        let (_, mut rx) =
+            engine.query(&grant, target(), Uuid::new_v4(), "SELECT count(*) FROM openduck_snapshots()".into(), vec![]).await.unwrap();
+        assert!(rx.recv().await.unwrap().is_ok(), "the server's own functions are back too");
+    }
 }

@@ -22,6 +22,7 @@ pub enum RowsColumn {
 pub type RowsProvider = Arc<dyn Fn() -> std::result::Result<Vec<Vec<Option<i64>>>, String> + Send + Sync>;
 
 /// A table function without parameters.
+#[derive(Clone)]
 pub struct RowsFunction {
     /// Its SQL name.
     pub name: String,
