@@ -500,6 +500,23 @@ def test_a_view_that_no_longer_binds_does_not_break_listing_tables(layered):
     run(s, "DROP VIEW orphan", token=ADMIN)
 
 
+def test_no_server_path_reaches_sql(layered):
+    """DuckDB shows its files' paths to SQL; the server's are relative to its data directory."""
+    s = layered.server
+    disk = str(layered.disk.resolve())
+    settings = run(s, "SELECT name, value FROM duckdb_settings() WHERE value LIKE '%/%'")
+    leaked = [(n, v) for n, v in settings if v.startswith("/") or disk in v or "/root" in v]
+    assert not leaked, leaked
+    for (path,) in run(s, "SELECT path FROM duckdb_databases() WHERE path IS NOT NULL"):
+        assert not path.startswith("/") and disk not in path, path
+    assert not run(s, "SELECT current_setting('temp_directory')")[0][0].startswith("/")
+    refused(s, "SELECT current_setting('allowed_paths')", why="not shown on an OpenDuck server")
+    assert run(s, "SELECT value FROM duckdb_settings() WHERE name = 'allowed_directories'") == [("(hidden)",)]
+    # An error about a database file names it relatively too.
+    message = refused(s, "SELECT * FROM read_text('mydb.duckdb')", token=ADMIN)
+    assert disk not in message, message
+
+
 # Keep this test last in the file: it restarts the module's server and adds a row.
 def test_after_all_attacks_a_restart_and_disk_loss_keep_every_row(layered):
     """Runs last in this module: nothing above poisoned the sealed snapshots."""

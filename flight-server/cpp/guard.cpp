@@ -18,7 +18,10 @@
 #include "duckdb/catalog/catalog.hpp"
 #include "duckdb/catalog/catalog_entry/copy_function_catalog_entry.hpp"
 #include "duckdb/catalog/catalog_entry/pragma_function_catalog_entry.hpp"
+#include "duckdb/catalog/catalog_entry/scalar_function_catalog_entry.hpp"
 #include "duckdb/catalog/catalog_entry/schema_catalog_entry.hpp"
+#include "duckdb/common/string_util.hpp"
+#include "duckdb/execution/expression_executor.hpp"
 #include "duckdb/catalog/catalog_entry/table_function_catalog_entry.hpp"
 #include "duckdb/common/exception.hpp"
 #include "duckdb/execution/operator/projection/physical_tableinout_function.hpp"
@@ -34,6 +37,7 @@
 #include "duckdb/main/valid_checker.hpp"
 #include "duckdb/storage/buffer_manager.hpp"
 
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <unordered_set>
@@ -267,6 +271,61 @@ void RefusePragma(duckdb::ClientContext &, const duckdb::FunctionParameters &) {
 	Refuse("this PRAGMA");
 }
 
+// Settings whose values are absolute server paths DuckDB keeps for its own checks (the paths of
+// the database's files, canonicalised): SQL sees them hidden.
+bool HiddenSetting(const std::string &name) {
+	auto lower = duckdb::StringUtil::Lower(name);
+	return lower == "allowed_paths" || lower == "allowed_directories";
+}
+
+// duckdb_settings() and current_setting() as DuckDB has them, wrapped to hide those settings.
+// (One instance of each function exists per process: every database shares these pointers.)
+// Atomic: databases may open on several threads at once (all store the same values).
+std::atomic<duckdb::table_function_t> original_settings_function {nullptr};
+std::atomic<duckdb::bind_scalar_function_t> original_current_setting_bind {nullptr};
+std::atomic<duckdb::table_function_t> original_databases_function {nullptr};
+
+// duckdb_databases() with each file's path cut to its name (column 2, `path`).
+void DatabasesHidingPaths(duckdb::ClientContext &context, duckdb::TableFunctionInput &input, duckdb::DataChunk &output) {
+	original_databases_function.load()(context, input, output);
+	if (output.ColumnCount() < 3) {
+		return;
+	}
+	for (duckdb::idx_t row = 0; row < output.size(); row++) {
+		auto path = output.GetValue(2, row);
+		if (!path.IsNull()) {
+			auto text = duckdb::StringValue::Get(path);
+			auto slash = text.find_last_of('/');
+			output.SetValue(2, row, duckdb::Value(slash == std::string::npos ? text : text.substr(slash + 1)));
+		}
+	}
+}
+
+void SettingsHidingPaths(duckdb::ClientContext &context, duckdb::TableFunctionInput &input, duckdb::DataChunk &output) {
+	original_settings_function.load()(context, input, output);
+	if (output.ColumnCount() < 2) {
+		return;
+	}
+	for (duckdb::idx_t row = 0; row < output.size(); row++) {
+		auto name = output.GetValue(0, row);
+		if (!name.IsNull() && HiddenSetting(duckdb::StringValue::Get(name))) {
+			output.SetValue(1, row, duckdb::Value("(hidden)"));
+		}
+	}
+}
+
+duckdb::unique_ptr<duckdb::FunctionData> CurrentSettingHidingPaths(duckdb::ClientContext &context,
+                                                                   duckdb::ScalarFunction &bound_function,
+                                                                   duckdb::vector<duckdb::unique_ptr<duckdb::Expression>> &arguments) {
+	if (!arguments.empty() && arguments[0]->IsFoldable() && arguments[0]->return_type.id() == duckdb::LogicalTypeId::VARCHAR) {
+		auto key = duckdb::ExpressionExecutor::EvaluateScalar(context, *arguments[0]);
+		if (!key.IsNull() && HiddenSetting(duckdb::StringValue::Get(key))) {
+			throw duckdb::PermissionException("setting %s is not shown on an OpenDuck server", duckdb::StringValue::Get(key));
+		}
+	}
+	return original_current_setting_bind.load()(context, bound_function, arguments);
+}
+
 void LockDownCatalog(duckdb::ClientContext &context) {
 	auto &schema = duckdb::Catalog::GetSystemCatalog(context).GetSchema(context, DEFAULT_SCHEMA);
 	schema.Scan(context, duckdb::CatalogType::TABLE_FUNCTION_ENTRY, [&](duckdb::CatalogEntry &entry) {
@@ -275,6 +334,14 @@ void LockDownCatalog(duckdb::ClientContext &context) {
 		}
 		auto &functions = entry.Cast<duckdb::TableFunctionCatalogEntry>().functions;
 		for (auto &f : functions.functions) {
+			if (f.name == "duckdb_settings" && f.function != SettingsHidingPaths) {
+				original_settings_function.store(f.function);
+				f.function = SettingsHidingPaths;
+			}
+			if (f.name == "duckdb_databases" && f.function != DatabasesHidingPaths) {
+				original_databases_function.store(f.function);
+				f.function = DatabasesHidingPaths;
+			}
 			if (AllowedTableFunctions().count(f.name) || f.name == "checkpoint" || f.name == "force_checkpoint" ||
 			    f.name == "query" || f.name == "query_table") {
 				continue;
@@ -282,6 +349,17 @@ void LockDownCatalog(duckdb::ClientContext &context) {
 			f.bind = RefuseTableBind;
 			f.bind_replace = nullptr;
 			f.bind_operator = nullptr;
+		}
+	});
+	schema.Scan(context, duckdb::CatalogType::SCALAR_FUNCTION_ENTRY, [&](duckdb::CatalogEntry &entry) {
+		if (entry.type != duckdb::CatalogType::SCALAR_FUNCTION_ENTRY || entry.name != "current_setting") {
+			return;
+		}
+		for (auto &f : entry.Cast<duckdb::ScalarFunctionCatalogEntry>().functions.functions) {
+			if (f.bind && f.bind != CurrentSettingHidingPaths) {
+				original_current_setting_bind.store(f.bind);
+				f.bind = CurrentSettingHidingPaths;
+			}
 		}
 	});
 	schema.Scan(context, duckdb::CatalogType::COPY_FUNCTION_ENTRY, [&](duckdb::CatalogEntry &entry) {

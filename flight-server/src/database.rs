@@ -248,6 +248,9 @@ impl Database {
         if let Some(threads) = settings.threads {
             options.push(("threads", threads.to_string()));
         }
+        // Persistent secrets are off; the default (under the home directory) would only show a
+        // server path in duckdb_settings().
+        options.push(("secret_directory", ".duckdb-secrets".to_string()));
         options.extend(LOCKDOWN.iter().map(|(k, v)| (*k, v.to_string())));
         let instance = Self::open_instance(path, &options, &[])?;
         Ok(Database {

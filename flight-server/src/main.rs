@@ -83,10 +83,20 @@ struct StorageArgs {
 }
 
 impl StorageArgs {
+    /// The store and metadata URLs, local paths made absolute (a server works in its data
+    /// directory once it starts, see `serve`).
     fn urls(&self) -> (String, String) {
-        let store = self.store.clone().unwrap_or_else(|| format!("file://{}", absolute(&self.data_dir.join("store")).display()));
-        let metadata =
-            self.metadata.clone().unwrap_or_else(|| format!("sqlite://{}", absolute(&self.data_dir.join("metadata.sqlite")).display()));
+        let absolute_url = |url: String| match ["file://", "sqlite://"].into_iter().find(|scheme| url.starts_with(scheme)) {
+            Some(scheme) => format!("{scheme}{}", absolute(std::path::Path::new(&url[scheme.len()..])).display()),
+            None => url,
+        };
+        let store =
+            self.store.clone().map(absolute_url).unwrap_or_else(|| format!("file://{}", absolute(&self.data_dir.join("store")).display()));
+        let metadata = self
+            .metadata
+            .clone()
+            .map(absolute_url)
+            .unwrap_or_else(|| format!("sqlite://{}", absolute(&self.data_dir.join("metadata.sqlite")).display()));
         (store, metadata)
     }
 
@@ -371,12 +381,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_statement_bytes = args.max_statement_kib * 1024;
     config.transaction_idle_timeout = args.transaction_idle_timeout;
     config.max_message_bytes = args.max_message_mib * 1024 * 1024;
+    // DuckDB shows the paths of a database's files to SQL (duckdb_databases(), duckdb_settings(),
+    // its error messages): the server works in its data directory, so those paths are relative
+    // and say nothing of the server's disk. Every other path was made absolute before this.
+    let data_dir = absolute(&args.storage.data_dir);
+    std::env::set_current_dir(&data_dir).with_context(|| format!("entering the data directory {}", data_dir.display()))?;
+    config.data_dir = PathBuf::from(".");
     let server = Server::bind(config, auth).await.context("starting the server")?;
     if !args.plain && args.fuse != Fuse::Off {
         // Releases the FUSE mounts if this process is killed (see openduck_layers::fuse_watchdog);
         // mounts that are not there are ignored.
-        let dir = absolute(&args.storage.data_dir);
-        let mounts = [dir.join(".fuse"), dir.join(".heads")];
+        let mounts = [data_dir.join(".fuse"), data_dir.join(".heads")];
         if let Err(e) = std::env::current_exe().and_then(|exe| openduck_layers::fuse_watchdog::spawn(&exe, &mounts)) {
             tracing::warn!(error = %e, "cannot start the FUSE watchdog");
         }
