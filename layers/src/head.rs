@@ -769,16 +769,23 @@ mod tests {
         assert_eq!(head.snapshot(), Some(third.id));
     }
 
+    /// A head over a 10,000-byte stand-in file, sealed once; returns it with the file's and the
+    /// log's paths.
+    async fn sealed_head(dir: &Path) -> (Head, PathBuf, PathBuf) {
+        let s = storage(dir).await;
+        s.meta.create_database("db", DEFAULT_PAGE_SIZE).await.unwrap();
+        let path = dir.join("db.duckdb");
+        std::fs::write(&path, vec![5u8; 10_000]).unwrap();
+        let (mut head, _) = Head::open(s, "db", &path, "h", Duration::from_secs(60)).await.unwrap();
+        head.seal().await.unwrap();
+        let wal = with_suffix(&path, ".wal");
+        (head, path, wal)
+    }
+
     #[tokio::test]
     async fn a_log_replaced_behind_the_sealer_stops_shipping_until_the_next_seal() {
         let dir = tempfile::tempdir().unwrap();
-        let s = storage(dir.path()).await;
-        s.meta.create_database("db", DEFAULT_PAGE_SIZE).await.unwrap();
-        let path = dir.path().join("db.duckdb");
-        std::fs::write(&path, vec![5u8; 10_000]).unwrap();
-        let (mut head, _) = Head::open(s.clone(), "db", &path, "h", Duration::from_secs(60)).await.unwrap();
-        head.seal().await.unwrap();
-        let wal = with_suffix(&path, ".wal");
+        let (mut head, path, wal) = sealed_head(dir.path()).await;
         append(&wal, b"0123456789");
         head.sync_wal().await.unwrap();
         // Someone checkpointed: the log is gone and a shorter one started.
@@ -797,13 +804,7 @@ mod tests {
     #[tokio::test]
     async fn a_log_rewritten_in_place_is_noticed_by_its_content() {
         let dir = tempfile::tempdir().unwrap();
-        let s = storage(dir.path()).await;
-        s.meta.create_database("db", DEFAULT_PAGE_SIZE).await.unwrap();
-        let path = dir.path().join("db.duckdb");
-        std::fs::write(&path, vec![5u8; 10_000]).unwrap();
-        let (mut head, _) = Head::open(s.clone(), "db", &path, "h", Duration::from_secs(60)).await.unwrap();
-        head.seal().await.unwrap();
-        let wal = with_suffix(&path, ".wal");
+        let (mut head, _, wal) = sealed_head(dir.path()).await;
         let first: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         append(&wal, &first);
         assert_eq!(head.sync_wal().await.unwrap(), 10_000);
