@@ -260,6 +260,11 @@ def test_deep_recursion_does_not_take_the_server_down(layered):
     # ... and built at run time, evaluated on DuckDB's worker threads.
     deep = "SELECT length(json_structure(repeat('[', n) || repeat(']', n))) FROM (VALUES (400000)) v(n)"
     assert run(s, deep) == [(800006,)]
+    # Deeper than any stack should hold: every JSON function refuses it, the server stays up.
+    for function in ("json_structure(j)", "json_contains(j, '1')", "json_merge_patch(j, j)", "json_keys(j)", "json_transform(j, '\"JSON\"')"):
+        sql = f"SELECT length({function}::VARCHAR) FROM (SELECT repeat('[', n) || repeat(']', n) AS j FROM (VALUES (3000000)) v(n))"
+        refused(s, sql, why="nested deeper than")
+    refused(s, "SELECT * FROM json_tree('[[1]]')")
     # Far deeper than any stack: refused by the parser, or answered; the server stays up.
     try:
         run(s, "SELECT " + "(" * 200000 + "1" + ")" * 200000)

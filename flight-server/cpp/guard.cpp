@@ -37,6 +37,7 @@
 #include "duckdb/main/valid_checker.hpp"
 #include "duckdb/storage/buffer_manager.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -129,7 +130,8 @@ const std::unordered_set<PhysicalOperatorType> &AllowedOperators() {
 // no file and reveal nothing of the server outside the database. Missing on purpose: every
 // reader (read_*, glob, sniff_csv, parquet_*), checkpoint and force_checkpoint (a client's
 // CHECKPOINT is run by the server's sealer instead), logging and profiling (enable_*, disable_*,
-// truncate_duckdb_logs, duckdb_logs, duckdb_log_contexts), functions taking raw pointers
+// truncate_duckdb_logs, duckdb_logs, duckdb_log_contexts), json_tree (a path string per node:
+// memory quadratic in the nesting, outside DuckDB's memory limit), functions taking raw pointers
 // (arrow_scan*, pandas_scan, python_map_function), json_execute_serialized_sql (runs SQL the
 // guard would not see), and catalog functions that show server paths or secrets
 // (duckdb_extensions, duckdb_temporary_files, duckdb_external_file_cache, duckdb_secrets,
@@ -143,7 +145,6 @@ const std::unordered_set<std::string> &AllowedTableFunctions() {
 	    "repeat",
 	    "repeat_row",
 	    "json_each",
-	    "json_tree",
 	    "summary",
 	    "test_all_types",
 	    "test_vector_types",
@@ -326,6 +327,56 @@ duckdb::unique_ptr<duckdb::FunctionData> CurrentSettingHidingPaths(duckdb::Clien
 	return original_current_setting_bind.load()(context, bound_function, arguments);
 }
 
+// The deepest JSON nesting a JSON function accepts. The JSON functions that walk a document
+// (json_structure, json_contains, json_merge_patch, …) recurse once per level, ~160 bytes of
+// stack each, and SQL can build any depth at run time (`repeat('[', n)`): past a stack, the
+// process dies. A million levels fit the server's 1 GiB stacks (threads.rs) many times over.
+constexpr duckdb::idx_t MAX_JSON_DEPTH = 1000000;
+
+// The deepest nesting of `[` and `{` in `text`, outside string literals.
+duckdb::idx_t JsonDepth(const char *text, duckdb::idx_t size) {
+	duckdb::idx_t depth = 0, deepest = 0;
+	bool in_string = false;
+	for (duckdb::idx_t i = 0; i < size; i++) {
+		char c = text[i];
+		if (in_string) {
+			if (c == '\\') {
+				i++;
+			} else if (c == '"') {
+				in_string = false;
+			}
+		} else if (c == '"') {
+			in_string = true;
+		} else if (c == '[' || c == '{') {
+			deepest = std::max(deepest, ++depth);
+		} else if ((c == ']' || c == '}') && depth > 0) {
+			depth--;
+		}
+	}
+	return deepest;
+}
+
+// Refuses a call whose text arguments nest deeper than MAX_JSON_DEPTH.
+void CheckJsonDepth(duckdb::DataChunk &args, const std::string &function) {
+	for (auto &column : args.data) {
+		if (column.GetType().InternalType() != duckdb::PhysicalType::VARCHAR) {
+			continue;
+		}
+		duckdb::UnifiedVectorFormat format;
+		column.ToUnifiedFormat(args.size(), format);
+		auto strings = duckdb::UnifiedVectorFormat::GetData<duckdb::string_t>(format);
+		for (duckdb::idx_t row = 0; row < args.size(); row++) {
+			auto idx = format.sel->get_index(row);
+			if (format.validity.RowIsValid(idx) &&
+			    JsonDepth(strings[idx].GetData(), strings[idx].GetSize()) > MAX_JSON_DEPTH) {
+				throw duckdb::InvalidInputException("%s: JSON nested deeper than %llu levels is not accepted on an "
+				                                    "OpenDuck server",
+				                                    function, (unsigned long long)MAX_JSON_DEPTH);
+			}
+		}
+	}
+}
+
 void LockDownCatalog(duckdb::ClientContext &context) {
 	auto &schema = duckdb::Catalog::GetSystemCatalog(context).GetSchema(context, DEFAULT_SCHEMA);
 	schema.Scan(context, duckdb::CatalogType::TABLE_FUNCTION_ENTRY, [&](duckdb::CatalogEntry &entry) {
@@ -352,7 +403,21 @@ void LockDownCatalog(duckdb::ClientContext &context) {
 		}
 	});
 	schema.Scan(context, duckdb::CatalogType::SCALAR_FUNCTION_ENTRY, [&](duckdb::CatalogEntry &entry) {
-		if (entry.type != duckdb::CatalogType::SCALAR_FUNCTION_ENTRY || entry.name != "current_setting") {
+		if (entry.type != duckdb::CatalogType::SCALAR_FUNCTION_ENTRY) {
+			return;
+		}
+		if (duckdb::StringUtil::StartsWith(entry.name, "json") || duckdb::StringUtil::StartsWith(entry.name, "from_json")) {
+			for (auto &f : entry.Cast<duckdb::ScalarFunctionCatalogEntry>().functions.functions) {
+				auto inner = f.function;
+				auto name = f.name;
+				f.function = [inner, name](duckdb::DataChunk &args, duckdb::ExpressionState &state, duckdb::Vector &result) {
+					CheckJsonDepth(args, name);
+					inner(args, state, result);
+				};
+			}
+			return;
+		}
+		if (entry.name != "current_setting") {
 			return;
 		}
 		for (auto &f : entry.Cast<duckdb::ScalarFunctionCatalogEntry>().functions.functions) {
