@@ -11,9 +11,15 @@ step() { printf '\n==> %s\n' "$*"; }
 step "setup"
 bash scripts/setup.sh
 
+step "style: cargo fmt --check (rustfmt.toml)"
+cargo fmt --all --check
+
 step "cargo build"
 # The examples include the S3-compatible server the layered-storage tests start.
 cargo build --workspace --bins --tests --examples
+
+step "lint: cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace

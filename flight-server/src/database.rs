@@ -318,15 +318,14 @@ impl Database {
     /// `<data-dir>/.follow/<name>/<id>/` — from `previous` (the follower it replaces) by applying
     /// only the newer layers when possible. Runs on a blocking thread.
     fn open_follower(
+        dbs: &Databases,
         name: &str,
-        dir: &Path,
-        settings: &DuckDbSettings,
-        layers: &LayeredStorage,
         rt: &tokio::runtime::Handle,
         reason: String,
         previous: Option<&Database>,
-        fuse: Option<&Mount>,
     ) -> Result<Option<Self>> {
+        let (dir, settings, fuse) = (&dbs.dir, &dbs.settings, dbs.fuse.as_ref());
+        let Some(layers) = &dbs.layers else { return Ok(None) };
         let storage = layers.storage.clone();
         let Some(newest) = rt.block_on(storage.meta.snapshots(name)).map_err(|e| storage_err(e.into()))?.pop() else {
             return Ok(None);
@@ -701,14 +700,12 @@ impl Databases {
 
     /// Serves `name` read-only as a follower of its writer (see [`Database::follower_reason`]).
     fn follow(&self, name: &str, reason: String) -> Result<()> {
-        let Some(layers) = &self.layers else {
+        if self.layers.is_none() {
             return Ok(());
-        };
+        }
         let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
         let previous = self.open.read().ok().and_then(|m| m.get(name).cloned());
-        let Some(db) =
-            Database::open_follower(name, &self.dir, &self.settings, layers, &rt, reason, previous.as_deref(), self.fuse.as_ref())?
-        else {
+        let Some(db) = Database::open_follower(self, name, &rt, reason, previous.as_deref())? else {
             if previous.is_none() {
                 return Err(ServerError::Storage(format!("database '{name}' has no snapshot to follow yet")));
             }

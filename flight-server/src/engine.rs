@@ -367,7 +367,7 @@ impl Engine {
             };
             let r = if checkpoint {
                 // Described by the server's own connection: preparing runs nothing.
-                target.database().connect().map_err(ServerError::from).and_then(|c| describe(&c))
+                target.database().connect().and_then(|c| describe(&c))
             } else {
                 Self::with_conn(&target, read_only, describe)
             };

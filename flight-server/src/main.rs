@@ -46,7 +46,7 @@ enum Command {
     /// Clients connect with any Flight SQL driver, e.g. ADBC
     /// (`grpc://HOST:PORT`, header `authorization: Bearer TOKEN`) or JDBC
     /// (`jdbc:arrow-flight-sql://HOST:PORT?useEncryption=false&token=TOKEN`).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Databases on layered storage: list, create, drop, clone.
     #[command(subcommand)]
     Db(DbCommand),
@@ -420,7 +420,7 @@ async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Db(cmd) => db_command(cmd).await,
         Command::Snapshot(SnapshotCommand::List { database, storage }) => {
             let storage = storage.open().await?;

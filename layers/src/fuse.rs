@@ -70,12 +70,15 @@ impl ChunkCache {
     }
 }
 
+/// A snapshot the filesystem knows, with its layer map once loaded.
+type KnownSnapshot = (SnapshotInfo, Option<Arc<LayerMap>>);
+
 /// The read-only snapshot filesystem; see the module docs.
 pub struct SnapshotFs {
     storage: Storage,
     rt: tokio::runtime::Handle,
     databases: Mutex<Vec<String>>,
-    snapshots: Mutex<HashMap<i64, (SnapshotInfo, Option<Arc<LayerMap>>)>>,
+    snapshots: Mutex<HashMap<i64, KnownSnapshot>>,
     cache: Mutex<ChunkCache>,
     fetched: Arc<AtomicU64>,
 }

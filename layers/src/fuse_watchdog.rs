@@ -31,14 +31,12 @@ pub fn mounted_device(path: &Path, pid: u32) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let (want, suffix) = (path.to_str()?, format!("-{pid}"));
     // "id parent major:minor root mount-point options... - fstype source super-options"
-    info.lines()
-        .filter_map(|l| {
-            let (head, tail) = l.split_once(" - ")?;
-            let f: Vec<&str> = head.split(' ').collect();
-            let source = tail.split(' ').nth(1)?;
-            (f.len() > 4 && f[4] == want && source.ends_with(&suffix)).then(|| f[2].to_string())
-        })
-        .last()
+    info.lines().rev().find_map(|l| {
+        let (head, tail) = l.split_once(" - ")?;
+        let f: Vec<&str> = head.split(' ').collect();
+        let source = tail.split(' ').nth(1)?;
+        (f.len() > 4 && f[4] == want && source.ends_with(&suffix)).then(|| f[2].to_string())
+    })
 }
 
 /// Starts `exe fuse-watchdog <pid> <mount>...` watching this process and `mounts` (mounted

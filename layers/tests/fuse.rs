@@ -116,7 +116,7 @@ async fn the_head_is_served_read_write_and_seals_only_written_pages() {
     let (p, c) = (path.clone(), content.clone());
     tokio::task::spawn_blocking(move || {
         assert!(!p.exists(), "a new database's file does not exist until created");
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).open(&p).unwrap();
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&p).unwrap();
         f.write_all(&c).unwrap();
         f.sync_all().unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), c);

@@ -665,7 +665,7 @@ impl FlightSqlService for OpenDuckService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
@@ -728,7 +728,7 @@ impl FlightSqlService for OpenDuckService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
@@ -849,7 +849,7 @@ impl FlightSqlService for OpenDuckService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.grant(&request)?;
-        let schema = query.clone().into_builder(&self.xdbc).schema();
+        let schema = query.into_builder(&self.xdbc).schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
@@ -936,7 +936,7 @@ fn check_param_count(schema: &Schema, params: &[RecordBatch]) -> Result<(), Stat
 
 fn ingest_mode(cmd: &CommandStatementIngest) -> Result<IngestMode, Status> {
     use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
-    let opts = cmd.table_definition_options.clone().unwrap_or_default();
+    let opts = cmd.table_definition_options.unwrap_or_default();
     let exists = TableExistsOption::try_from(opts.if_exists).unwrap_or(TableExistsOption::Unspecified);
     let not_exist = TableNotExistOption::try_from(opts.if_not_exist).unwrap_or(TableNotExistOption::Unspecified);
     Ok(match (exists, not_exist) {
