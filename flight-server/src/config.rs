@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::database::LayeredStorage;
+use openduck_layers::compaction::CompactionPolicy;
+use openduck_layers::retention::Retention;
+use openduck_layers::storage::Storage;
 
 /// How a server runs.
 #[derive(Debug, Clone)]
@@ -33,8 +35,44 @@ pub struct ServerConfig {
     pub seal_interval: Duration,
     /// Seal a database as soon as its log reaches this many bytes.
     pub seal_log_bytes: u64,
-    /// Write leases last this long without renewal (renewed every third of it).
+}
+
+/// Layered storage of a server: where layers and metadata live, and who this server is.
+#[derive(Debug, Clone)]
+pub struct LayeredStorage {
+    /// The object and metadata stores.
+    pub storage: Storage,
+    /// This server's name as a lease holder (stable across restarts of the same server).
+    pub holder: String,
+    /// How long a write lease lasts without renewal.
     pub lease_ttl: Duration,
+    /// Whether snapshots are served through FUSE.
+    pub fuse: FuseMode,
+    /// Whether heads are served through FUSE too (when `fuse` allows FUSE).
+    pub fuse_heads: bool,
+    /// When to merge a database's layers (checked after each seal).
+    pub compaction: CompactionPolicy,
+    /// Which old snapshots to keep (applied after each seal).
+    pub retention: Retention,
+    /// How often to delete layers and objects nothing needs any more (`None`: never; then
+    /// `openduck gc` does it).
+    pub gc_interval: Option<Duration>,
+    /// How long released layers and unrecorded objects are kept before garbage collection.
+    pub gc_grace: Duration,
+}
+
+/// Whether to serve database files through FUSE: snapshots without materialising them, and
+/// (with [`LayeredStorage::fuse_heads`]) heads page by page; else heads are local files diffed
+/// at each seal, and snapshots are materialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FuseMode {
+    /// Use FUSE when it can be mounted.
+    #[default]
+    Auto,
+    /// Require FUSE.
+    On,
+    /// Never use FUSE.
+    Off,
 }
 
 /// Settings applied to each DuckDB database when it is opened. `None` leaves DuckDB's default
@@ -110,7 +148,6 @@ impl ServerConfig {
             layers: None,
             seal_interval: Duration::from_secs(60),
             seal_log_bytes: 16 * 1024 * 1024,
-            lease_ttl: Duration::from_secs(30),
         }
     }
 }

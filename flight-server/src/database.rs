@@ -29,7 +29,7 @@ use openduck_layers::retention::Retention;
 use openduck_layers::storage::Storage;
 use openduck_layers::LayerError;
 
-use crate::config::DuckDbSettings;
+use crate::config::{DuckDbSettings, FuseMode, LayeredStorage};
 use crate::duck::rows_function::{RowsColumn, RowsFunction};
 use crate::duck::{Conn, RawDatabase};
 use crate::error::{Result, ServerError};
@@ -53,44 +53,6 @@ pub fn valid_name(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= 63
-}
-
-/// Layered storage of a server: where layers and metadata live, and who this server is.
-#[derive(Debug, Clone)]
-pub struct LayeredStorage {
-    /// The object and metadata stores.
-    pub storage: Storage,
-    /// This server's name as a lease holder (stable across restarts of the same server).
-    pub holder: String,
-    /// How long a write lease lasts without renewal.
-    pub lease_ttl: Duration,
-    /// Whether snapshots are served through FUSE.
-    pub fuse: FuseMode,
-    /// Whether heads are served through FUSE too (when `fuse` allows FUSE).
-    pub fuse_heads: bool,
-    /// When to merge a database's layers (checked after each seal).
-    pub compaction: CompactionPolicy,
-    /// Which old snapshots to keep (applied after each seal).
-    pub retention: Retention,
-    /// How often to delete layers and objects nothing needs any more (`None`: never; then
-    /// `openduck gc` does it).
-    pub gc_interval: Option<Duration>,
-    /// How long released layers and unrecorded objects are kept before garbage collection.
-    pub gc_grace: Duration,
-}
-
-/// Whether to serve database files through FUSE: snapshots without materialising them, and
-/// (with [`LayeredStorage::fuse_heads`]) heads page by page; else heads are local files diffed
-/// at each seal, and snapshots are materialised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FuseMode {
-    /// Use FUSE when it can be mounted.
-    #[default]
-    Auto,
-    /// Require FUSE.
-    On,
-    /// Never use FUSE.
-    Off,
 }
 
 /// The layered side of one database.

@@ -952,7 +952,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_invalidated_layered_database_is_reopened_and_sealed() {
-        use crate::database::{FuseMode, LayeredStorage};
+        use crate::config::{FuseMode, LayeredStorage};
         use openduck_layers::compaction::CompactionPolicy;
         use openduck_layers::object_store::LocalDirStore;
         use openduck_layers::retention::Retention;

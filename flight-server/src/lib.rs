@@ -8,6 +8,7 @@
 //!   transactions, bulk ingest.
 //! - [`service`]: the Flight SQL protocol, one method per command.
 //! - [`server`]: one port for gRPC and `GET /health`, graceful shutdown.
+//! - [`maintenance`]: the background jobs (sealing, leases, discovery, GC, idle handles), one task each.
 //! - [`params`], [`arrow_types`]: Arrow values and types to DuckDB's.
 //! - [`error`]: how DuckDB and protocol errors become gRPC statuses.
 //! - [`log`]: how logs show clients' SQL (a bounded prefix and a digest).
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod expiring;
 pub mod log;
+pub mod maintenance;
 pub mod params;
 pub mod server;
 pub mod service;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use openduck_flight_server::auth::Authenticator;
-use openduck_flight_server::config::{free_disk, parse_size, physical_memory, DuckDbSettings, ServerConfig};
-use openduck_flight_server::database::{valid_name, FuseMode, LayeredStorage};
+use openduck_flight_server::config::{free_disk, parse_size, physical_memory, DuckDbSettings, FuseMode, LayeredStorage, ServerConfig};
+use openduck_flight_server::database::valid_name;
 use openduck_flight_server::server::Server;
 use openduck_layers::compaction::CompactionPolicy;
 use openduck_layers::retention::Retention;
@@ -24,13 +24,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
-enum Fuse {
-    Auto,
-    On,
-    Off,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -223,7 +216,7 @@ struct ServeArgs {
     /// queries touch; `auto` uses it when it can be mounted (Linux, root), else snapshots are
     /// materialised into the data directory.
     #[arg(long, value_enum, default_value = "auto", env = "OPENDUCK_FUSE")]
-    fuse: Fuse,
+    fuse: FuseMode,
     /// Also serve the heads this server writes through FUSE (needs FUSE, see --fuse): no copy of
     /// the database is made when it opens, pages are fetched when first touched, and a seal
     /// uploads just the pages written instead of diffing the whole file. Off by default: a
@@ -347,11 +340,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
             format!("{host}:{}", absolute(&args.storage.data_dir).display())
         });
-        let fuse = match args.fuse {
-            Fuse::Auto => FuseMode::Auto,
-            Fuse::On => FuseMode::On,
-            Fuse::Off => FuseMode::Off,
-        };
+        let fuse = args.fuse;
         config.layers = Some(LayeredStorage {
             storage,
             holder,
@@ -366,7 +355,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.seal_interval = args.seal_interval;
     config.seal_log_bytes = args.seal_log_mib * 1024 * 1024;
-    config.lease_ttl = args.lease_ttl;
     config.listen = SocketAddr::new(args.host, args.port);
     std::fs::create_dir_all(&args.storage.data_dir).with_context(|| format!("creating {}", args.storage.data_dir.display()))?;
     let free = free_disk(&args.storage.data_dir);
@@ -388,7 +376,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::env::set_current_dir(&data_dir).with_context(|| format!("entering the data directory {}", data_dir.display()))?;
     config.data_dir = PathBuf::from(".");
     let server = Server::bind(config, auth).await.context("starting the server")?;
-    if !args.plain && args.fuse != Fuse::Off {
+    if !args.plain && args.fuse != FuseMode::Off {
         // Releases the FUSE mounts if this process is killed (see openduck_layers::fuse_watchdog);
         // mounts that are not there are ignored.
         let mounts = [data_dir.join(".fuse"), data_dir.join(".heads")];

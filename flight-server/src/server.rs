@@ -21,6 +21,7 @@ use crate::config::ServerConfig;
 use crate::database::Databases;
 use crate::engine::Engine;
 use crate::error::{Result, ServerError};
+use crate::maintenance::Maintenance;
 use crate::service::OpenDuckService;
 
 /// The `/health` answer. Anyone sees whether the server is up and how many databases it
@@ -112,22 +113,7 @@ impl Server {
                 stop_engine.shutdown();
             }
         });
-        let (sweeper_engine, sweeper_service) = (Arc::downgrade(&engine), Arc::downgrade(&service));
-        let idle = config.transaction_idle_timeout;
-        let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tick.tick().await;
-                match (sweeper_engine.upgrade(), sweeper_service.upgrade()) {
-                    (Some(e), Some(s)) => {
-                        e.expire_transactions(idle);
-                        s.sweep();
-                    }
-                    _ => return,
-                }
-            }
-        });
-        let sealer = tokio::spawn(seal_loop(Arc::downgrade(&engine), config.seal_interval, config.seal_log_bytes, config.lease_ttl));
+        let maintenance = Maintenance::start(&engine, &service, &config);
         tracing::info!(address = ?addr, databases = ?engine.databases().names(), "serving Flight SQL and /health");
         // Small request/response exchanges (one-row INSERTs) must not wait for delayed ACKs.
         let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -142,81 +128,11 @@ impl Server {
             .add_routes(tonic::service::Routes::from(router))
             .serve_with_incoming_shutdown(incoming, signal)
             .await;
-        sweeper.abort();
-        sealer.abort();
+        maintenance.stop();
         engine.shutdown();
         let dbs = engine.databases().clone();
         // Sealing blocks (CHECKPOINT, uploads): off the async threads.
         let _ = tokio::task::spawn_blocking(move || dbs.close_all()).await;
         served.map_err(|e| ServerError::Internal(format!("server failed: {e}")))
-    }
-}
-
-/// Seals layered databases when due (see [`crate::database::Database::seal_due`]) and renews
-/// their write leases, until the engine is gone.
-async fn seal_loop(engine: std::sync::Weak<Engine>, interval: Duration, max_log: u64, lease_ttl: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut last_renewal = tokio::time::Instant::now();
-    let mut last_discovery = tokio::time::Instant::now();
-    let mut last_gc = tokio::time::Instant::now();
-    let gc_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    loop {
-        tick.tick().await;
-        let Some(engine) = engine.upgrade() else {
-            return;
-        };
-        let registry = engine.databases().clone();
-        let dbs = registry.all();
-        drop(engine);
-        if let Some(layers) = registry.layers().filter(|l| l.gc_interval.is_some_and(|i| last_gc.elapsed() >= i)) {
-            last_gc = tokio::time::Instant::now();
-            let (storage, grace) = (layers.storage.clone(), layers.gc_grace);
-            let running = gc_running.clone();
-            if !running.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                tokio::spawn(async move {
-                    match openduck_layers::gc::collect_garbage(storage.meta.as_ref(), storage.store.as_ref(), "", grace).await {
-                        Ok(r) if r.unreferenced.is_empty() && r.orphans.is_empty() => {}
-                        Ok(r) => tracing::info!(layers = r.unreferenced.len(), orphans = r.orphans.len(), "garbage collected"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "garbage collection failed; retried later")
-                        }
-                    }
-                    running.store(false, std::sync::atomic::Ordering::SeqCst);
-                });
-            }
-        }
-        if registry.layers().is_some() && last_discovery.elapsed() >= Duration::from_secs(1) {
-            last_discovery = tokio::time::Instant::now();
-            let followers = registry.clone();
-            let _ = tokio::task::spawn_blocking(move || followers.refresh_followers()).await;
-            match tokio::task::spawn_blocking(move || registry.open_new()).await {
-                Ok(Ok(names)) if !names.is_empty() => {
-                    tracing::info!(databases = ?names, "opened new databases")
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "looking for new databases failed"),
-                _ => {}
-            }
-        }
-        let renew = last_renewal.elapsed() >= lease_ttl / 3;
-        for db in dbs {
-            if renew {
-                if let Err(e) = db.renew_lease(lease_ttl).await {
-                    tracing::error!(database = db.name(), error = %e, "renewing the write lease failed");
-                }
-            }
-            if db.seal_due(interval, max_log) {
-                let name = db.name().to_string();
-                match tokio::task::spawn_blocking(move || db.seal()).await {
-                    Ok(Ok(snapshot)) => tracing::debug!(database = %name, ?snapshot, "sealed"),
-                    Ok(Err(e)) => {
-                        tracing::error!(database = %name, error = %e, "sealing failed; retrying")
-                    }
-                    Err(e) => tracing::error!(database = %name, error = %e, "sealer thread failed"),
-                }
-            }
-        }
-        if renew {
-            last_renewal = tokio::time::Instant::now();
-        }
     }
 }
