@@ -12,8 +12,8 @@
 //! timer, when the log grows, when a client runs `CHECKPOINT`, and at shutdown. DuckDB's own
 //! automatic checkpoints are turned off so that only the sealer changes the file. After a seal,
 //! a snapshot grown too deep is compacted and old snapshots are pruned
-//! ([`LayeredStorage::compaction`], [`LayeredStorage::retention`]); the server's seal loop
-//! collects the garbage ([`LayeredStorage::gc_interval`]).
+//! ([`LayeredStorage::compaction`], [`LayeredStorage::retention`]); a background job collects the
+//! garbage ([`LayeredStorage::gc_interval`], [`crate::maintenance`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

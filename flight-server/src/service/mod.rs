@@ -8,16 +8,20 @@
 //! so `GetFlightInfo` only prepares (to validate and learn the schema) and `DoGet` executes.
 
 mod catalog;
+mod handles;
+mod headers;
 mod info;
+mod results;
+mod tickets;
+
+pub use handles::{EXECUTED_MAX_BYTES, PARAMS_MAX_BYTES};
+pub use headers::{DATABASE_HEADER, SNAPSHOT_HEADER};
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow::datatypes::Schema;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::XdbcTypeInfoData;
@@ -32,71 +36,22 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
-    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+    HandshakeResponse, Ticket,
 };
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use prost::Message;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::auth::{Authenticator, Grant};
-use crate::duck::StatementKind;
 use crate::engine::{Engine, IngestMode, IngestTarget, Target};
 use crate::error::ServerError;
-use crate::expiring::{ExpiringMap, Full};
-
-/// Header a client may send to pick a database other than the server default.
-pub const DATABASE_HEADER: &str = "x-openduck-database";
-
-/// Header selecting a snapshot (by id) of the database: the call then reads that snapshot,
-/// read-only. `ATTACH 'openduck:mydb?snapshot=ID'` sends it on every call.
-pub const SNAPSHOT_HEADER: &str = "x-openduck-snapshot";
-
-/// What a `DoGet` ticket for a statement carries.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct TicketBody {
-    /// Query id, for cancellation.
-    q: Uuid,
-    /// Database name.
-    db: String,
-    /// SQL of a plain statement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    sql: Option<String>,
-    /// Prepared statement handle.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ps: Option<Uuid>,
-    /// Transaction id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    txn: Option<Uuid>,
-}
-
-/// A prepared statement held by the server between CreatePreparedStatement and its close, for
-/// the token that prepared it.
-struct PreparedEntry {
-    /// Whether running it may change the database (then it runs at GetFlightInfo).
-    writes: bool,
-    database: String,
-    sql: String,
-    transaction: Option<Uuid>,
-    dataset_schema: Schema,
-    parameter_schema: Schema,
-    params: Mutex<Vec<RecordBatch>>,
-}
-
-/// How long a prepared statement that is neither used nor closed is kept.
-const PREPARED_IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
-/// How many prepared statements one token may hold open, and the server in all.
-const PREPARED_PER_TOKEN: usize = 1_000;
-const PREPARED_TOTAL: usize = 20_000;
-/// How many results of statements run at GetFlightInfo wait for their DoGet, per token and in all.
-const EXECUTED_PER_TOKEN: usize = 32;
-const EXECUTED_TOTAL: usize = 256;
-/// The most bytes of one such result the server holds (a statement that changes data and returns
-/// more, e.g. `UPDATE … RETURNING *` of many rows, is stopped and rolled back).
-pub const EXECUTED_MAX_BYTES: usize = 8 << 20;
-/// The most bytes of bound parameters one prepared statement holds.
-pub const PARAMS_MAX_BYTES: usize = 16 << 20;
+use crate::expiring::ExpiringMap;
+use handles::{check_param_count, collect_params, full, Executed, PreparedEntry};
+use handles::{EXECUTED_PER_TOKEN, EXECUTED_TOTAL, PREPARED_IDLE_TTL, PREPARED_PER_TOKEN, PREPARED_TOTAL};
+use headers::{header_database, header_snapshot};
+use results::{announced_dataset_schema, decode, labelled, one_batch, schema_bytes, wire_schema, with_sql_metadata, BoxStream};
+use tickets::TicketBody;
 
 /// The Flight SQL service.
 pub struct OpenDuckService {
@@ -111,153 +66,12 @@ pub struct OpenDuckService {
     xdbc: XdbcTypeInfoData,
 }
 
-/// A statement that was run eagerly, with its whole (small: [`EXECUTED_MAX_BYTES`]) result.
-#[derive(Clone)]
-struct Executed {
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-}
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
 fn status(e: ServerError) -> Status {
     e.into()
 }
 
-fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
-    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
-        .try_into()
-        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("cannot encode schema: {e}")))?;
-    Ok(bytes)
-}
-
 fn uuid_from(bytes: &[u8], what: &str) -> Result<Uuid, Status> {
     Uuid::from_slice(bytes).map_err(|_| Status::invalid_argument(format!("malformed {what} handle")))
-}
-
-fn header_database(metadata: &MetadataMap) -> Result<Option<String>, Status> {
-    match metadata.get(DATABASE_HEADER) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(|s| Some(s.to_string()))
-            .map_err(|_| Status::invalid_argument(format!("{DATABASE_HEADER} header is not valid ASCII"))),
-    }
-}
-
-fn header_snapshot(metadata: &MetadataMap) -> Result<Option<i64>, Status> {
-    match metadata.get(SNAPSHOT_HEADER) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .map(Some)
-            .ok_or_else(|| Status::invalid_argument(format!("{SNAPSHOT_HEADER} header must be a snapshot id (an integer)"))),
-    }
-}
-
-/// Encodes a stream of batches as Flight data, mapping errors to statuses.
-fn encode(
-    schema: SchemaRef,
-    batches: impl Stream<Item = Result<RecordBatch, ServerError>> + Send + 'static,
-) -> BoxStream<arrow_flight::FlightData> {
-    let input = batches.map_err(|e| FlightError::Tonic(Box::new(status(e))));
-    let stream = FlightDataEncoderBuilder::new().with_schema(schema).build(input).map_err(|e| match e {
-        FlightError::Tonic(s) => *s,
-        other => Status::internal(other.to_string()),
-    });
-    Box::pin(stream)
-}
-
-/// Adds the Flight SQL column metadata JDBC and ODBC clients read (`ARROW:FLIGHT:SQL:PRECISION`
-/// and `…:SCALE` for decimals) to a result schema.
-fn with_sql_metadata(schema: &Schema) -> Schema {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Decimal128(p, s) | DataType::Decimal64(p, s) | DataType::Decimal32(p, s) | DataType::Decimal256(p, s) => {
-                let mut md = f.metadata().clone();
-                md.insert("ARROW:FLIGHT:SQL:PRECISION".into(), p.to_string());
-                md.insert("ARROW:FLIGHT:SQL:SCALE".into(), s.to_string());
-                f.as_ref().clone().with_metadata(md)
-            }
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    Schema::new(fields).with_metadata(schema.metadata().clone())
-}
-
-/// The dataset schema a prepared statement announces: empty for statements whose only result is
-/// DuckDB's row count, so JDBC runs them as updates and reports the count.
-fn announced_dataset_schema(kind: StatementKind, schema: &Schema) -> Schema {
-    let only_count = schema.fields().len() == 1 && schema.field(0).name() == "Count";
-    if kind.may_write() && (only_count || schema.fields().is_empty()) {
-        Schema::empty()
-    } else {
-        with_sql_metadata(schema)
-    }
-}
-
-/// The schema exactly as `DoGet` will send it: the encoder expands dictionaries (DuckDB ENUMs
-/// arrive as strings) and rebuilds union fields, and clients check FlightInfo against it.
-fn wire_schema(schema: &Schema) -> Result<Schema, Status> {
-    use arrow_flight::encode::FlightDataEncoder;
-    let mut encoder: FlightDataEncoder =
-        FlightDataEncoderBuilder::new().with_schema(Arc::new(schema.clone())).build(futures::stream::empty());
-    let first = futures::executor::block_on(encoder.next())
-        .ok_or_else(|| Status::internal("encoder produced no schema"))?
-        .map_err(|e| Status::internal(e.to_string()))?;
-    Schema::try_from(&first).map_err(|e| Status::internal(e.to_string()))
-}
-
-/// Encodes a statement's result with the Flight SQL column metadata on its schema and batches.
-fn labelled(
-    schema: SchemaRef,
-    batches: impl Stream<Item = Result<RecordBatch, ServerError>> + Send + 'static,
-) -> BoxStream<arrow_flight::FlightData> {
-    let schema = Arc::new(with_sql_metadata(&schema));
-    let label = schema.clone();
-    encode(schema, batches.map(move |b| b.and_then(|b| b.with_schema(label.clone()).map_err(ServerError::from))))
-}
-
-fn one_batch(batch: RecordBatch) -> BoxStream<arrow_flight::FlightData> {
-    let schema = batch.schema();
-    encode(schema, futures::stream::once(async move { Ok(batch) }))
-}
-
-/// Reads a DoPut stream into record batches. Messages without an IPC header (a first message
-/// carrying only the descriptor, as some clients send) are skipped.
-fn decode(request: Request<PeekableFlightDataStream>) -> FlightRecordBatchStream {
-    let messages = request.into_inner().try_filter(|m| futures::future::ready(!m.data_header.is_empty())).map_err(FlightError::from);
-    FlightRecordBatchStream::new_from_flight_data(messages)
-}
-
-/// Reads bound parameters, refusing more than [`PARAMS_MAX_BYTES`] (bulk data goes through
-/// ingest, which streams).
-async fn collect_params(request: Request<PeekableFlightDataStream>) -> Result<Vec<RecordBatch>, Status> {
-    let mut stream = decode(request);
-    let (mut batches, mut bytes) = (Vec::new(), 0usize);
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| match e {
-            FlightError::Tonic(s) => *s,
-            other => Status::invalid_argument(format!("cannot read bound parameters: {other}")),
-        })?;
-        bytes += batch.get_array_memory_size();
-        if bytes > PARAMS_MAX_BYTES {
-            return Err(status(ServerError::LimitExceeded(format!(
-                "bound parameters exceed {} MiB; load bulk data with ingest (adbc_ingest, DoPut CommandStatementIngest) instead",
-                PARAMS_MAX_BYTES >> 20
-            ))));
-        }
-        batches.push(batch);
-    }
-    Ok(batches)
-}
-
-fn full(what: &str, e: Full) -> Status {
-    status(ServerError::LimitExceeded(format!("too many open {what}: {e}; close some first")))
 }
 
 impl OpenDuckService {
@@ -325,9 +139,7 @@ impl OpenDuckService {
 
     fn statement_info(&self, body: &TicketBody, schema: &Schema, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
         let schema = &wire_schema(&with_sql_metadata(schema))?;
-        let json = serde_json::to_vec(body).map_err(|e| Status::internal(e.to_string()))?;
-        let ticket = TicketStatementQuery { statement_handle: json.into() };
-        let ticket = Ticket::new(ticket.as_any().encode_to_vec());
+        let ticket = body.to_ticket()?;
         let info = FlightInfo::new()
             .try_with_schema(schema)
             .map_err(|e| Status::internal(e.to_string()))?
@@ -475,9 +287,7 @@ impl FlightSqlService for OpenDuckService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let body: TicketBody =
-            serde_json::from_slice(&ticket.statement_handle).map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
-        self.run_ticket(body, &request).await
+        self.run_ticket(TicketBody::from_handle(&ticket.statement_handle)?, &request).await
     }
 
     async fn do_put_statement_update(
@@ -896,42 +706,16 @@ impl FlightSqlService for OpenDuckService {
 impl OpenDuckService {
     /// Cancels the statement behind a FlightInfo this server issued.
     fn cancel_info(&self, grant: &Grant, info: &FlightInfo) -> CancelStatus {
-        let mut any = false;
-        for endpoint in &info.endpoint {
-            let Some(ticket) = &endpoint.ticket else {
-                continue;
-            };
-            let Ok(msg) = Any::decode(ticket.ticket.clone()) else {
-                continue;
-            };
-            let Ok(Some(t)) = msg.unpack::<TicketStatementQuery>() else {
-                continue;
-            };
-            let Ok(body) = serde_json::from_slice::<TicketBody>(&t.statement_handle) else {
-                continue;
-            };
+        let bodies = TicketBody::in_flight_info(info);
+        for body in &bodies {
             self.engine.cancel(grant, body.q);
-            any = true;
         }
-        if any {
-            CancelStatus::Cancelled
-        } else {
+        if bodies.is_empty() {
             CancelStatus::NotCancellable
+        } else {
+            CancelStatus::Cancelled
         }
     }
-}
-
-fn check_param_count(schema: &Schema, params: &[RecordBatch]) -> Result<(), Status> {
-    if let Some(b) = params.first() {
-        if b.num_columns() != schema.fields().len() {
-            return Err(Status::invalid_argument(format!(
-                "statement has {} parameter(s) but {} were bound",
-                schema.fields().len(),
-                b.num_columns()
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn ingest_mode(cmd: &CommandStatementIngest) -> Result<IngestMode, Status> {
