@@ -391,6 +391,21 @@ def test_handles_belong_to_the_token_that_made_them(layered):
     assert outcome == ["cancelled"]
 
 
+def test_unfetched_results_of_writes_make_room_for_new_ones(layered):
+    """Clients need not fetch a write's result: held results are bounded, the oldest go first."""
+    s = layered.server
+    client = flight.FlightClient(s.uri)
+    infos = []
+    for i in range(100):
+        sql = f"CREATE OR REPLACE TABLE unfetched_{i % 3} AS SELECT {i} AS x"
+        infos.append(client.get_flight_info(flight.FlightDescriptor.for_command(proto.statement_query(sql)), options(ADMIN)))
+    # The newest result is still there; the oldest was dropped to bound the memory held.
+    assert client.do_get(infos[-1].endpoints[0].ticket, options(ADMIN)).read_all().num_rows == 1
+    with pytest.raises(KeyError, match="already fetched"):
+        client.do_get(infos[0].endpoints[0].ticket, options(ADMIN)).read_all()
+    assert run(s, "SELECT x FROM unfetched_0", token=ADMIN) == [(99,)]
+
+
 def prepared_handle(action_result: bytes) -> bytes:
     """The handle (field 1) of an ActionCreatePreparedStatementResult wrapped in Any."""
     any_value = proto_bytes_field(action_result, number=2)

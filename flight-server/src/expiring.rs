@@ -76,6 +76,29 @@ impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
         Ok(())
     }
 
+    /// Adds (or replaces) `key` for `owner`, making room when a limit is reached by dropping the
+    /// least recently used entry (of `owner`, or of anyone when the map is full): for entries a
+    /// client may never come back for, such as results nobody fetches.
+    pub fn insert_evicting(&self, key: K, owner: Owner, value: V) {
+        loop {
+            match self.insert(key.clone(), owner, value.clone()) {
+                Ok(()) => return,
+                Err(full) => {
+                    let mut inner = self.lock();
+                    let oldest = inner
+                        .slots
+                        .iter()
+                        .filter(|(_, s)| matches!(full, Full::Server(_)) || s.owner == owner)
+                        .min_by_key(|(_, s)| s.used)
+                        .map(|(k, s)| (k.clone(), s.owner));
+                    let Some((oldest, its_owner)) = oldest else { return };
+                    inner.slots.remove(&oldest);
+                    Self::release(&mut inner, its_owner);
+                }
+            }
+        }
+    }
+
     /// The entry `key` of `owner` (marked used), unless it expired or belongs to another token.
     pub fn get(&self, key: &K, owner: Owner) -> Option<V> {
         let mut inner = self.lock();
@@ -172,6 +195,20 @@ mod tests {
         m.take(&1, 7).unwrap();
         m.insert(4, 9, ()).unwrap();
         assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn evicting_inserts_drop_the_least_recently_used() {
+        let m = ExpiringMap::new(Duration::from_secs(60), 2, 3);
+        m.insert_evicting(1, 7, ());
+        m.insert_evicting(2, 7, ());
+        m.get(&1, 7).unwrap(); // 2 is now the least recently used of owner 7
+        m.insert_evicting(3, 7, ());
+        assert!(m.contains(&1) && !m.contains(&2) && m.contains(&3));
+        m.insert_evicting(4, 8, ());
+        m.insert_evicting(5, 9, ()); // the map is full: the oldest of anyone goes
+        assert_eq!(m.len(), 3);
+        assert!(!m.contains(&1) && m.contains(&5));
     }
 
     #[test]

@@ -185,9 +185,8 @@ impl OpenDuckService {
         tracing::info!(query = %body.q, database = %body.db, sql = %crate::log::sql(sql), "statement");
         let (schema, batches) =
             self.engine.execute_collected(grant, target, body.q, sql.to_string(), params, EXECUTED_MAX_BYTES).await.map_err(status)?;
-        self.executed
-            .insert(body.q, grant.owner, Arc::new(Executed { schema: schema.clone(), batches }))
-            .map_err(|e| full("results waiting to be fetched", e))?;
+        // A client need not fetch a write's result: unfetched results make room for new ones.
+        self.executed.insert_evicting(body.q, grant.owner, Arc::new(Executed { schema: schema.clone(), batches }));
         Ok(Some(schema.as_ref().clone()))
     }
 
@@ -197,11 +196,13 @@ impl OpenDuckService {
         body: TicketBody,
         request: &Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        if self.executed.contains(&body.q) {
+        if body.ran {
             // The token must be the one that ran it, and still be allowed the database the
             // statement ran in (its transaction may have ended since).
             let (grant, _) = self.resolve(request, Some(&body.db), None).await?;
-            let done = self.executed.take(&body.q, grant.owner).ok_or_else(|| Status::not_found("result was already fetched"))?;
+            let done = self.executed.take(&body.q, grant.owner).ok_or_else(|| {
+                Status::not_found("the statement ran when described; its result was already fetched, or dropped (unfetched results expire, the oldest first)")
+            })?;
             let Executed { schema, batches } = Arc::unwrap_or_clone(done);
             return Ok(Response::new(labelled(schema, futures::stream::iter(batches.into_iter().map(Ok)))));
         }
@@ -258,8 +259,9 @@ impl FlightSqlService for OpenDuckService {
             Target::Fresh(_) => None,
         };
         let description = self.engine.describe(&grant, target.clone(), query.query.clone()).await.map_err(status)?;
-        let body = TicketBody { q: Uuid::new_v4(), db, sql: Some(query.query.clone()), ps: None, txn };
+        let mut body = TicketBody { q: Uuid::new_v4(), db, sql: Some(query.query.clone()), ps: None, txn, ran: false };
         let schema = self.maybe_execute(&grant, target, &body, description.writes, &query.query, Vec::new()).await?;
+        body.ran = schema.is_some();
         self.statement_info(&body, schema.as_ref().unwrap_or(&description.schema), request.into_inner())
     }
 
@@ -271,9 +273,11 @@ impl FlightSqlService for OpenDuckService {
         let (id, entry) = self.prepared(&cmd.prepared_statement_handle, &self.grant(&request)?)?;
         let txn = entry.transaction.map(|t| t.as_bytes().to_vec());
         let (grant, target) = self.resolve(&request, Some(&entry.database), txn.as_deref()).await?;
-        let body = TicketBody { q: Uuid::new_v4(), db: entry.database.clone(), sql: None, ps: Some(id), txn: entry.transaction };
+        let mut body =
+            TicketBody { q: Uuid::new_v4(), db: entry.database.clone(), sql: None, ps: Some(id), txn: entry.transaction, ran: false };
         let params = entry.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut schema = self.maybe_execute(&grant, target.clone(), &body, entry.writes, &entry.sql, params.clone()).await?;
+        body.ran = schema.is_some();
         if schema.is_none() && entry.dataset_schema.fields().is_empty() && !params.is_empty() {
             // The result's types depend on the bound parameters' types.
             let s = self.engine.schema_with_params(&grant, target, entry.sql.clone(), params).await.map_err(status)?;

@@ -22,6 +22,10 @@ pub(super) struct TicketBody {
     /// Transaction id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) txn: Option<Uuid>,
+    /// The statement already ran (it changes data, so it ran when described): `DoGet` returns
+    /// its held result, and never runs it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) ran: bool,
 }
 
 impl TicketBody {
@@ -56,7 +60,7 @@ mod tests {
 
     #[test]
     fn tickets_round_trip_through_a_flight_info() {
-        let body = TicketBody { q: Uuid::new_v4(), db: "mydb".into(), sql: Some("SELECT 1".into()), ps: None, txn: None };
+        let body = TicketBody { q: Uuid::new_v4(), db: "mydb".into(), sql: Some("SELECT 1".into()), ps: None, txn: None, ran: false };
         let ticket = body.to_ticket().unwrap();
         let info = FlightInfo::new().with_endpoint(arrow_flight::FlightEndpoint::new().with_ticket(ticket));
         let found = TicketBody::in_flight_info(&info);
