@@ -21,29 +21,13 @@ pub struct ConnInfo {
     pub snapshot: Option<i64>,
 }
 
+/// Decodes a query value as forms encode it: `%XX` escapes, and `+` for a space.
 fn percent_decode(s: &str) -> Result<String, ClientError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).map_err(|_| ClientError::Config("bad percent escape".into()))?;
-                let v = u8::from_str_radix(hex, 16).map_err(|_| ClientError::Config(format!("bad percent escape %{hex}")))?;
-                out.push(v);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| ClientError::Config("connection string is not UTF-8".into()))
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|v| v.into_owned())
+        .map_err(|_| ClientError::Config(format!("'{s}' does not decode to UTF-8")))
 }
 
 /// Parses a connection string, reading defaults with `env`.
@@ -111,5 +95,7 @@ mod tests {
         assert!(parse("openduck:x?bogus=1", no_env).unwrap_err().to_string().contains("bogus"));
         assert_eq!(parse("openduck:x?snapshot=42", no_env).unwrap().snapshot, Some(42));
         assert!(parse("openduck:x?snapshot=new", no_env).unwrap_err().to_string().contains("snapshot id"));
+        assert_eq!(parse("openduck:x?token=a+b%20c", no_env).unwrap().token.as_deref(), Some("a b c"));
+        assert!(parse("openduck:x?token=%FF", no_env).unwrap_err().to_string().contains("UTF-8"));
     }
 }

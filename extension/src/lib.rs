@@ -69,18 +69,11 @@ unsafe fn txn_arg(p: *const c_char) -> Result<Option<client::TxnId>, String> {
     if p.is_null() {
         return Ok(None);
     }
-    let hex = unsafe { str_arg(p, "transaction id") }?;
-    if hex.is_empty() {
+    let text = unsafe { str_arg(p, "transaction id") }?;
+    if text.is_empty() {
         return Ok(None);
     }
-    if hex.len() % 2 != 0 {
-        return Err("openduck: malformed transaction id".into());
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| "openduck: malformed transaction id".to_string()))
-        .collect::<Result<Vec<u8>, _>>()
-        .map(|v| Some(bytes::Bytes::from(v)))
+    hex::decode(text).map(|v| Some(bytes::Bytes::from(v))).map_err(|_| "openduck: malformed transaction id".to_string())
 }
 
 unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
@@ -232,8 +225,7 @@ pub extern "C" fn openduck_begin(client: *const Client, txn: *mut *mut c_char, e
     guarded(err, || {
         let client = unsafe { client_arg(client) }?;
         let id = client.begin().map_err(|e| e.to_string())?;
-        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let c = CString::new(hex).map_err(|e| e.to_string())?;
+        let c = CString::new(hex::encode(id)).map_err(|e| e.to_string())?;
         unsafe { *txn = c.into_raw() };
         Ok(())
     })
