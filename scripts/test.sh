@@ -22,7 +22,8 @@ step "lint: cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
-cargo test --workspace
+# A hang fails the run instead of eating CI's time (a test normally takes seconds).
+timeout -k 30 1200 cargo test --workspace
 
 step "build the DuckDB extension"
 bash scripts/build-extension.sh
@@ -34,7 +35,7 @@ step "conformance: Python (ADBC, pyarrow.flight, the DuckDB extension)"
 (cd conformance && "$OPENDUCK_VENV/bin/pytest" -q -p no:cacheprovider)
 
 step "conformance: JDBC"
-bash conformance/jdbc/run.sh
+timeout -k 30 1500 bash conformance/jdbc/run.sh
 
 # DuckDB 2.0.0 exists only as a Python package: its extension build (a loader stub plus the
 # extension, see scripts/build-extension.sh) is tested from Python against the same 1.5.5 server.
