@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::arrow_types::{column_definitions, quote_ident};
 use crate::auth::Grant;
+use crate::blocking::Blocking;
 use crate::database::{Database, Databases};
 use crate::duck::{Conn, Interrupter, StatementKind};
 use crate::error::{Result, ServerError};
@@ -148,8 +149,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ServerError::Internal(format!("worker thread failed: {e}")))?
+async fn blocking<T: Send + 'static>(f: impl FnOnce(&Blocking) -> Result<T> + Send + 'static) -> Result<T> {
+    crate::blocking::run(f).await?
 }
 
 impl Engine {
@@ -228,7 +229,7 @@ impl Engine {
     /// transaction for read-only grants.
     /// A statement failing because DuckDB invalidated the database makes the database reopen
     /// ([`Database::recover`]); the statement's own error stands.
-    fn with_conn<R>(target: &Target, read_only: bool, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
+    fn with_conn<R>(b: &Blocking, target: &Target, read_only: bool, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
         let r = match target {
             Target::Fresh(db) => (|| {
                 let conn = db.client_connection()?;
@@ -248,7 +249,7 @@ impl Engine {
             }
         };
         if let Err(e) = &r {
-            target.database().recover(e);
+            target.database().recover(b, e);
         }
         r
     }
@@ -256,7 +257,7 @@ impl Engine {
     /// Runs a statement so that layered storage stays consistent. `run` sets the flag when the
     /// statement may write. Outside a client transaction, a change is made durable before it is
     /// acknowledged (inside one, at commit).
-    fn durably<R>(target: &Target, run: impl FnOnce(&std::cell::Cell<bool>) -> Result<R>) -> Result<R> {
+    fn durably<R>(b: &Blocking, target: &Target, run: impl FnOnce(&std::cell::Cell<bool>) -> Result<R>) -> Result<R> {
         let wrote = std::cell::Cell::new(false);
         let Target::Fresh(db) = target else {
             return run(&wrote);
@@ -266,7 +267,7 @@ impl Engine {
         }
         let r = run(&wrote)?;
         if wrote.get() {
-            db.make_durable()?;
+            db.make_durable(b)?;
         }
         Ok(r)
     }
@@ -275,7 +276,7 @@ impl Engine {
     /// server's own (the guard refuses checkpoints on clients' connections): through the sealer
     /// on layered storage, so the server's log and snapshots never disagree. Refused inside a
     /// transaction, to read-only grants and on followers.
-    fn checkpoint<R>(target: &Target, read_only: bool, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
+    fn checkpoint<R>(b: &Blocking, target: &Target, read_only: bool, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
         let db = match target {
             Target::Transaction(_) => {
                 return Err(ServerError::InvalidArgument(
@@ -291,12 +292,13 @@ impl Engine {
             return Err(ServerError::NotWriter(reason));
         }
         let conn = db.connect()?;
-        db.sealing(|| f(&conn)).map(|(r, _)| r)
+        db.sealing(b, || f(&conn)).map(|(r, _)| r)
     }
 
     /// Runs `f` on the connection a statement needs: the server's own for a lone `CHECKPOINT`
     /// (see [`Engine::checkpoint`]), else the target's guarded one, keeping storage consistent.
     fn run_statement<R>(
+        b: &Blocking,
         target: &Target,
         read_only: bool,
         sql: &str,
@@ -304,9 +306,9 @@ impl Engine {
     ) -> Result<R> {
         if is_checkpoint(sql, target.database().name()) {
             let unused = std::cell::Cell::new(false);
-            return Self::checkpoint(target, read_only, |conn| f(conn, &unused));
+            return Self::checkpoint(b, target, read_only, |conn| f(conn, &unused));
         }
-        Self::durably(target, |wrote| Self::with_conn(target, read_only, |conn| f(conn, wrote)))
+        Self::durably(b, target, |wrote| Self::with_conn(b, target, read_only, |conn| f(conn, wrote)))
     }
 
     /// Refuses statements a grant or target does not allow.
@@ -343,14 +345,14 @@ impl Engine {
         f: impl FnOnce(&Conn) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let read_only = grant.read_only;
-        blocking(move || Self::with_conn(&target, read_only, f)).await
+        blocking(move |b| Self::with_conn(b, &target, read_only, f)).await
     }
 
     /// Describes a statement without running it.
     pub async fn describe(self: &Arc<Self>, grant: &Grant, target: Target, sql: String) -> Result<Description> {
         let (read_only, owner, id) = (grant.read_only, grant.owner, Uuid::new_v4());
         let engine = self.clone();
-        let work = blocking(move || {
+        let work = blocking(move |b| {
             let checkpoint = is_checkpoint(&sql, target.database().name());
             let describe = |conn: &Conn| {
                 // Preparing plans (constant folding included), which can take long: supervised.
@@ -369,7 +371,7 @@ impl Engine {
                 // Described by the server's own connection: preparing runs nothing.
                 target.database().connect().and_then(|c| describe(&c))
             } else {
-                Self::with_conn(&target, read_only, describe)
+                Self::with_conn(b, &target, read_only, describe)
             };
             engine.finish(id, r)
         });
@@ -387,8 +389,8 @@ impl Engine {
     ) -> Result<Schema> {
         let (read_only, owner, id) = (grant.read_only, grant.owner, Uuid::new_v4());
         let engine = self.clone();
-        let work = blocking(move || {
-            let r = Self::with_conn(&target, read_only, |conn| {
+        let work = blocking(move |b| {
+            let r = Self::with_conn(b, &target, read_only, |conn| {
                 engine.register(id, owner, conn.interrupter())?;
                 let body = sql.trim_end().trim_end_matches(';');
                 let wrapped = format!("SELECT * FROM (\n{body}\n) LIMIT 0");
@@ -544,10 +546,11 @@ impl Engine {
                 _ = done_rx => {}
             }
         });
-        tokio::task::spawn_blocking(move || {
+        // Not awaited: the query runs on while its batches stream out.
+        drop(crate::blocking::spawn(move |b| {
             let _done = done_tx;
             let mut schema_tx = Some(schema_tx);
-            let r = Self::run_statement(&target, read_only, &sql, |conn, wrote| {
+            let r = Self::run_statement(b, &target, read_only, &sql, |conn, wrote| {
                 engine.register(id, owner, conn.interrupter())?;
                 let on_schema = |schema: SchemaRef| {
                     if let Some(tx) = schema_tx.take() {
@@ -570,7 +573,7 @@ impl Engine {
                     }
                 }
             }
-        });
+        }));
         let schema = self
             .supervise(id, owner, async {
                 schema_rx.await.map_err(|_| ServerError::Internal("query thread ended without a result".into()))?
@@ -640,7 +643,7 @@ impl Engine {
         let (read_only, owner) = (grant.read_only, grant.owner);
         let engine = self.clone();
         self.arm_timeout(id);
-        let work = blocking(move || {
+        let work = blocking(move |b| {
             let own_txn = matches!(target, Target::Fresh(_)) && !read_only && !is_checkpoint(&sql, target.database().name());
             let too_big = || {
                 let rolled_back = if own_txn { "the statement was rolled back" } else { "its transaction was rolled back" };
@@ -649,7 +652,7 @@ impl Engine {
                     max_bytes >> 20
                 ))
             };
-            let r = Self::run_statement(&target, read_only, &sql, |conn, wrote| {
+            let r = Self::run_statement(b, &target, read_only, &sql, |conn, wrote| {
                 engine.register(id, owner, conn.interrupter())?;
                 if own_txn {
                     conn.execute_batch("BEGIN TRANSACTION")?;
@@ -701,8 +704,8 @@ impl Engine {
         let id = Uuid::new_v4();
         let engine = self.clone();
         self.arm_timeout(id);
-        let work = blocking(move || {
-            let r = Self::run_statement(&target, read_only, &sql, |conn, wrote| {
+        let work = blocking(move |b| {
+            let r = Self::run_statement(b, &target, read_only, &sql, |conn, wrote| {
                 engine.register(id, owner, conn.interrupter())?;
                 let mut stmt = conn.prepare(&sql)?;
                 Self::check_kind(stmt.kind(), &target, read_only)?;
@@ -745,9 +748,9 @@ impl Engine {
         }
         let (id, owner) = (Uuid::new_v4(), grant.owner);
         let engine = self.clone();
-        blocking(move || {
-            let r = Self::durably(&target, |wrote| {
-                Self::with_conn(&target, false, |conn| {
+        blocking(move |b| {
+            let r = Self::durably(b, &target, |wrote| {
+                Self::with_conn(b, &target, false, |conn| {
                     engine.register(id, owner, conn.interrupter())?;
                     wrote.set(true);
                     let own_txn = matches!(target, Target::Fresh(_));
@@ -796,7 +799,7 @@ impl Engine {
         }
         let read_only = grant.read_only;
         let conn_db = db.clone();
-        let conn = blocking(move || {
+        let conn = blocking(move |_| {
             let conn = conn_db.client_connection()?;
             conn.execute_batch(if read_only { "BEGIN TRANSACTION READ ONLY" } else { "BEGIN TRANSACTION" })?;
             Ok(conn)
@@ -832,12 +835,12 @@ impl Engine {
         }
         lock(&self.transactions).remove(&t.id);
         let id = t.id;
-        blocking(move || {
+        blocking(move |b| {
             let conn = lock(&t.conn);
             conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
             drop(conn);
             if commit && !t.read_only {
-                t.database.make_durable()?;
+                t.database.make_durable(b)?;
             }
             Ok(())
         })

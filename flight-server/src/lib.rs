@@ -1,6 +1,7 @@
 //! OpenDuck's Arrow Flight SQL server over embedded DuckDB.
 //!
 //! The pieces, each in its own module:
+//! - [`blocking`]: the line between async code and work that blocks a thread, in the types.
 //! - [`auth`]: bearer tokens, the Basic-auth handshake and per-database grants.
 //! - [`duck`]: safe wrappers over DuckDB's C API.
 //! - [`database`]: the named DuckDB databases a server owns, opened locked down.
@@ -19,6 +20,7 @@
 
 pub mod arrow_types;
 pub mod auth;
+pub mod blocking;
 pub mod config;
 pub mod database;
 pub mod duck;

@@ -71,7 +71,7 @@ pub async fn seal(engine: Weak<Engine>, interval: Duration, max_log: u64) {
     every(engine, Duration::from_millis(500), |registry| async move {
         for db in registry.all().into_iter().filter(|db| db.seal_due(interval, max_log)) {
             let name = db.name().to_string();
-            match tokio::task::spawn_blocking(move || db.seal()).await {
+            match crate::blocking::run(move |b| db.seal(b)).await {
                 Ok(Ok(snapshot)) => tracing::debug!(database = %name, ?snapshot, "sealed"),
                 Ok(Err(e)) => tracing::error!(database = %name, error = %e, "sealing failed; retrying"),
                 Err(e) => tracing::error!(database = %name, error = %e, "sealer thread failed"),
@@ -97,8 +97,8 @@ pub async fn renew_leases(engine: Weak<Engine>, lease_ttl: Duration) {
 pub async fn discover(engine: Weak<Engine>) {
     every(engine, Duration::from_secs(1), |registry| async move {
         let followers = registry.clone();
-        let _ = tokio::task::spawn_blocking(move || followers.refresh_followers()).await;
-        match tokio::task::spawn_blocking(move || registry.open_new()).await {
+        let _ = crate::blocking::run(move |b| followers.refresh_followers(b)).await;
+        match crate::blocking::run(move |b| registry.open_new(b)).await {
             Ok(Ok(names)) if !names.is_empty() => tracing::info!(databases = ?names, "opened new databases"),
             Ok(Err(e)) => tracing::warn!(error = %e, "looking for new databases failed"),
             _ => {}

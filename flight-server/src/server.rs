@@ -132,7 +132,7 @@ impl Server {
         engine.shutdown();
         let dbs = engine.databases().clone();
         // Sealing blocks (CHECKPOINT, uploads): off the async threads.
-        let _ = tokio::task::spawn_blocking(move || dbs.close_all()).await;
+        let _ = crate::blocking::run(move |b| dbs.close_all(b)).await;
         served.map_err(|e| ServerError::Internal(format!("server failed: {e}")))
     }
 }

@@ -8,23 +8,24 @@ use openduck_layers::LayerError;
 
 use super::layered::{snapshots_function, storage_err};
 use super::{Database, Databases, Follow};
+use crate::blocking::Blocking;
 use crate::error::{Result, ServerError};
 
 impl Database {
     /// Opens `name` as a follower: the newest snapshot, read-only, materialised under
     /// `<data-dir>/.follow/<name>/<id>/` — from `previous` (the follower it replaces) by applying
-    /// only the newer layers when possible. Runs on a blocking thread.
+    /// only the newer layers when possible.
     pub(super) fn open_follower(
         dbs: &Databases,
         name: &str,
-        rt: &tokio::runtime::Handle,
+        b: &Blocking,
         reason: String,
         previous: Option<&Database>,
     ) -> Result<Option<Self>> {
         let (dir, settings, fuse) = (&dbs.dir, &dbs.settings, dbs.fuse.as_ref());
         let Some(layers) = &dbs.layers else { return Ok(None) };
         let storage = layers.storage.clone();
-        let Some(newest) = rt.block_on(storage.meta.snapshots(name)).map_err(|e| storage_err(e.into()))?.pop() else {
+        let Some(newest) = b.wait(storage.meta.snapshots(name)).map_err(|e| storage_err(e.into()))?.pop() else {
             return Ok(None);
         };
         let prev = previous.and_then(|p| p.follows.as_ref().map(|f| (f.snapshot.clone(), p.path.clone())));
@@ -40,7 +41,7 @@ impl Database {
                     .map_err(|e| ServerError::Internal(format!("cannot create {}: {e}", target_dir.display())))?;
                 let path = target_dir.join(format!("{name}.duckdb"));
                 let tmp = target_dir.join(format!("{name}.duckdb.advance"));
-                rt.block_on(async {
+                b.wait(async {
                     let store = storage.store.as_ref();
                     if let Some((prev_snapshot, prev_path)) = &prev {
                         if std::fs::copy(prev_path, &tmp).is_ok()
@@ -57,7 +58,7 @@ impl Database {
             }
         };
         let mut db = Self::open_options(name, &path, settings, None, true)?;
-        db.add_function(snapshots_function(name, &storage, rt.clone()))?;
+        db.add_function(snapshots_function(name, &storage, b.runtime().clone()))?;
         tracing::info!(database = name, snapshot = newest.id, fuse = fuse.is_some(), "following the newest snapshot read-only");
         db.follows = Some(Follow { snapshot: newest, reason });
         Ok(Some(db))
@@ -73,13 +74,12 @@ impl Database {
 
 impl Databases {
     /// Serves `name` read-only as a follower of its writer (see [`Database::follower_reason`]).
-    pub(super) fn follow(&self, name: &str, reason: String) -> Result<()> {
+    pub(super) fn follow(&self, b: &Blocking, name: &str, reason: String) -> Result<()> {
         if self.layers.is_none() {
             return Ok(());
         }
-        let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
         let previous = self.open.read().ok().and_then(|m| m.get(name).cloned());
-        let Some(db) = Database::open_follower(self, name, &rt, reason, previous.as_deref())? else {
+        let Some(db) = Database::open_follower(self, name, b, reason, previous.as_deref())? else {
             if previous.is_none() {
                 return Err(ServerError::Storage(format!("database '{name}' has no snapshot to follow yet")));
             }
@@ -98,17 +98,14 @@ impl Databases {
 
     /// For databases this server follows: takes over writing when the writer's lease has lapsed,
     /// else moves to a newer snapshot if one was sealed. Queries already running finish on the
-    /// snapshot they started on. Runs on a blocking thread.
-    pub fn refresh_followers(&self) {
+    /// snapshot they started on.
+    pub fn refresh_followers(&self, b: &Blocking) {
         let followed: Vec<Arc<Database>> = self.all().into_iter().filter(|db| db.follows.is_some()).collect();
         for db in followed {
             let name = db.name().to_string();
             let Some(layers) = &self.layers else { return };
-            let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
             let path = self.dir.join(format!("{name}.duckdb"));
-            match Database::open_layered(&name, &path, &self.settings, layers, rt, self.heads.as_ref()) {
+            match Database::open_layered(&name, &path, &self.settings, layers, b, self.heads.as_ref()) {
                 Ok(writer) => {
                     tracing::info!(database = %name, "took over writing: the previous writer's lease lapsed");
                     if let Ok(mut open) = self.open.write() {
@@ -118,7 +115,7 @@ impl Databases {
                     self.remove_materialised(&db.path);
                 }
                 Err(ServerError::LeaseHeld(msg)) => {
-                    if let Err(e) = self.follow(&name, msg) {
+                    if let Err(e) = self.follow(b, &name, msg) {
                         tracing::warn!(database = %name, error = %e, "following a newer snapshot failed");
                     }
                 }

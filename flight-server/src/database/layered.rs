@@ -12,6 +12,7 @@ use openduck_layers::storage::Storage;
 use openduck_layers::LayerError;
 
 use super::{Database, Layered};
+use crate::blocking::Blocking;
 use crate::config::{DuckDbSettings, LayeredStorage};
 use crate::duck::rows_function::{RowsColumn, RowsFunction};
 use crate::error::{Result, ServerError};
@@ -30,6 +31,8 @@ pub(super) fn snapshots_function(name: &str, storage: &Storage, rt: tokio::runti
             column("layers", RowsColumn::BigInt),
             column("parent_id", RowsColumn::BigInt),
         ],
+        // DuckDB calls this while binding, on the thread running the query: a blocking thread
+        // (clients' SQL runs there, see crate::blocking) or one of DuckDB's own, never an async one.
         rows: Arc::new(move || {
             let snapshots = rt.block_on(meta.snapshots(&name)).map_err(|e| format!("IO Error: listing snapshots: {e}"))?;
             Ok(snapshots
@@ -52,7 +55,7 @@ pub(super) fn storage_err(e: LayerError) -> ServerError {
 impl Database {
     /// Opens a database on layered storage: takes its write lease, recovers the file (see
     /// [`openduck_layers::head::Recovery`]), opens it (DuckDB replays the recovered log) and seals it, so that every
-    /// later commit extends a snapshot. Runs on a blocking thread.
+    /// later commit extends a snapshot.
     ///
     /// With `heads`, DuckDB reaches the file through the FUSE head filesystem, and `path` (an
     /// ordinary DuckDB file) is only imported when the database has no snapshot yet.
@@ -61,12 +64,12 @@ impl Database {
         path: &Path,
         settings: &DuckDbSettings,
         layers: &LayeredStorage,
-        rt: tokio::runtime::Handle,
+        b: &Blocking,
         heads: Option<&HeadMount>,
     ) -> Result<Self> {
         let storage = layers.storage.clone();
-        let (head, recovery) = rt
-            .block_on(async {
+        let (head, recovery) = b
+            .wait(async {
                 match storage.meta.create_database(name, openduck_layers::head::DEFAULT_PAGE_SIZE).await {
                     Ok(()) | Err(MetadataError::DatabaseExists(_)) => {}
                     Err(e) => return Err(LayerError::from(e)),
@@ -82,14 +85,13 @@ impl Database {
         let temp = heads.map(|h| h.temp_dir(name));
         let layered = Layered {
             head: tokio::sync::Mutex::new(head),
-            rt: rt.clone(),
             last_seal: Mutex::new(Instant::now()),
             compaction: layers.compaction,
             retention: layers.retention,
         };
         let db = Self::open_full(name, &file, settings, Some(layered), false, temp.as_deref())?;
-        db.add_function(snapshots_function(name, &layers.storage, rt))?;
-        let snapshot = db.seal()?;
+        db.add_function(snapshots_function(name, &layers.storage, b.runtime().clone()))?;
+        let snapshot = db.seal(b)?;
         tracing::info!(database = name, ?recovery, snapshot, "opened layered database");
         Ok(db)
     }
@@ -100,12 +102,12 @@ impl Database {
     }
 
     /// Makes every change committed so far durable (a no-op without layered storage). Call after
-    /// a commit and before acknowledging it; runs on a blocking thread.
-    pub fn make_durable(&self) -> Result<()> {
+    /// a commit and before acknowledging it.
+    pub fn make_durable(&self, b: &Blocking) -> Result<()> {
         let Some(l) = &self.layered else {
             return Ok(());
         };
-        l.rt.block_on(async { l.head.lock().await.sync_wal().await }).map_err(|e| match e {
+        b.wait(async { l.head.lock().await.sync_wal().await }).map_err(|e| match e {
             LayerError::NotDurable(msg) => ServerError::NotDurable(msg),
             other => ServerError::NotDurable(other.to_string()),
         })?;
@@ -113,19 +115,19 @@ impl Database {
     }
 
     /// Checkpoints the database and seals the result as its next snapshot; returns the snapshot
-    /// id, or `None` when nothing changed (or without layered storage). Runs on a blocking thread.
-    pub fn seal(&self) -> Result<Option<i64>> {
+    /// id, or `None` when nothing changed (or without layered storage).
+    pub fn seal(&self, b: &Blocking) -> Result<Option<i64>> {
         let conn = self.connect()?;
-        self.sealing(|| conn.execute_batch("CHECKPOINT").map_err(Into::into)).map(|(_, s)| s)
+        self.sealing(b, || conn.execute_batch("CHECKPOINT").map_err(Into::into)).map(|(_, s)| s)
     }
 
     /// Runs `f` (a statement that may checkpoint) with shipping paused, then seals the file.
     /// Without layered storage it just runs `f`.
-    pub fn sealing<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, Option<i64>)> {
+    pub fn sealing<R>(&self, b: &Blocking, f: impl FnOnce() -> Result<R>) -> Result<(R, Option<i64>)> {
         let Some(l) = &self.layered else {
             return Ok((f()?, None));
         };
-        let mut head = l.rt.block_on(l.head.lock());
+        let mut head = b.wait(l.head.lock());
         let r = f()?;
         // Whatever wrote the file, something that is not a DuckDB database never becomes a
         // snapshot (and the log stays unshipped until a seal succeeds).
@@ -133,12 +135,12 @@ impl Database {
             head.refuse_shipping(&e.to_string());
             return Err(storage_err(e));
         }
-        let snapshot = l.rt.block_on(head.seal()).map_err(storage_err)?;
+        let snapshot = b.wait(head.seal()).map_err(storage_err)?;
         *l.last_seal.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if let Some(sealed) = &snapshot {
             // Maintenance after a new snapshot; the seal stands whatever happens here. The head
             // stays locked: a compaction moves the log to the compacted snapshot.
-            l.rt.block_on(async {
+            b.wait(async {
                 if let Err(e) = head.compact(&l.compaction, sealed).await {
                     tracing::warn!(database = %self.name, error = %e, "compaction failed; retried after the next seal");
                 }

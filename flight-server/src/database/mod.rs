@@ -66,7 +66,6 @@ pub fn valid_name(name: &str) -> bool {
 /// The layered side of one database.
 struct Layered {
     head: tokio::sync::Mutex<Head>,
-    rt: tokio::runtime::Handle,
     last_seal: Mutex<Instant>,
     compaction: CompactionPolicy,
     retention: Retention,
@@ -136,10 +135,10 @@ mod tests {
         assert!(!valid_name("") && !valid_name("1a") && !valid_name("../etc") && !valid_name("a-b"));
     }
 
-    #[test]
-    fn lockdown_refuses_file_access_and_setting_changes() {
+    #[tokio::test]
+    async fn lockdown_refuses_file_access_and_setting_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let dbs = Databases::open_dir(dir.path(), "main_db", DuckDbSettings::default()).unwrap();
+        let dbs = Arc::new(Databases::open_dir(dir.path(), "main_db", DuckDbSettings::default()).unwrap());
         let conn = dbs.get(None).unwrap().connect().unwrap();
         conn.execute_batch("CREATE TABLE t AS SELECT 1 AS a").unwrap();
         for sql in [
@@ -155,7 +154,8 @@ mod tests {
         }
         assert!(!Path::new("/tmp/openduck-should-not-exist.csv").exists());
         assert!(matches!(dbs.get(Some("nope")), Err(ServerError::UnknownDatabase(_))));
-        dbs.close_all();
+        let closing = dbs.clone();
+        crate::blocking::run(move |b| closing.close_all(b)).await.unwrap();
         assert!(matches!(dbs.get(None).unwrap().connect(), Err(ServerError::ShuttingDown)));
     }
 }

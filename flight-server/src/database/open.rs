@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::{Database, Layered, LOCKDOWN};
+use crate::blocking::Blocking;
 use crate::config::DuckDbSettings;
 use crate::duck::rows_function::RowsFunction;
 use crate::duck::{Conn, RawDatabase};
@@ -104,7 +105,7 @@ impl Database {
     /// error; every later statement would fail until a restart), opens it again from its files,
     /// and on layered storage seals the result, so the database serves again without a restart.
     /// Returns whether it was reopened. Runs on a blocking thread.
-    pub fn recover(&self, error: &ServerError) -> bool {
+    pub fn recover(&self, b: &Blocking, error: &ServerError) -> bool {
         let ServerError::DuckDb(e) = error else { return false };
         if !e.0.contains("database has been invalidated") {
             return false;
@@ -127,7 +128,7 @@ impl Database {
             }
             Ok(())
         };
-        let r = if self.layered.is_some() { self.sealing(reopen).map(|_| ()) } else { reopen() };
+        let r = if self.layered.is_some() { self.sealing(b, reopen).map(|_| ()) } else { reopen() };
         match r {
             Ok(()) => {
                 tracing::info!(database = %self.name, "reopened the database after it was invalidated");
@@ -190,13 +191,10 @@ impl Database {
         }
     }
 
-    /// Checkpoints the database and closes the server's handle to it. Connections still held by
-    /// running queries keep the instance alive until they end; new connections are refused.
+    /// Closes the server's handle to the database (checkpointing a plain one; seal a layered one
+    /// first, [`Database::seal`]). Connections still held by running queries keep the instance
+    /// alive until they end; new connections are refused.
     pub fn close(&self) -> Result<()> {
-        if self.layered.is_some() && self.instance.lock().map(|i| i.is_some()).unwrap_or(false) {
-            let snapshot = self.seal()?;
-            tracing::info!(database = %self.name, snapshot, "sealed at shutdown");
-        }
         let mut instance = self.instance.lock().map_err(|_| ServerError::Internal("database lock poisoned".into()))?;
         if let Some(db) = instance.take() {
             if self.layered.is_none() {

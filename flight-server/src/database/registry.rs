@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::layered::storage_err;
 use super::mounts::{mount_heads, mount_snapshots};
 use super::{valid_name, Database, Databases};
+use crate::blocking::Blocking;
 use crate::config::{DuckDbSettings, LayeredStorage};
 use crate::error::{Result, ServerError};
 
@@ -17,7 +18,7 @@ impl Databases {
         let dbs = Self::new(dir, default, settings, None)?;
         for name in dbs.local_names()? {
             // One database that cannot open does not keep the others from being served.
-            if let Err(e) = dbs.create(&name) {
+            if let Err(e) = dbs.open_with(&name, |path| Database::open(&name, path, &dbs.settings)) {
                 dbs.unavailable_because(&name, &e);
             }
         }
@@ -37,13 +38,13 @@ impl Databases {
         names.sort();
         names.dedup();
         let opener = dbs.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::run(move |b| {
             for name in names {
-                match opener.create(&name) {
+                match opener.create(b, &name) {
                     Ok(_) => {}
                     // Another server writes it: not ours to serve.
                     Err(ServerError::LeaseHeld(msg)) => {
-                        if let Err(e) = opener.follow(&name, msg.clone()) {
+                        if let Err(e) = opener.follow(b, &name, msg.clone()) {
                             tracing::warn!(database = %name, reason = %msg, error = %e, "not serving database");
                             if let Ok(mut refused) = opener.refused.write() {
                                 refused.insert(name, msg);
@@ -56,8 +57,7 @@ impl Databases {
             }
             Ok::<_, ServerError>(())
         })
-        .await
-        .map_err(|e| ServerError::Internal(format!("opening databases: {e}")))??;
+        .await??;
         Arc::try_unwrap(dbs).map_err(|_| ServerError::Internal("database registry still shared".into()))
     }
 
@@ -103,24 +103,23 @@ impl Databases {
     }
 
     /// Opens databases created in the metadata store since the server started (by `openduck db
-    /// create` or `clone`, or another server); returns their names. Runs on a blocking thread.
-    pub fn open_new(&self) -> Result<Vec<String>> {
+    /// create` or `clone`, or another server); returns their names.
+    pub fn open_new(&self, b: &Blocking) -> Result<Vec<String>> {
         let Some(layers) = &self.layers else {
             return Ok(Vec::new());
         };
-        let rt = tokio::runtime::Handle::try_current().map_err(|_| ServerError::Internal("no runtime".into()))?;
-        let known = rt.block_on(layers.storage.meta.databases()).map_err(|e| storage_err(e.into()))?;
+        let known = b.wait(layers.storage.meta.databases()).map_err(|e| storage_err(e.into()))?;
         let open = self.names();
         let mut opened = Vec::new();
         for name in known.into_iter().filter(|n| valid_name(n) && !open.contains(n)) {
-            match self.create(&name) {
+            match self.create(b, &name) {
                 Ok(_) => {
                     if let Ok(mut refused) = self.refused.write() {
                         refused.remove(&name);
                     }
                     opened.push(name)
                 }
-                Err(ServerError::LeaseHeld(msg)) if self.follow(&name, msg.clone()).is_ok() => {
+                Err(ServerError::LeaseHeld(msg)) if self.follow(b, &name, msg.clone()).is_ok() => {
                     opened.push(name);
                 }
                 Err(e) => {
@@ -144,8 +143,17 @@ impl Databases {
         &self.default
     }
 
-    /// Opens or creates the database `name` (on layered storage: runs on a blocking thread).
-    pub fn create(&self, name: &str) -> Result<Arc<Database>> {
+    /// Opens or creates the database `name`.
+    pub fn create(&self, b: &Blocking, name: &str) -> Result<Arc<Database>> {
+        self.open_with(name, |path| match &self.layers {
+            Some(layers) => Database::open_layered(name, path, &self.settings, layers, b, self.heads.as_ref()),
+            None => Database::open(name, path, &self.settings),
+        })
+    }
+
+    /// Opens `name` with `open` (given its file's path) unless it is open already, one open at a
+    /// time, and registers it.
+    fn open_with(&self, name: &str, open: impl FnOnce(&Path) -> Result<Database>) -> Result<Arc<Database>> {
         if !valid_name(name) {
             return Err(ServerError::InvalidArgument(format!("invalid database name '{name}'")));
         }
@@ -155,14 +163,7 @@ impl Databases {
             return Ok(db.clone());
         }
         let path = self.dir.join(format!("{name}.duckdb"));
-        let db = Arc::new(match &self.layers {
-            Some(layers) => {
-                let rt = tokio::runtime::Handle::try_current()
-                    .map_err(|_| ServerError::Internal("layered storage needs a Tokio runtime".into()))?;
-                Database::open_layered(name, &path, &self.settings, layers, rt, self.heads.as_ref())?
-            }
-            None => Database::open(name, &path, &self.settings)?,
-        });
+        let db = Arc::new(open(&path)?);
         tracing::info!(database = name, path = %path.display(), "opened database");
         self.open.write().map_err(|_| poisoned())?.insert(name.to_string(), db.clone());
         self.share_memory(None);
@@ -229,9 +230,15 @@ impl Databases {
     }
 
     /// Checkpoints (sealing, on layered storage) and closes every database.
-    pub fn close_all(&self) {
+    pub fn close_all(&self, b: &Blocking) {
         let dbs: Vec<_> = self.open.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
         for db in dbs {
+            if db.is_layered() {
+                match db.seal(b) {
+                    Ok(snapshot) => tracing::info!(database = db.name(), snapshot, "sealed at shutdown"),
+                    Err(e) => tracing::error!(database = db.name(), error = %e, "sealing at shutdown failed"),
+                }
+            }
             match db.close() {
                 Ok(()) => tracing::info!(database = db.name(), "checkpointed and closed database"),
                 Err(e) => {
