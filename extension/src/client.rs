@@ -26,10 +26,7 @@ use crate::abortable::{AbortSignal, AbortableChannel};
 use crate::conn_string::ConnInfo;
 use crate::ClientError;
 
-/// Header naming the remote database on every call.
-const DATABASE_HEADER: &str = "x-openduck-database";
-/// Header selecting a snapshot to read.
-const SNAPSHOT_HEADER: &str = "x-openduck-snapshot";
+use openduck_proto::{DATABASE_HEADER, SNAPSHOT_HEADER};
 
 /// A remote table and its columns.
 #[derive(Debug, Clone)]

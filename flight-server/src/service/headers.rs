@@ -1,14 +1,8 @@
 //! The request headers of OpenDuck's own on top of Flight SQL: which database, which snapshot.
 
+use openduck_proto::{DATABASE_HEADER, SNAPSHOT_HEADER};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
-
-/// Header a client may send to pick a database other than the server default.
-pub const DATABASE_HEADER: &str = "x-openduck-database";
-
-/// Header selecting a snapshot (by id) of the database: the call then reads that snapshot,
-/// read-only. `ATTACH 'openduck:mydb?snapshot=ID'` sends it on every call.
-pub const SNAPSHOT_HEADER: &str = "x-openduck-snapshot";
 
 pub(super) fn header_database(metadata: &MetadataMap) -> Result<Option<String>, Status> {
     match metadata.get(DATABASE_HEADER) {

@@ -15,7 +15,7 @@ mod results;
 mod tickets;
 
 pub use handles::{EXECUTED_MAX_BYTES, PARAMS_MAX_BYTES};
-pub use headers::{DATABASE_HEADER, SNAPSHOT_HEADER};
+pub use openduck_proto::{DATABASE_HEADER, SNAPSHOT_HEADER};
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
