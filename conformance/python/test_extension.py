@@ -183,6 +183,24 @@ def test_token_from_secret(server, remote, duck, monkeypatch):
         duck.execute(f"ATTACH 'openduck:mydb?endpoint=http://127.0.0.1:{server.port}' AS cloud5")
 
 
+def test_token_precedence(server, remote, duck, monkeypatch):
+    """TOKEN option, then the path's token=, then a matching secret, then OPENDUCK_TOKEN."""
+    endpoint = f"http://127.0.0.1:{server.port}"
+    monkeypatch.setenv("OPENDUCK_TOKEN", "wrong-env")
+    duck.execute("CREATE SECRET od_wrong (TYPE openduck, TOKEN 'wrong-secret')")
+    duck.execute(f"ATTACH 'openduck:mydb?endpoint={endpoint}&token={TOKEN}' AS by_path")
+    duck.execute(f"ATTACH 'openduck:mydb?endpoint={endpoint}&token=wrong-path' AS by_option (TOKEN '{TOKEN}')")
+    for alias in ("by_path", "by_option"):
+        assert duck.execute(f"SELECT count(*) FROM {alias}.ext_users").fetchall()[0] == (1000,)
+    with pytest.raises(Exception, match="authentication failed"):
+        duck.execute(f"ATTACH 'openduck:mydb?endpoint={endpoint}' AS by_wrong_secret")
+    duck.execute("DROP SECRET od_wrong")
+    duck.execute(f"CREATE SECRET od_right (TYPE openduck, TOKEN '{TOKEN}')")
+    duck.execute(f"ATTACH 'openduck:mydb?endpoint={endpoint}' AS by_secret")
+    assert duck.execute("SELECT count(*) FROM by_secret.ext_users").fetchall()[0] == (1000,)
+    duck.execute("DROP SECRET od_right")
+
+
 def test_wrong_token(server, duck):
     with pytest.raises(Exception, match="authentication failed"):
         duck.execute(attach_sql(server, token="wrong"))

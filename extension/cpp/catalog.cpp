@@ -418,14 +418,12 @@ static unique_ptr<Catalog> Attach(optional_ptr<StorageExtensionInfo>, ClientCont
 			throw BinderException("openduck: unknown ATTACH option '%s' (known: TOKEN)", option.first);
 		}
 	}
-	// Token precedence: the TOKEN option, the connection string's token=, a secret of type
-	// openduck whose scope matches the path, then OPENDUCK_TOKEN (read by the client).
-	if (token.empty() && path.find("token=") == string::npos) {
-		token = SecretToken(context, path);
-	}
+	// The library picks among the TOKEN option, the path's token=, the secret's and OPENDUCK_TOKEN.
+	auto secret_token = SecretToken(context, path);
 	OpenDuckClient *client = nullptr;
 	char *err = nullptr;
-	if (openduck_connect(path.c_str(), token.empty() ? nullptr : token.c_str(), &client, &err) != 0) {
+	if (openduck_connect(path.c_str(), token.empty() ? nullptr : token.c_str(),
+	                     secret_token.empty() ? nullptr : secret_token.c_str(), &client, &err) != 0) {
 		ThrowClientError(err, "ATTACH '" + info.path + "'");
 	}
 	return make_uniq<OdCatalog>(db, std::make_shared<Connection>(client), path);

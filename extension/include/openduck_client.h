@@ -22,8 +22,11 @@ typedef struct OpenDuckTables OpenDuckTables;
 
 void openduck_free_string(char *s);
 
-/* path: "openduck:<db>?endpoint=…&token=…" or "od:<db>"; token may be NULL. */
-int openduck_connect(const char *path, const char *token, OpenDuckClient **out, char **err);
+/* path: "openduck:<db>?endpoint=…&token=…" or "od:<db>". option_token (ATTACH's TOKEN) and
+ * secret_token (a matching openduck secret's) may be NULL; the library picks the token: the
+ * option, the path's token=, the secret's, then OPENDUCK_TOKEN. */
+int openduck_connect(const char *path, const char *option_token, const char *secret_token, OpenDuckClient **out,
+                     char **err);
 void openduck_disconnect(OpenDuckClient *client);
 
 int openduck_tables(const OpenDuckClient *client, OpenDuckTables **out, char **err);

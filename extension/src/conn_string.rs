@@ -71,12 +71,39 @@ pub fn parse(path: &str, env: impl Fn(&str) -> Option<String>) -> Result<ConnInf
     Ok(info)
 }
 
+/// Parses `path` and picks its token, most specific first: the ATTACH `TOKEN` option, the
+/// connection string's `token=`, a DuckDB secret of type `openduck` whose scope matches the path,
+/// then `OPENDUCK_TOKEN`. Empty tokens count as none.
+pub fn resolve(
+    path: &str,
+    option_token: Option<&str>,
+    secret_token: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ConnInfo, ClientError> {
+    let mut info = parse(path, |k| if k == "OPENDUCK_TOKEN" { None } else { env(k) })?;
+    let given = |t: Option<&str>| t.filter(|t| !t.is_empty()).map(str::to_string);
+    info.token =
+        given(option_token).or(info.token).or_else(|| given(secret_token)).or_else(|| env("OPENDUCK_TOKEN").filter(|t| !t.is_empty()));
+    Ok(info)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn token_precedence() {
+        let env = |k: &str| (k == "OPENDUCK_TOKEN").then(|| "from-env".to_string());
+        let token = |path: &str, option, secret| resolve(path, option, secret, env).unwrap().token;
+        assert_eq!(token("od:x?token=in-path", Some("option"), Some("secret")), Some("option".into()));
+        assert_eq!(token("od:x?token=in-path", None, Some("secret")), Some("in-path".into()));
+        assert_eq!(token("od:x", Some(""), Some("secret")), Some("secret".into()));
+        assert_eq!(token("od:x", None, None), Some("from-env".into()));
+        assert_eq!(resolve("od:x", None, None, no_env).unwrap().token, None);
     }
 
     #[test]

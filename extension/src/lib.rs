@@ -109,16 +109,18 @@ pub extern "C" fn openduck_free_string(s: *mut c_char) {
 /// Connects to the database named by an `openduck:`/`od:` connection string. `token` (may be
 /// NULL) overrides the string's and `OPENDUCK_TOKEN`.
 #[no_mangle]
-pub extern "C" fn openduck_connect(path: *const c_char, token: *const c_char, out: *mut *mut Client, err: *mut *mut c_char) -> c_int {
+pub extern "C" fn openduck_connect(
+    path: *const c_char,
+    option_token: *const c_char,
+    secret_token: *const c_char,
+    out: *mut *mut Client,
+    err: *mut *mut c_char,
+) -> c_int {
     guarded(err, || {
         let path = unsafe { str_arg(path, "connection string") }?;
-        let mut info = conn_string::parse(path, |k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
-        if !token.is_null() {
-            let t = unsafe { str_arg(token, "token") }?;
-            if !t.is_empty() {
-                info.token = Some(t.to_string());
-            }
-        }
+        let optional = |p: *const c_char, what: &str| if p.is_null() { Ok(None) } else { unsafe { str_arg(p, what) }.map(Some) };
+        let (option_token, secret_token) = (optional(option_token, "token")?, optional(secret_token, "secret token")?);
+        let info = conn_string::resolve(path, option_token, secret_token, |k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
         let client = Client::connect(info).map_err(|e| e.to_string())?;
         unsafe { *out = Box::into_raw(Box::new(client)) };
         Ok(())
