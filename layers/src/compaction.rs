@@ -97,7 +97,7 @@ pub async fn compact(
     for (&page_no, &(i, slot)) in &newest {
         let page = data[i].get(slot * ps..(slot + 1) * ps).unwrap_or(&[]);
         layers[i].verify(slot, page)?;
-        writer.put_page(page_no, page).map_err(|reason| LayerError::Malformed { key: key.to_string(), reason })?;
+        writer.put_page(page_no, page)?;
     }
     drop(data);
     let bytes = writer.finish();

@@ -42,9 +42,9 @@ impl LayerWriter {
     }
 
     /// Adds (or replaces) page `page_no`; shorter data is zero-padded, longer is an error.
-    pub fn put_page(&mut self, page_no: u64, data: &[u8]) -> Result<(), String> {
+    pub fn put_page(&mut self, page_no: u64, data: &[u8]) -> Result<(), LayerError> {
         if data.len() > self.page_size as usize {
-            return Err(format!("page {page_no} has {} bytes, more than the page size {}", data.len(), self.page_size));
+            return Err(LayerError::PageTooLong { page: page_no, len: data.len(), page_size: self.page_size });
         }
         let mut page = data.to_vec();
         page.resize(self.page_size as usize, 0);

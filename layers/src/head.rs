@@ -142,7 +142,7 @@ fn scan(file: &Path, page_size: u32, base: Option<&PageHashes>) -> Result<(u64, 
         f.read_exact(&mut page[..n]).map_err(local(what()))?;
         let h = page_hash(&page);
         if base.is_none_or(|b| b.hashes.get(page_no as usize) != Some(&h)) {
-            writer.put_page(page_no, &page).map_err(LayerError::Config)?;
+            writer.put_page(page_no, &page)?;
         }
         hashes.push(h);
     }

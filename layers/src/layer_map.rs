@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::delta_layer::LayerIndex;
+use crate::LayerError;
 
 /// Where a page of a snapshot lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +40,12 @@ pub struct LayerMap {
 impl LayerMap {
     /// Builds the map of a snapshot from its layers, oldest first. All layers must share a page
     /// size; the file length is the newest layer's.
-    pub fn new(layers: Vec<Arc<LayerIndex>>) -> Result<Self, String> {
+    pub fn new(layers: Vec<Arc<LayerIndex>>) -> Result<Self, LayerError> {
         let page_size = layers.first().map_or(4096, |l| l.page_size);
         let mut pages = HashMap::new();
         for (i, layer) in layers.iter().enumerate() {
             if layer.page_size != page_size {
-                return Err(format!("layer {} has page size {}, the snapshot {}", layer.key, layer.page_size, page_size));
+                return Err(LayerError::PageSizeMismatch { key: layer.key.clone(), page_size: layer.page_size, expected: page_size });
             }
             for (slot, &(page_no, _)) in layer.entries.iter().enumerate() {
                 pages.insert(page_no, PageLocation { layer: i, slot });

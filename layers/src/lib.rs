@@ -76,6 +76,26 @@ pub enum LayerError {
     /// Writes cannot be made durable until the head is sealed again (the reason says why).
     #[error("not durable: {0}")]
     NotDurable(String),
+    /// A page longer than its layer's page size was written into a layer.
+    #[error("page {page} has {len} bytes, more than the page size {page_size}")]
+    PageTooLong {
+        /// The page number.
+        page: u64,
+        /// Its length.
+        len: usize,
+        /// The layer's page size.
+        page_size: u32,
+    },
+    /// The layers of one snapshot disagree on the page size.
+    #[error("layer {key} has page size {page_size}, its snapshot {expected}")]
+    PageSizeMismatch {
+        /// The layer's object key.
+        key: String,
+        /// Its page size.
+        page_size: u32,
+        /// The page size of the snapshot's first layer.
+        expected: u32,
+    },
     /// A file about to be sealed is not a DuckDB database; nothing of it is stored.
     #[error("{path} is not a DuckDB database ({reason}); it was not sealed")]
     NotADatabase {

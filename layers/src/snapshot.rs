@@ -1,15 +1,13 @@
-//! Reading a snapshot from an object store, and sealing a file's changes into a new layer.
-//!
-//! Without FUSE, a database file is materialised from its snapshot into a local file; at a
-//! checkpoint the file is compared page by page with the copy it started from and only the
-//! changed pages become the next layer — bytes uploaded are proportional to the change, not the
-//! database.
+//! Reading a snapshot from an object store: loading its layers' indexes into a [`LayerMap`],
+//! reading byte ranges through it, materialising it into a local file, and advancing a local copy
+//! to a newer snapshot by applying only the newer layers. (Sealing a head's changes into a new
+//! layer is the head's job: [`crate::head`].)
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::delta_layer::{LayerIndex, LayerWriter, HEADER_LEN};
+use crate::delta_layer::{LayerIndex, HEADER_LEN};
 use crate::layer_map::LayerMap;
 use crate::metadata::SnapshotInfo;
 use crate::object_store::ObjectStore;
@@ -34,7 +32,7 @@ pub async fn open_map(store: &dyn ObjectStore, snapshot: &SnapshotInfo) -> Resul
     for key in &snapshot.layers {
         indexes.push(load_index(store, key).await?);
     }
-    let map = LayerMap::new(indexes).map_err(|reason| LayerError::Malformed { key: format!("snapshot {}", snapshot.id), reason })?;
+    let map = LayerMap::new(indexes)?;
     if map.file_len() != snapshot.file_len as u64 {
         return Err(LayerError::Malformed {
             key: format!("snapshot {}", snapshot.id),
@@ -153,8 +151,10 @@ pub async fn advance(store: &dyn ObjectStore, from: &SnapshotInfo, to: &Snapshot
 }
 
 /// The layer of pages where `new` differs from `old` (files; `old` may be missing for the first
-/// layer), or `None` when nothing changed.
-pub fn diff(old: Option<&Path>, new: &Path, page_size: u32) -> std::io::Result<Option<Vec<u8>>> {
+/// layer), or `None` when nothing changed. Tests build layers with it; the server's heads find
+/// their changed pages themselves.
+#[cfg(test)]
+pub(crate) fn diff(old: Option<&Path>, new: &Path, page_size: u32) -> std::io::Result<Option<Vec<u8>>> {
     let new_len = std::fs::metadata(new)?.len();
     let old_len = match old {
         Some(p) => std::fs::metadata(p)?.len(),
@@ -165,7 +165,7 @@ pub fn diff(old: Option<&Path>, new: &Path, page_size: u32) -> std::io::Result<O
         Some(p) => Some(std::io::BufReader::new(std::fs::File::open(p)?)),
         None => None,
     };
-    let mut writer = LayerWriter::new(page_size, new_len);
+    let mut writer = crate::delta_layer::LayerWriter::new(page_size, new_len);
     let (mut a, mut b) = (vec![0u8; page_size as usize], vec![0u8; page_size as usize]);
     let pages = new_len.div_ceil(u64::from(page_size));
     for page_no in 0..pages {
@@ -187,7 +187,8 @@ pub fn diff(old: Option<&Path>, new: &Path, page_size: u32) -> std::io::Result<O
     Ok(Some(writer.finish()))
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+#[cfg(test)]
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {

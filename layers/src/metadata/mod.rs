@@ -83,7 +83,7 @@ pub struct SnapshotInfo {
     pub created_ms: i64,
     /// Length of the database file.
     pub file_len: i64,
-    /// Total bytes of its layers.
+    /// Bytes stored for it: the sizes of its layers' objects, added up (not the file's length).
     pub size: i64,
     /// Its layers' object keys, oldest first.
     pub layers: Vec<String>,
