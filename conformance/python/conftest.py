@@ -206,3 +206,29 @@ def duck():
 
 def attach_sql(server, alias="cloud", token=TOKEN, database="mydb") -> str:
     return f"ATTACH 'openduck:{database}?endpoint=http://127.0.0.1:{server.port}&token={token}' AS {alias}"
+
+
+def measure_in_fresh_process(server, statements, measured):
+    """Runs `statements` and then `measured` in a new Python process with the extension loaded
+    and the server attached as `cloud`; returns how much that process's peak RSS grew during
+    `measured` (MiB) and its rows. A fresh process, because ru_maxrss is an all-time peak: in the
+    test process, earlier tests would hide growth."""
+    import subprocess
+    import sys
+
+    script = f"""
+import duckdb, json, resource
+c = duckdb.connect(config={{"allow_unsigned_extensions": True}})
+c.execute({f"LOAD '{extension_path()}'"!r})
+c.execute({attach_sql(server)!r})
+for s in {list(statements)!r}:
+    c.execute(s)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rows = c.execute({measured!r}).fetchall()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"grown_mb": (after - before) / 1024, "rows": rows}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["grown_mb"], [tuple(r) for r in result["rows"]]

@@ -37,11 +37,22 @@ def test_ddl_dml_and_row_counts(conn):
     assert cur.fetchall() == [("x", 10), ("y", 10)]
 
 
-def test_ddl_is_visible_without_fetching(conn):
-    """A DDL statement takes effect even if the client never reads its result."""
+def test_ddl_is_visible_without_fetching(server, conn):
+    """A DDL statement takes effect even if the client never reads its result: GetFlightInfo
+    alone (raw Flight, no DoGet; ADBC would fetch inside execute) creates the tables."""
+    import pyarrow.flight as flight
+
+    import proto
+    from conftest import TOKEN
+
+    client = flight.FlightClient(server.uri)
+    options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {TOKEN}".encode())])
+    for sql in (
+        "CREATE OR REPLACE TABLE parent_t (id INTEGER PRIMARY KEY)",
+        "CREATE OR REPLACE TABLE child_t (id INTEGER, pid INTEGER REFERENCES parent_t(id))",
+    ):
+        client.get_flight_info(flight.FlightDescriptor.for_command(proto.statement_query(sql)), options)
     cur = conn.cursor()
-    cur.execute("CREATE OR REPLACE TABLE parent_t (id INTEGER PRIMARY KEY)")
-    cur.execute("CREATE OR REPLACE TABLE child_t (id INTEGER, pid INTEGER REFERENCES parent_t(id))")
     cur.execute("SELECT count(*) FROM child_t")
     assert cur.fetchall() == [(0,)]
 

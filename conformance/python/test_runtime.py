@@ -131,6 +131,7 @@ def test_many_concurrent_clients(server):
         t.start()
     for t in threads:
         t.join(60)
+    assert not any(t.is_alive() for t in threads), "a client did not finish within 60 s"
     assert not errors
 
 
