@@ -1067,19 +1067,27 @@ mod tests {
             assert!(batch.pages.contains(&20) && !batch.pages.contains(&5), "{:?}", batch.pages);
             // Applying the layer on top of the base gives the model.
             let layer_bytes = batch.layer.finish();
-            let base_layer = {
+            let base_bytes = {
                 let mut w = LayerWriter::new(1024, base.len() as u64);
                 for (i, page) in base.chunks(1024).enumerate() {
                     w.put_page(i as u64, page).unwrap();
                 }
-                LayerIndex::parse("base", &w.finish()).unwrap()
+                w.finish()
             };
+            let base_layer = LayerIndex::parse("base", &base_bytes).unwrap();
             let map = LayerMap::new(vec![Arc::new(base_layer), Arc::new(LayerIndex::parse("top", &layer_bytes).unwrap())]).unwrap();
             assert_eq!(map.file_len(), 43_000);
             for piece in map.plan_read(20_480, 22_520) {
                 let loc = piece.location.expect("every page past the cut is in the new layer or zeros");
                 assert_eq!(loc.layer, 1, "page read from the old base after a shrink");
             }
+            // Byte for byte, the base with the layer on top reads as the model.
+            let objects = tempfile::tempdir().unwrap();
+            let store = crate::object_store::LocalDirStore::new(objects.path()).unwrap();
+            store.put_sync("base", &base_bytes).unwrap();
+            store.put_sync("top", &layer_bytes).unwrap();
+            let read = tokio::runtime::Handle::current().block_on(crate::snapshot::read(&store, &map, 0, map.file_len())).unwrap();
+            assert!(read == model, "the sealed layer over the base does not read as the model");
             assert_eq!(head.dirty_pages(), 0);
             head.sealed(batch.len);
             assert!(!head.take_dirty().unwrap().changed);
