@@ -52,10 +52,11 @@ def test_constraint_violation(conn):
 
 
 def test_multiple_statements_are_refused_cleanly(conn):
-    with pytest.raises((ProgrammingError, OperationalError, DatabaseError)):
+    with pytest.raises((ProgrammingError, OperationalError, DatabaseError)) as e:
         cur = conn.cursor()
         cur.execute("SELECT 1; SELECT 2")
         cur.fetchall()
+    assert "INVALID_ARGUMENT" in str(e.value) and "multiple statements" in str(e.value), e.value
 
 
 @pytest.mark.parametrize(
