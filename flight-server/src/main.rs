@@ -385,7 +385,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let addr = server.local_addr()?;
-    eprintln!("openduck: serving Flight SQL on grpc://{addr} (health: http://{addr}/health)");
+    // A log record, so that `--log-format json` output stays one JSON object per line.
+    tracing::info!(flight_sql = %format!("grpc://{addr}"), health = %format!("http://{addr}/health"), "openduck is serving");
     server.serve(shutdown_signal(), args.shutdown_grace).await?;
     tracing::info!("stopped");
     Ok(())
