@@ -190,18 +190,21 @@ def test_object_store_down_fails_writes_cleanly_and_recovers(pg, s3, tmp_path):
         started = time.time()
         with pytest.raises(Exception) as err:
             rows(s, "INSERT INTO t VALUES (2)")
-        assert "could not be made durable" in str(err.value), err.value
+        assert "could not be made durable" in str(err.value) and "(Unavailable;" in str(err.value), err.value
         assert time.time() - started < 60, "retried with backoff, then failed; never hung"
         assert rows(s, "SELECT count(*) FROM t") in ([(1,)], [(2,)]), "reads go on"
     finally:
         s3.restart()
     # The sealer makes the state certain again; writes are acknowledged once more.
-    wait_until(lambda: rows(s, "INSERT INTO t VALUES (3)") is not None, timeout=30, what="writes to be acknowledged again")
+    # Retry an idempotent write until writes are acknowledged again, then insert once.
+    wait_until(lambda: rows(s, "CREATE OR REPLACE TABLE probe AS SELECT 1 AS x") is not None, timeout=30, what="writes to be acknowledged again")
+    rows(s, "INSERT INTO t VALUES (3)")
     s.stop(signal.SIGKILL)
     wipe(layout.disk)
     s = layout.serve()
     ids = [r[0] for r in rows(s, "SELECT id FROM t ORDER BY id")]
-    assert 1 in ids and 3 in ids, ids
+    # Row 2 failed as not durable: a later seal may still have stored it. Nothing is doubled.
+    assert ids in ([1, 3], [1, 2, 3]), ids
     s.stop()
 
 
@@ -213,11 +216,13 @@ def test_metadata_store_down_fails_writes_cleanly_reads_go_on(pg, s3, tmp_path):
     try:
         with pytest.raises(Exception) as err:
             rows(s, "INSERT INTO t VALUES (2)")
-        assert "could not be made durable" in str(err.value), err.value
+        assert "could not be made durable" in str(err.value) and "(Unavailable;" in str(err.value), err.value
         assert rows(s, "SELECT min(id) FROM t") == [(1,)]
     finally:
         pg.start()
-    wait_until(lambda: rows(s, "INSERT INTO t VALUES (3)") is not None, timeout=30, what="writes to be acknowledged again")
+    # Retry an idempotent write until writes are acknowledged again, then insert once.
+    wait_until(lambda: rows(s, "CREATE OR REPLACE TABLE probe AS SELECT 1 AS x") is not None, timeout=30, what="writes to be acknowledged again")
+    rows(s, "INSERT INTO t VALUES (3)")
     s.stop()
 
 
