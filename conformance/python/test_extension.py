@@ -86,12 +86,26 @@ QUERIES = [
     "SELECT u.region, sum(s.amount) FROM {p}ext_users u JOIN {p}ext_sales s USING (id) WHERE u.name LIKE 'user1%' GROUP BY 1 ORDER BY 1",
     "SELECT * FROM {p}ext_other.things WHERE s.a > 5 ORDER BY k",
     "SELECT count(*) FROM {p}ext_users",
+    # Filters a remote scan pushes (with whole-query shipping off, see below): OR, NOT IN, LIKE,
+    # IS NULL, a join filter, Top-N, list and struct access, NULL semantics in joins.
+    "SELECT id FROM {p}ext_users WHERE (region = 1 AND score > 1400) OR id < 3 ORDER BY id",
+    "SELECT count(*) FROM {p}ext_users WHERE region NOT IN (1) AND name NOT LIKE '%9'",
+    "SELECT count(*) FROM {p}ext_users WHERE score IS NULL OR name ILIKE 'USER99%'",
+    "SELECT s.id, s.amount FROM {p}ext_sales s JOIN (SELECT 7 AS id UNION ALL SELECT 8) k USING (id) ORDER BY 1, 2 LIMIT 7",
+    "SELECT id, score FROM {p}ext_users ORDER BY score DESC NULLS LAST, id LIMIT 4",
+    "SELECT k, l[2], s.a FROM {p}ext_other.things WHERE l[1] >= 7 ORDER BY k",
+    "SELECT count(*) FROM {p}ext_users a LEFT JOIN {p}ext_users b ON a.score = b.score WHERE b.id IS NULL",
 ]
 
 
+@pytest.mark.parametrize("ship", [True, False], ids=["shipped", "scanned"])
 @pytest.mark.parametrize("sql", QUERIES)
-def test_remote_queries_match_local(server, local_copy, duck, sql):
+def test_remote_queries_match_local(server, local_copy, duck, sql, ship):
+    """Each query gives the local answer both shipped whole to the server and run locally over
+    remote scans with their pushed filters."""
     duck.execute(attach_sql(server))
+    if not ship:
+        duck.execute("SET openduck_ship_queries = false")
     remote_sql = sql.replace("{p}ext_other.", "cloud.ext_other.").replace("{p}", "cloud.")
     local_sql = sql.replace("{p}", "")
     assert duck.sql(remote_sql).fetchall() == local_copy.sql(local_sql).fetchall()
@@ -110,8 +124,10 @@ def test_filters_and_projections_reach_the_server(server, remote, duck):
     # Scans as in a hybrid plan (whole-query shipping off): each remote scan's SQL.
     duck.execute("SET openduck_ship_queries = false")
     before = len(server_queries(server))
-    duck.sql("SELECT name FROM cloud.ext_users WHERE id BETWEEN 100 AND 110 AND name <> 'user105'").fetchall()
-    duck.sql("SELECT id FROM cloud.ext_users WHERE region IS NOT NULL AND score > 10.5").fetchall()
+    names = duck.sql("SELECT name FROM cloud.ext_users WHERE id BETWEEN 100 AND 110 AND name <> 'user105' ORDER BY id").fetchall()
+    assert names == [(f"user{i}",) for i in range(100, 111) if i != 105]
+    ids = duck.sql("SELECT id FROM cloud.ext_users WHERE region IS NOT NULL AND score > 10.5 ORDER BY id").fetchall()
+    assert ids == [(i,) for i in range(1000) if i % 10 != 0 and i * 1.5 > 10.5]
     pushed = server_queries(server)[before:]
     # Only the needed columns are fetched, and the WHERE clause runs on the server.
     assert any(
