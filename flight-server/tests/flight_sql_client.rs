@@ -89,7 +89,10 @@ fn int64s(batches: &[RecordBatch], col: usize) -> Vec<i64> {
 async fn handshake_query_and_update() {
     let server = start().await;
     let mut c = server.client().await;
-    assert!(c.execute("SELECT 1".into(), None).await.is_err(), "no token must fail");
+    match c.execute("SELECT 1".into(), None).await.unwrap_err() {
+        arrow_flight::error::FlightError::Tonic(status) => assert_eq!(status.code(), tonic::Code::Unauthenticated, "no token: {status}"),
+        other => panic!("no token must fail as unauthenticated, not with {other}"),
+    }
     c.handshake("anyone", TOKEN).await.unwrap();
     assert_eq!(c.token().map(String::as_str), Some(TOKEN));
     let n = c.execute_update("CREATE TABLE t AS SELECT range AS i FROM range(10)".into(), None).await.unwrap();
@@ -160,7 +163,8 @@ async fn ingest_inside_a_transaction_rolls_back() {
     };
     assert_eq!(int64s(&inside, 0), vec![3]);
     c.end_transaction(txn, EndTransaction::Rollback).await.unwrap();
-    assert!(c.execute("SELECT count(*) FROM ing".into(), None).await.is_err(), "rolled back");
+    let gone = c.execute("SELECT count(*) FROM ing".into(), None).await.unwrap_err().to_string();
+    assert!(gone.contains("does not exist"), "rolled back: {gone}");
 
     let txn = c.begin_transaction().await.unwrap();
     let stream = futures::stream::iter(vec![Ok(batch.clone()), Ok(batch)]);

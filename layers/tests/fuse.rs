@@ -22,6 +22,13 @@ fn storage(dir: &std::path::Path) -> Storage {
     }
 }
 
+/// The errno values a refused write or delete may give (Linux).
+mod libc_codes {
+    pub const EPERM: i32 = 1;
+    pub const EACCES: i32 = 13;
+    pub const EROFS: i32 = 30;
+}
+
 /// Whether this test must be skipped. FUSE needs /dev/fuse (and root here): where it is missing
 /// the test fails, unless `OPENDUCK_SKIP_FUSE_TESTS=1` says this machine has no FUSE, so a
 /// missing FUSE never passes for a working one.
@@ -77,8 +84,9 @@ async fn snapshots_are_served_read_only_page_by_page() {
     let listed: Vec<String> =
         std::fs::read_dir(m.path().join("sales")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(listed.contains(&s1.id.to_string()) && listed.contains(&s2.id.to_string()), "{listed:?}");
-    assert!(std::fs::OpenOptions::new().write(true).open(m.snapshot_file("sales", s1.id)).is_err(), "read-only");
-    assert!(std::fs::metadata(m.path().join("nope")).is_err());
+    let write = std::fs::OpenOptions::new().write(true).open(m.snapshot_file("sales", s1.id)).unwrap_err();
+    assert!(matches!(write.raw_os_error(), Some(libc_codes::EROFS | libc_codes::EACCES | libc_codes::EPERM)), "read-only: {write}");
+    assert_eq!(std::fs::metadata(m.path().join("nope")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
     drop(m);
 
     // A corrupt page is reported as an I/O error, never served.
@@ -180,7 +188,11 @@ async fn the_head_is_served_read_write_and_seals_only_written_pages() {
     let listed: Vec<String> =
         std::fs::read_dir(mnt.join("sales")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(listed.contains(&"sales.duckdb".to_string()) && listed.contains(&"sales.duckdb.wal".to_string()), "{listed:?}");
-    assert!(std::fs::remove_file(head.path()).is_err(), "the head file cannot be deleted");
+    let removed = std::fs::remove_file(head.path()).unwrap_err();
+    assert!(
+        matches!(removed.raw_os_error(), Some(libc_codes::EROFS | libc_codes::EACCES | libc_codes::EPERM)),
+        "the head file cannot be deleted: {removed}"
+    );
     drop(head);
     drop(heads);
 }
