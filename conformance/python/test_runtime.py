@@ -17,6 +17,14 @@ ERRORS = (ProgrammingError, OperationalError, DatabaseError)
 SLOW = "SELECT count(*) FROM range(1000000000000) a"
 
 
+def wait_running(server, timeout=10):
+    """Waits until the server runs at least one query (instead of sleeping and hoping)."""
+    deadline = time.time() + timeout
+    while server.health()["running_queries"] == 0:
+        assert time.time() < deadline, "the query did not start"
+        time.sleep(0.02)
+
+
 def flight_info(client, sql):
     return client.get_flight_info(flight.FlightDescriptor.for_command(proto.statement_query(sql)), OPTIONS)
 
@@ -52,7 +60,7 @@ def test_slow_query_does_not_block_others(server):
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.3)
+    wait_running(server)
     started = time.time()
     c = adbc_connect(server)
     cur = c.cursor()
@@ -167,7 +175,7 @@ def test_shutdown_interrupts_running_queries(fresh_server):
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.5)
+    wait_running(server)
     started = time.time()
     assert server.stop(signal.SIGTERM) == 0
     assert time.time() - started < 10
