@@ -174,10 +174,41 @@ def test_second_server_follows_read_only_then_takes_over(layout, tmp_path):
     # Acknowledged but not yet sealed: only in the durable log.
     rows(a, "INSERT INTO t VALUES (3)")
     a.stop(signal.SIGKILL)
-    wait_until(lambda: rows(b, "INSERT INTO t VALUES (4)") is not None, timeout=30, what="the takeover")
+    wait_until(lambda: rows(b, "CREATE OR REPLACE TABLE probe AS SELECT 1 AS x") is not None, timeout=30, what="the takeover")
+    rows(b, "INSERT INTO t VALUES (4)")
     assert rows(b, "SELECT x FROM t ORDER BY x") == [(1,), (2,), (3,), (4,)]
     assert "took over writing" in b.log_path.read_text()
     b.stop()
+
+
+def test_a_live_stale_writer_is_fenced(layout, tmp_path):
+    """A writer that stalls (paused, not dead) past its lease loses the database to another
+    server; when it wakes up, its writes are refused as not durable, and none of them reaches the
+    database the new writer serves."""
+    a = layout.serve(node="server-a", lease_ttl="2s")
+    rows(a, "CREATE TABLE t (v VARCHAR)")
+    rows(a, "INSERT INTO t VALUES ('a1')")
+    other = Layout.__new__(Layout)
+    other.__dict__.update(layout.__dict__, disk=tmp_path / "disk-b")
+    b = other.serve(node="server-b", lease_ttl="2s")
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: rows(b, "CREATE OR REPLACE TABLE probe AS SELECT 1 AS x") is not None, timeout=30, what="the takeover")
+        rows(b, "INSERT INTO t VALUES ('b1')")
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    with pytest.raises(Exception) as err:
+        rows(a, "INSERT INTO t VALUES ('a2')")
+    message = str(err.value)
+    assert "could not be made durable" in message and ("fenced" in message or "lease" in message), message
+    assert sorted(rows(b, "SELECT v FROM t")) == [("a1",), ("b1",)]
+    a.stop()
+    b.stop()
+    # From the stores alone, too: the stale writer's write is nowhere.
+    wipe(other.disk)
+    c = other.serve(node="server-c")
+    assert sorted(rows(c, "SELECT v FROM t")) == [("a1",), ("b1",)]
+    c.stop()
 
 
 def test_object_store_down_fails_writes_cleanly_and_recovers(pg, s3, tmp_path):
