@@ -885,6 +885,7 @@ mod tests {
         let (_d, db) = mem();
         let c = db.connect().unwrap();
         let i = c.interrupter();
+        let mut p = c.prepare("SELECT count(*) FROM range(100000000000) a").unwrap();
         // Interrupts until the query has returned: an interrupt before it starts is reset.
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let until = done.clone();
@@ -894,7 +895,6 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         });
-        let mut p = c.prepare("SELECT count(*) FROM range(100000000000) a").unwrap();
         let r = p.execute_streaming().and_then(|mut s| s.next_batch());
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         t.join().unwrap();

@@ -352,7 +352,7 @@ impl Engine {
     pub async fn describe(self: &Arc<Self>, grant: &Grant, target: Target, sql: String) -> Result<Description> {
         let (read_only, owner, id) = (grant.read_only, grant.owner, Uuid::new_v4());
         let engine = self.clone();
-        let work = blocking(move |b| {
+        self.run_supervised(id, owner, move |b| {
             let checkpoint = is_checkpoint(&sql, target.database().name());
             let describe = |conn: &Conn| {
                 // Preparing plans (constant folding included), which can take long: supervised.
@@ -373,9 +373,9 @@ impl Engine {
             } else {
                 Self::with_conn(b, &target, read_only, describe)
             };
-            engine.finish(id, r)
-        });
-        self.supervise(id, owner, work).await
+            r
+        })
+        .await
     }
 
     /// The result schema of a query once parameters are bound, for statements whose schema
@@ -389,7 +389,7 @@ impl Engine {
     ) -> Result<Schema> {
         let (read_only, owner, id) = (grant.read_only, grant.owner, Uuid::new_v4());
         let engine = self.clone();
-        let work = blocking(move |b| {
+        self.run_supervised(id, owner, move |b| {
             let r = Self::with_conn(b, &target, read_only, |conn| {
                 engine.register(id, owner, conn.interrupter())?;
                 let body = sql.trim_end().trim_end_matches(';');
@@ -401,9 +401,9 @@ impl Engine {
                 let stream = stmt.execute_streaming()?;
                 Ok(stream.schema().as_ref().clone())
             });
-            engine.finish(id, r)
-        });
-        self.supervise(id, owner, work).await
+            r
+        })
+        .await
     }
 
     fn register(&self, id: Uuid, owner: Owner, interrupter: Interrupter) -> Result<()> {
@@ -436,6 +436,22 @@ impl Engine {
             }
             None => false,
         }
+    }
+
+    /// Runs `f`, a statement's work that registers under `id` ([`Engine::register`]), on a
+    /// blocking thread, [supervised](Engine::supervise), and unregisters it after.
+    async fn run_supervised<T: Send + 'static>(
+        self: &Arc<Self>,
+        id: Uuid,
+        owner: Owner,
+        f: impl FnOnce(&Blocking) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let engine = self.clone();
+        let work = blocking(move |b| {
+            let r = f(b);
+            engine.finish(id, r)
+        });
+        self.supervise(id, owner, work).await
     }
 
     /// Awaits `work` (a statement being prepared or started) on behalf of a client:
@@ -643,7 +659,7 @@ impl Engine {
         let (read_only, owner) = (grant.read_only, grant.owner);
         let engine = self.clone();
         self.arm_timeout(id);
-        let work = blocking(move |b| {
+        self.run_supervised(id, owner, move |b| {
             let own_txn = matches!(target, Target::Fresh(_)) && !read_only && !is_checkpoint(&sql, target.database().name());
             let too_big = || {
                 let rolled_back = if own_txn { "the statement was rolled back" } else { "its transaction was rolled back" };
@@ -692,9 +708,9 @@ impl Engine {
             if let (Err(ServerError::LimitExceeded(_)), Target::Transaction(t)) = (&r, &target) {
                 lock(&engine.transactions).remove(&t.id);
             }
-            engine.finish(id, r)
-        });
-        self.supervise(id, owner, work).await
+            r
+        })
+        .await
     }
 
     /// Runs a statement for its effect; returns the number of rows changed, summed over all
@@ -704,7 +720,7 @@ impl Engine {
         let id = Uuid::new_v4();
         let engine = self.clone();
         self.arm_timeout(id);
-        let work = blocking(move |b| {
+        self.run_supervised(id, owner, move |b| {
             let r = Self::run_statement(b, &target, read_only, &sql, |conn, wrote| {
                 engine.register(id, owner, conn.interrupter())?;
                 let mut stmt = conn.prepare(&sql)?;
@@ -725,9 +741,9 @@ impl Engine {
                 }
                 Ok(total as i64)
             });
-            engine.finish(id, r)
-        });
-        self.supervise(id, owner, work).await
+            r
+        })
+        .await
     }
 
     /// Bulk-loads a stream of record batches into a table through DuckDB's appender, in one
