@@ -216,3 +216,23 @@ def test_memory_limit_is_resource_exhausted(fresh_server):
     with pytest.raises(pa.ArrowException, match="resource exhausted.*Out of Memory Error"):
         client.do_get(info.endpoints[0].ticket, OPTIONS).read_all()
     assert server.health()["status"] == "ok"
+
+
+def test_an_idle_transaction_is_rolled_back(fresh_server):
+    server = fresh_server(extra=["--transaction-idle-timeout", "1s"])
+    with adbc_connect(server) as c, c.cursor() as cur:
+        cur.execute("CREATE TABLE idle_t (x INTEGER)")
+    c = adbc_connect(server, autocommit=False)
+    cur = c.cursor()
+    cur.execute("INSERT INTO idle_t VALUES (1)")
+    time.sleep(1.5)  # idle past the timeout (the condition itself: the time that passes)
+    with pytest.raises(ERRORS) as e:
+        c.commit()
+    assert "unknown transaction" in str(e.value), e.value
+    try:
+        c.close()
+    except Exception:  # noqa: BLE001 - the driver may complain about the transaction it lost
+        pass
+    with adbc_connect(server) as c2, c2.cursor() as cur2:
+        cur2.execute("SELECT count(*) FROM idle_t")
+        assert cur2.fetchall() == [(0,)]

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -43,7 +43,6 @@ pub struct Transaction {
     /// The token that began it: only it may use or end it.
     pub owner: Owner,
     conn: Mutex<Conn>,
-    last_used: Mutex<Instant>,
 }
 
 /// Where a statement runs.
@@ -140,7 +139,8 @@ pub struct Engine {
     /// Queries cancelled before they started, with when, so their DoGet is refused.
     /// Queries stopped (cancelled, timed out) before they started, so they never start.
     stopped_early: ExpiringMap<Uuid, StopReason>,
-    transactions: Mutex<HashMap<Uuid, Arc<Transaction>>>,
+    /// Open transactions, each its token's, rolled back once idle past the idle timeout.
+    transactions: ExpiringMap<Uuid, Arc<Transaction>>,
     stopping: AtomicBool,
 }
 
@@ -155,13 +155,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce(&Blocking) -> Result<T> + Se
 
 impl Engine {
     /// An engine over `databases`.
-    pub fn new(databases: Arc<Databases>, query_timeout: Option<Duration>) -> Arc<Self> {
+    pub fn new(databases: Arc<Databases>, query_timeout: Option<Duration>, transaction_idle: Duration) -> Arc<Self> {
         Arc::new(Engine {
             databases,
             query_timeout,
             running: Mutex::new(HashMap::new()),
             stopped_early: ExpiringMap::new(Duration::from_secs(3600), 10_000, 100_000),
-            transactions: Mutex::new(HashMap::new()),
+            transactions: ExpiringMap::new(transaction_idle, TRANSACTIONS_PER_TOKEN, TRANSACTIONS_TOTAL),
             stopping: AtomicBool::new(false),
         })
     }
@@ -193,7 +193,6 @@ impl Engine {
                     )));
                 }
             }
-            *lock(&t.last_used) = Instant::now();
             return Ok(Target::Transaction(t));
         }
         let name = database.unwrap_or(self.databases.default_name());
@@ -218,11 +217,7 @@ impl Engine {
     /// The transaction `raw` of the calling token (another token's is unknown to it).
     fn transaction(&self, raw: &[u8], grant: &Grant) -> Result<Arc<Transaction>> {
         let id = Uuid::from_slice(raw).map_err(|_| ServerError::InvalidArgument("malformed transaction id".into()))?;
-        lock(&self.transactions)
-            .get(&id)
-            .filter(|t| t.owner == grant.owner)
-            .cloned()
-            .ok_or_else(|| ServerError::NotFound(format!("unknown transaction {id} (ended or expired)")))
+        self.transactions.get(&id, grant.owner).ok_or_else(|| ServerError::NotFound(format!("unknown transaction {id} (ended or expired)")))
     }
 
     /// Runs `f` on the target's connection (guarded: see [`Conn::guard`]), inside a read-only
@@ -706,7 +701,7 @@ impl Engine {
                 Ok((schema.ok_or_else(|| ServerError::Internal("statement produced no schema".into()))?, batches))
             });
             if let (Err(ServerError::LimitExceeded(_)), Target::Transaction(t)) = (&r, &target) {
-                lock(&engine.transactions).remove(&t.id);
+                engine.transactions.remove_any(&t.id);
             }
             r
         })
@@ -823,21 +818,11 @@ impl Engine {
         .await?;
         let id = Uuid::new_v4();
         let owner = grant.owner;
-        let t = Arc::new(Transaction { id, database: db, read_only, owner, conn: Mutex::new(conn), last_used: Mutex::new(Instant::now()) });
-        {
-            let mut open = lock(&self.transactions);
-            let mine = open.values().filter(|t| t.owner == owner).count();
-            if mine >= TRANSACTIONS_PER_TOKEN || open.len() >= TRANSACTIONS_TOTAL {
-                let limit = if mine >= TRANSACTIONS_PER_TOKEN { TRANSACTIONS_PER_TOKEN } else { TRANSACTIONS_TOTAL };
-                drop(open);
-                // Dropping the connection rolls the new transaction back.
-                tokio::task::spawn_blocking(move || drop(t));
-                return Err(ServerError::LimitExceeded(format!(
-                    "too many open transactions ({limit} at most{}); commit or roll back some first",
-                    if mine >= TRANSACTIONS_PER_TOKEN { " per token" } else { " on this server" }
-                )));
-            }
-            open.insert(id, t);
+        let t = Arc::new(Transaction { id, database: db, read_only, owner, conn: Mutex::new(conn) });
+        if let Err(full) = self.transactions.insert(id, owner, t.clone()) {
+            // Dropping the connection rolls the new transaction back.
+            tokio::task::spawn_blocking(move || drop(t));
+            return Err(ServerError::LimitExceeded(format!("too many open transactions: {full}; commit or roll back some first")));
         }
         tracing::debug!(transaction = %id, "transaction begun");
         Ok(id)
@@ -849,7 +834,7 @@ impl Engine {
         if !grant.allows(t.database.name()) {
             return Err(ServerError::DatabaseNotGranted(t.database.name().to_string()));
         }
-        lock(&self.transactions).remove(&t.id);
+        self.transactions.take(&t.id, grant.owner);
         let id = t.id;
         blocking(move |b| {
             let conn = lock(&t.conn);
@@ -865,14 +850,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Rolls back transactions idle for longer than `idle`.
-    pub fn expire_transactions(&self, idle: Duration) {
-        let expired: Vec<Arc<Transaction>> = {
-            let mut map = lock(&self.transactions);
-            let ids: Vec<Uuid> = map.iter().filter(|(_, t)| lock(&t.last_used).elapsed() > idle).map(|(id, _)| *id).collect();
-            ids.iter().filter_map(|id| map.remove(id)).collect()
-        };
-        for t in expired {
+    /// Rolls back transactions idle for longer than the idle timeout.
+    pub fn expire_transactions(&self) {
+        for t in self.transactions.sweep() {
             tracing::warn!(transaction = %t.id, "rolling back idle transaction");
             // Dropping the connection rolls the transaction back.
             tokio::task::spawn_blocking(move || drop(t));
@@ -890,7 +870,7 @@ impl Engine {
             tracing::warn!(count = ids.len(), "interrupted running queries for shutdown");
         }
         // Open transactions are rolled back when their connections drop.
-        lock(&self.transactions).clear();
+        drop(self.transactions.drain());
     }
 
     /// Number of queries running now.
@@ -954,7 +934,7 @@ mod tests {
     async fn an_invalidated_database_is_reopened_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let dbs = Arc::new(Databases::open_dir(dir.path(), "db", DuckDbSettings::default()).unwrap());
-        let engine = Engine::new(dbs.clone(), None);
+        let engine = Engine::new(dbs.clone(), None, Duration::from_secs(900));
         let grant = Grant::all();
         let target = || engine.target(&grant, None, None).unwrap();
         engine.update(&grant, target(), "CREATE TABLE t AS SELECT range AS i FROM range(100)".into(), vec![]).await.unwrap();
@@ -995,7 +975,7 @@ mod tests {
             gc_grace: Duration::from_secs(3600),
         };
         let dbs = Arc::new(Databases::open_layered(&dir.path().join("disk"), "db", DuckDbSettings::default(), layers).await.unwrap());
-        let engine = Engine::new(dbs.clone(), None);
+        let engine = Engine::new(dbs.clone(), None, Duration::from_secs(900));
         let grant = Grant::all();
         let target = || engine.target(&grant, None, None).unwrap();
         engine.update(&grant, target(), "CREATE TABLE t AS SELECT range AS i FROM range(100)".into(), vec![]).await.unwrap();

@@ -60,7 +60,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
         let replacing = inner.slots.get(&key).is_some_and(|s| s.owner == owner);
         if !replacing {
             if inner.slots.len() >= self.total || inner.per_owner.get(&owner).copied().unwrap_or(0) >= self.per_owner {
-                Self::sweep_locked(&mut inner, self.ttl);
+                drop(Self::sweep_locked(&mut inner, self.ttl));
             }
             if inner.slots.len() >= self.total {
                 return Err(Full::Server(self.total));
@@ -134,9 +134,17 @@ impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
         Some(slot.value)
     }
 
-    /// Drops expired entries (the server's sweeper calls this now and then).
-    pub fn sweep(&self) {
-        Self::sweep_locked(&mut self.lock(), self.ttl);
+    /// Removes expired entries and returns them (the server's sweeper calls this now and then;
+    /// a value whose drop blocks can be dropped where blocking is allowed).
+    pub fn sweep(&self) -> Vec<V> {
+        Self::sweep_locked(&mut self.lock(), self.ttl)
+    }
+
+    /// Removes every entry and returns them.
+    pub fn drain(&self) -> Vec<V> {
+        let mut inner = self.lock();
+        inner.per_owner.clear();
+        inner.slots.drain().map(|(_, slot)| slot.value).collect()
     }
 
     /// How many entries are held.
@@ -149,13 +157,16 @@ impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
         self.len() == 0
     }
 
-    fn sweep_locked(inner: &mut Inner<K, V>, ttl: Duration) {
-        let expired: Vec<(K, Owner)> =
-            inner.slots.iter().filter(|(_, s)| s.used.elapsed() >= ttl).map(|(k, s)| (k.clone(), s.owner)).collect();
-        for (key, owner) in expired {
-            inner.slots.remove(&key);
-            Self::release(inner, owner);
+    fn sweep_locked(inner: &mut Inner<K, V>, ttl: Duration) -> Vec<V> {
+        let expired: Vec<K> = inner.slots.iter().filter(|(_, s)| s.used.elapsed() >= ttl).map(|(k, _)| k.clone()).collect();
+        let mut values = Vec::with_capacity(expired.len());
+        for key in expired {
+            if let Some(slot) = inner.slots.remove(&key) {
+                Self::release(inner, slot.owner);
+                values.push(slot.value);
+            }
         }
+        values
     }
 
     fn release(inner: &mut Inner<K, V>, owner: Owner) {
@@ -220,7 +231,9 @@ mod tests {
         // Full for owner 1 until the expired one is swept, which insert does by itself.
         m.insert("b", 1, ()).unwrap();
         assert!(!m.contains(&"a"));
-        m.sweep();
+        assert!(m.sweep().is_empty(), "the expired one went when b was added");
         assert_eq!(m.len(), 1);
+        assert_eq!(m.drain().len(), 1);
+        assert!(m.is_empty());
     }
 }

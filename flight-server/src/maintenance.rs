@@ -31,7 +31,7 @@ impl Maintenance {
     /// Starts every job that applies (the layered-storage ones only with layered storage).
     pub fn start(engine: &Arc<Engine>, service: &Arc<OpenDuckService>, config: &ServerConfig) -> Self {
         let weak = Arc::downgrade(engine);
-        let mut tasks = vec![tokio::spawn(expire_handles(weak.clone(), Arc::downgrade(service), config.transaction_idle_timeout))];
+        let mut tasks = vec![tokio::spawn(expire_handles(weak.clone(), Arc::downgrade(service)))];
         if let Some(layers) = engine.databases().layers() {
             tasks.push(tokio::spawn(seal(weak.clone(), config.seal_interval, config.seal_log_bytes)));
             tasks.push(tokio::spawn(renew_leases(weak.clone(), layers.lease_ttl)));
@@ -123,12 +123,12 @@ pub async fn collect_garbage(engine: Weak<Engine>, interval: Duration, grace: Du
 }
 
 /// Rolls back idle transactions and drops expired handles of clients.
-pub async fn expire_handles(engine: Weak<Engine>, service: Weak<OpenDuckService>, idle: Duration) {
+pub async fn expire_handles(engine: Weak<Engine>, service: Weak<OpenDuckService>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
         let (Some(engine), Some(service)) = (engine.upgrade(), service.upgrade()) else { return };
-        engine.expire_transactions(idle);
+        engine.expire_transactions();
         service.sweep();
     }
 }

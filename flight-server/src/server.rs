@@ -66,7 +66,7 @@ impl Server {
             }
             None => Databases::open_dir(&config.data_dir, &config.default_database, config.duckdb.clone())?,
         });
-        let engine = Engine::new(databases, config.query_timeout);
+        let engine = Engine::new(databases, config.query_timeout, config.transaction_idle_timeout);
         let auth = Arc::new(auth);
         let service = Arc::new(OpenDuckService::new(engine.clone(), auth.clone(), &config)?);
         let listener = TcpListener::bind(config.listen)
