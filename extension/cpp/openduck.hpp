@@ -136,6 +136,9 @@ inline const vector<string> &Strs(const vector<string> &names) {
 // Throws a DuckDB IOException with the Rust error message, freeing it.
 [[noreturn]] void ThrowClientError(char *err, const string &context);
 
+// The error for a statement an attached database does not support yet, naming it.
+NotImplementedException Unsupported(const string &what);
+
 // Quotes an SQL identifier: "name" with inner quotes doubled.
 string QuoteIdent(const string &name);
 
