@@ -24,7 +24,7 @@
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::delta_layer::LayerWriter;
 use crate::metadata::{Lease, SnapshotInfo};
@@ -38,11 +38,6 @@ pub const DEFAULT_PAGE_SIZE: u32 = 4096;
 fn local(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LayerError {
     let what = what.into();
     move |source| LayerError::Local { what, source }
-}
-
-fn unique_suffix() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{nanos:x}-{}", std::process::id())
 }
 
 /// The file's path with `suffix` appended (`a.duckdb` → `a.duckdb.wal`).
@@ -532,7 +527,7 @@ impl Head {
         let mut bytes = vec![0u8; (len - self.shipped) as usize];
         f.read_exact(&mut bytes).map_err(local(what()))?;
         let fingerprint = WalFingerprint::read(&mut f, len).map_err(local(what()))?;
-        let key = format!("{}/wal/{base}/{:016x}-{}", self.lease.database, self.shipped, unique_suffix());
+        let key = crate::keys::wal_piece(&self.lease.database, base, self.shipped);
         let n = bytes.len() as u64;
         self.storage.store.put_if_absent(&key, bytes.into()).await?;
         self.storage.meta.append_wal(&self.lease, base, self.shipped as i64, &key, n as i64).await?;
@@ -647,7 +642,7 @@ impl Head {
     }
 
     fn layer_key(&self) -> String {
-        format!("{}/layers/{:08}-{}", self.lease.database, self.lease.epoch, unique_suffix())
+        crate::keys::layer(&self.lease.database, self.lease.epoch)
     }
 
     /// Uploads `layer` and commits it as the next snapshot of a `file_len`-byte file (logging

@@ -8,8 +8,8 @@
 //!
 //! What is here: the layer format ([`delta_layer`]), the
 //! layer map ([`layer_map`]), object stores with conditional puts and range reads
-//! ([`object_store`]: local directory and S3, with retries), reading, materialising and
-//! diff-sealing snapshots ([`snapshot`]), and the metadata store with leases, fencing, clones and
+//! ([`object_store`]: local directory and S3, with retries), reading and
+//! materialising snapshots ([`snapshot`]), how objects are named ([`keys`]), and the metadata store with leases, fencing, clones and
 //! GC queries ([`metadata`]: SQLite and PostgreSQL, same behaviour checks), and garbage
 //! collection of unreferenced layers and crash orphans ([`gc`]), compaction of deep snapshots
 //! ([`compaction`]), snapshot retention ([`retention`]),
@@ -30,6 +30,7 @@ pub mod gc;
 pub mod head;
 #[cfg(target_os = "linux")]
 pub mod head_fs;
+pub mod keys;
 pub mod layer_map;
 pub mod metadata;
 pub mod object_store;
