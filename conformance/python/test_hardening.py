@@ -207,7 +207,7 @@ CHECKPOINT_TRICKS = [
 
 @pytest.mark.parametrize("sql", CHECKPOINT_TRICKS)
 def test_checkpoints_only_through_the_sealer(layered, sql):
-    why = "not allowed on an OpenDuck server" if ";" not in sql else ""
+    why = "not allowed on an OpenDuck server" if ";" not in sql else "multiple statements"
     refused(layered.server, sql, token=ADMIN, why=why)
     # The database is not invalidated: writes and reads go on.
     run(layered.server, "CREATE OR REPLACE TABLE after_checkpoint AS SELECT 1 AS x", token=ADMIN)
@@ -466,6 +466,12 @@ def test_the_timeout_covers_planning_too(tmp_path):
         started = time.time()
         message = refused(s, slow_fold, token=ADMIN, why="timeout")
         assert time.time() - started < 8, f"the timeout came after {time.time() - started:.1f} s: {message}"
+        # A statement that changes data runs when described: the timeout stops it there too,
+        # and nothing of it is left.
+        started = time.time()
+        refused(s, "CREATE TABLE slow_write AS SELECT sum(hash(range)) AS n FROM range(5000000000)", token=ADMIN, why="timeout")
+        assert time.time() - started < 8, f"the write's timeout came after {time.time() - started:.1f} s"
+        refused(s, "SELECT * FROM slow_write", token=ADMIN, why="does not exist")
         # The server goes on serving.
         assert run(s, "SELECT 1", token=READER) == [(1,)]
     finally:

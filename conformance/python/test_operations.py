@@ -14,28 +14,13 @@ import pytest
 
 import proto
 from conftest import TOKEN, Server, adbc_connect
-from test_layers import BIN, Layout
+from test_layers import BIN, Layout, rows, wait_until
 
 OPTIONS = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {TOKEN}".encode())])
 
 
-def rows(server, sql):
-    with adbc_connect(server) as c, c.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchall()
-
-
 def snapshot_count(server):
     return rows(server, "SELECT count(*) FROM openduck_snapshots()")[0][0]
-
-
-def wait_for(check, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def test_a_changed_database_is_sealed_by_the_seal_interval(tmp_path):
@@ -46,7 +31,7 @@ def test_a_changed_database_is_sealed_by_the_seal_interval(tmp_path):
         time.sleep(2.5)
         assert snapshot_count(s) == before, "nothing changed: nothing to seal"
         rows(s, "CREATE TABLE t AS SELECT 1 AS x")
-        wait_for(lambda: snapshot_count(s) > before, 10, "a seal after --seal-interval")
+        wait_until(lambda: snapshot_count(s) > before, timeout=10, what="a seal after --seal-interval")
         assert "sealed snapshot" in s.log_path.read_text()
     finally:
         s.stop()
@@ -62,7 +47,7 @@ def test_a_growing_log_is_sealed_by_its_size(tmp_path):
             # Many small commits: the log grows past 1 MiB well before the hour is up.
             for i in range(60):
                 cur.execute(f"INSERT INTO t SELECT range + {i * 1000}, md5(range::VARCHAR) FROM range(1000)")
-        wait_for(lambda: snapshot_count(s) > before, 15, "a seal once the log passed --seal-log-mib")
+        wait_until(lambda: snapshot_count(s) > before, timeout=15, what="a seal once the log passed --seal-log-mib")
     finally:
         s.stop()
 
@@ -107,7 +92,7 @@ def test_the_older_cancel_query_action_cancels(server):
 
     fetcher = threading.Thread(target=fetch)
     fetcher.start()
-    wait_for(lambda: server.health()["running_queries"] > 0, 10, "the query to start")
+    wait_until(lambda: server.health()["running_queries"] > 0, timeout=10, what="the query to start")
     body = proto.any_message("ActionCancelQueryRequest", proto.field_bytes(1, info.serialize()))
     result = list(client.do_action(flight.Action("CancelQuery", body), OPTIONS))[0].body.to_pybytes()
     fetcher.join(30)

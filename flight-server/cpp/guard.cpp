@@ -187,6 +187,14 @@ const std::unordered_set<std::string> &AllowedTableFunctions() {
 	return allowed;
 }
 
+// Table functions that keep binding although no client plan may contain them: `checkpoint` and
+// `force_checkpoint` (the server's sealer runs CHECKPOINT; the plan guard refuses them to
+// clients), and `query`/`query_table`, which bind to the SQL they are given (checked as any).
+const std::unordered_set<std::string> &KeptBindable() {
+	static const std::unordered_set<std::string> kept {"checkpoint", "force_checkpoint", "query", "query_table"};
+	return kept;
+}
+
 [[noreturn]] void Refuse(const std::string &what) {
 	throw duckdb::PermissionException("%s is not allowed on an OpenDuck server (remote SQL may not touch server "
 	                                  "files, logging, profiling or checkpoints)",
@@ -393,8 +401,7 @@ void LockDownCatalog(duckdb::ClientContext &context) {
 				original_databases_function.store(f.function);
 				f.function = DatabasesHidingPaths;
 			}
-			if (AllowedTableFunctions().count(f.name) || f.name == "checkpoint" || f.name == "force_checkpoint" ||
-			    f.name == "query" || f.name == "query_table") {
+			if (AllowedTableFunctions().count(f.name) || KeptBindable().count(f.name)) {
 				continue;
 			}
 			f.bind = RefuseTableBind;

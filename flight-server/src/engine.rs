@@ -136,7 +136,9 @@ pub struct Engine {
     databases: Arc<Databases>,
     query_timeout: Option<Duration>,
     running: Mutex<HashMap<Uuid, Running>>,
-    /// Queries cancelled before they started, with when, so their DoGet is refused.
+    /// The timeout timers of statements in flight, ended when their statement finishes (a
+    /// timer left to sleep out the whole timeout would outlive the query by up to 30 minutes).
+    timers: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
     /// Queries stopped (cancelled, timed out) before they started, so they never start.
     stopped_early: ExpiringMap<Uuid, StopReason>,
     /// Open transactions, each its token's, rolled back once idle past the idle timeout.
@@ -160,6 +162,7 @@ impl Engine {
             databases,
             query_timeout,
             running: Mutex::new(HashMap::new()),
+            timers: Mutex::new(HashMap::new()),
             stopped_early: ExpiringMap::new(Duration::from_secs(3600), 10_000, 100_000),
             transactions: ExpiringMap::new(transaction_idle, TRANSACTIONS_PER_TOKEN, TRANSACTIONS_TOTAL),
             stopping: AtomicBool::new(false),
@@ -414,6 +417,9 @@ impl Engine {
 
     /// Unregisters a query and turns an interrupt error into the reason it was interrupted.
     fn finish<T>(&self, id: Uuid, r: Result<T>) -> Result<T> {
+        if let Some(timer) = lock(&self.timers).remove(&id) {
+            timer.abort();
+        }
         let reason = lock(&self.running).remove(&id).and_then(|r| r.reason);
         match (r, reason) {
             (Err(ServerError::DuckDb(e)), Some(reason)) if e.0.to_lowercase().contains("interrupt") => Err(reason.error()),
@@ -492,14 +498,16 @@ impl Engine {
     fn arm_timeout(self: &Arc<Self>, id: Uuid) {
         if let Some(limit) = self.query_timeout {
             let engine = Arc::downgrade(self);
-            tokio::spawn(async move {
+            let timer = tokio::spawn(async move {
                 tokio::time::sleep(limit).await;
                 if let Some(engine) = engine.upgrade() {
+                    lock(&engine.timers).remove(&id);
                     if engine.stop(&id, StopReason::Timeout(limit)) {
                         tracing::warn!(query = %id, timeout = ?limit, "query timed out; interrupted");
                     }
                 }
             });
+            lock(&self.timers).insert(id, timer.abort_handle());
         }
     }
 
@@ -873,6 +881,12 @@ impl Engine {
         drop(self.transactions.drain());
     }
 
+    /// Number of timeout timers still pending (each ends with its statement).
+    #[cfg(test)]
+    fn pending_timers(&self) -> usize {
+        lock(&self.timers).len()
+    }
+
     /// Number of queries running now.
     pub fn running_count(&self) -> usize {
         lock(&self.running).len()
@@ -929,6 +943,27 @@ fn prepare_ingest_table(conn: &Conn, dest: &IngestTarget, schema: &Schema) -> Re
 mod tests {
     use super::*;
     use crate::config::DuckDbSettings;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_finished_statement_leaves_no_timeout_timer_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let dbs = Arc::new(Databases::open_dir(dir.path(), "db", DuckDbSettings::default()).unwrap());
+        let engine = Engine::new(dbs, Some(Duration::from_secs(3600)), Duration::from_secs(900));
+        let grant = Grant::all();
+        for i in 0..20 {
+            let target = engine.target(&grant, None, None).unwrap();
+            engine.update(&grant, target, format!("CREATE OR REPLACE TABLE t{} AS SELECT 1 AS x", i % 2), vec![]).await.unwrap();
+            let target = engine.target(&grant, None, None).unwrap();
+            let (_, mut rx) = engine.query(&grant, target, Uuid::new_v4(), "SELECT 42".into(), vec![]).await.unwrap();
+            while rx.recv().await.is_some() {}
+        }
+        // The query's thread finishes just after its last batch is sent.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while engine.pending_timers() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(engine.pending_timers(), 0, "timers outlived their statements");
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_invalidated_database_is_reopened_with_its_data() {

@@ -29,17 +29,17 @@ use crate::service::OpenDuckService;
 /// `Authorization: Bearer …`). `status` is `degraded` while a database cannot be served.
 fn health(engine: &Engine, grant: Option<&crate::auth::Grant>) -> serde_json::Value {
     let dbs = engine.databases();
-    let unavailable = dbs.unavailable();
+    let (names, unavailable) = (dbs.names(), dbs.unavailable());
     let mut body = serde_json::json!({
         "status": if unavailable.is_empty() { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "duckdb": crate::duck::library_version(),
-        "database_count": dbs.names().len(),
+        "database_count": names.len(),
         "unavailable_count": unavailable.len(),
         "running_queries": engine.running_count(),
     });
     if let Some(grant) = grant {
-        let names: Vec<String> = dbs.names().into_iter().filter(|n| grant.allows(n)).collect();
+        let names: Vec<String> = names.into_iter().filter(|n| grant.allows(n)).collect();
         let reasons: serde_json::Map<String, serde_json::Value> =
             unavailable.into_iter().filter(|(n, _)| grant.allows(n)).map(|(n, why)| (n, why.into())).collect();
         body["databases"] = names.into();
