@@ -14,8 +14,8 @@ use datafusion_common::config::ConfigOptions;
 use datafusion_common::{plan_err, Result, TableReference};
 use datafusion_expr::planner::{ContextProvider, ExprPlanner};
 use datafusion_expr::{
-    AggregateUDF, ColumnarValue, HigherOrderUDF, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TableSource,
-    TypeSignature, Volatility, WindowUDF,
+    AggregateUDF, ColumnarValue, HigherOrderUDF, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TableSource, TypeSignature,
+    Volatility, WindowUDF,
 };
 
 use crate::Relation;
@@ -141,11 +141,7 @@ impl ContextProvider for PlanningContext {
 
 /// DataFusion's scalar, aggregate and window functions by every name they go by.
 #[allow(clippy::type_complexity)]
-pub(crate) fn functions() -> (
-    HashMap<String, Arc<ScalarUDF>>,
-    HashMap<String, Arc<AggregateUDF>>,
-    HashMap<String, Arc<WindowUDF>>,
-) {
+pub(crate) fn functions() -> (HashMap<String, Arc<ScalarUDF>>, HashMap<String, Arc<AggregateUDF>>, HashMap<String, Arc<WindowUDF>>) {
     fn by_name<T: ?Sized>(items: Vec<Arc<T>>, names: impl Fn(&T) -> Vec<String>) -> HashMap<String, Arc<T>> {
         items.into_iter().flat_map(|f| names(&f).into_iter().map(move |n| (n, f.clone()))).collect()
     }

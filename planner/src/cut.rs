@@ -110,9 +110,7 @@ impl Cutter<'_> {
         let exprs = plan.expressions().into_iter().map(|e| rename(e, &map)).collect::<Result<Vec<_>>>()?;
         let plan = plan.with_new_exprs(exprs, children)?;
         let out = match &plan {
-            LogicalPlan::Projection(projection) => {
-                return Ok((keep_names(projection, &old_schema)?, ColumnMap::new()));
-            }
+            LogicalPlan::Projection(projection) => return keep_names(projection, &old_schema),
             LogicalPlan::Aggregate(_) | LogicalPlan::Union(_) => positional(&old_schema, plan.schema(), 0)?,
             LogicalPlan::Window(window) => {
                 let computed = window.window_expr.len();
@@ -122,9 +120,7 @@ impl Cutter<'_> {
             }
             LogicalPlan::SubqueryAlias(alias) => map
                 .into_iter()
-                .map(|(old, new)| {
-                    (Column::new(Some(alias.alias.clone()), old.name), Column::new(Some(alias.alias.clone()), new.name))
-                })
+                .map(|(old, new)| (Column::new(Some(alias.alias.clone()), old.name), Column::new(Some(alias.alias.clone()), new.name)))
                 .collect(),
             LogicalPlan::Filter(_)
             | LogicalPlan::Sort(_)
@@ -141,10 +137,8 @@ impl Cutter<'_> {
         let id = self.fragments.len() as u32;
         let table = fragment_table(id);
         let schema = plan.schema().clone();
-        let relation_like = matches!(
-            plan,
-            LogicalPlan::SubqueryAlias(_) | LogicalPlan::Filter(_) | LogicalPlan::Join(_) | LogicalPlan::TableScan(_)
-        );
+        let relation_like =
+            matches!(plan, LogicalPlan::SubqueryAlias(_) | LogicalPlan::Filter(_) | LogicalPlan::Join(_) | LogicalPlan::TableScan(_));
         let mut keep: Vec<usize> = (0..schema.fields().len()).collect();
         if relation_like && !is_root {
             let mut inside = HashMap::new();
@@ -168,14 +162,18 @@ impl Cutter<'_> {
             fields.push(Field::new(&name, field.data_type().clone(), true));
             map.insert(old, Column::new(Some(TableReference::bare(table.clone())), name));
         }
-        let remote_plan = name_remote_tables(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan))?), self.relations)?;
+        // A fragment that ends in a projection names its own outputs; any other gets one.
+        let named = if relation_like { None } else { name_outputs(plan.clone())? };
+        let plan = match named {
+            Some(named) => named,
+            None => LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan))?),
+        };
+        let remote_plan = name_remote_tables(plan, self.relations)?;
         let sql = unparse(&remote_plan)?;
         let explain = explain::render_remote(&remote_plan);
         let column_count = fields.len();
         let source = Arc::new(RelationSource::new(Arc::new(Schema::new(fields))));
         let scan = LogicalPlan::TableScan(TableScan::try_new(table, source, None, vec![], None)?);
-        // Check now that the fragment can travel.
-        codec::encode_fragment(&remote_plan)?;
         self.fragments.push(Fragment { id, plan: remote_plan, sql, column_count, explain });
         Ok((scan, map))
     }
@@ -222,12 +220,15 @@ fn rename(expr: Expr, map: &ColumnMap) -> Result<Expr> {
         .data)
 }
 
-/// The projection with each output that changed name written back under its old name.
-fn keep_names(projection: &Projection, old: &DFSchemaRef) -> Result<LogicalPlan> {
+/// The projection with each output that changed name written back under its old name. SQL
+/// cannot give an output a table qualifier, so one that had one is now read unqualified: the
+/// returned renaming says so to the operators above.
+fn keep_names(projection: &Projection, old: &DFSchemaRef) -> Result<(LogicalPlan, ColumnMap)> {
     let new = projection.schema.clone();
     if new.fields().len() != old.fields().len() {
         return Err(DataFusionError::Plan("a projection changed width".into()));
     }
+    let mut map = ColumnMap::new();
     let exprs = projection
         .expr
         .iter()
@@ -238,11 +239,46 @@ fn keep_names(projection: &Projection, old: &DFSchemaRef) -> Result<LogicalPlan>
             if old_q == new_q && old_f.name() == new_f.name() {
                 e.clone()
             } else {
-                e.clone().unalias().alias_qualified(old_q.cloned(), old_f.name())
+                if old_q.is_some() {
+                    map.insert(Column::new(old_q.cloned(), old_f.name()), Column::new_unqualified(old_f.name()));
+                }
+                e.clone().unalias().alias(old_f.name())
             }
         })
         .collect();
-    Ok(LogicalPlan::Projection(Projection::try_new(exprs, projection.input.clone())?))
+    Ok((LogicalPlan::Projection(Projection::try_new(exprs, projection.input.clone())?), map))
+}
+
+/// `plan` with its outputs named `c0, c1, …` where it ends in a projection (possibly under a
+/// sort, limit, DISTINCT or UNION); `None` for any other plan.
+fn name_outputs(plan: LogicalPlan) -> Result<Option<LogicalPlan>> {
+    match plan {
+        LogicalPlan::Projection(projection) => {
+            let exprs = projection.expr.iter().enumerate().map(|(i, e)| e.clone().unalias().alias(format!("c{i}"))).collect();
+            Ok(Some(LogicalPlan::Projection(Projection::try_new(exprs, projection.input)?)))
+        }
+        LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::Distinct(datafusion_expr::Distinct::All(_)) => {
+            let input = plan.inputs()[0].clone();
+            let old = input.schema().clone();
+            let Some(input) = name_outputs(input)? else {
+                return Ok(None);
+            };
+            let map = positional(&old, input.schema(), 0)?;
+            let exprs = plan.expressions().into_iter().map(|e| rename(e, &map)).collect::<Result<Vec<_>>>()?;
+            Ok(Some(plan.with_new_exprs(exprs, vec![input])?))
+        }
+        LogicalPlan::Union(union) => {
+            let mut inputs = vec![];
+            for input in union.inputs {
+                match name_outputs(Arc::unwrap_or_clone(input))? {
+                    Some(named) => inputs.push(Arc::new(named)),
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(LogicalPlan::Union(datafusion_expr::Union::try_new(inputs)?)))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Old → new for the fields of `old` and `new` in the same positions, from `skip_from_end`

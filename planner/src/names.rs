@@ -48,12 +48,11 @@ impl Resolver<'_> {
     }
 
     fn find(&self, name: &ObjectName) -> Option<usize> {
-        let parts: Option<Vec<String>> =
-            name.0.iter().map(|p| p.as_ident().map(ident_key)).collect();
+        let parts: Option<Vec<String>> = name.0.iter().map(|p| p.as_ident().map(ident_key)).collect();
         let parts = parts?;
-        self.relations.iter().position(|r| {
-            r.reference.len() == parts.len() && r.reference.iter().zip(&parts).all(|(a, b)| a.to_lowercase() == *b)
-        })
+        self.relations
+            .iter()
+            .position(|r| r.reference.len() == parts.len() && r.reference.iter().zip(&parts).all(|(a, b)| a.to_lowercase() == *b))
     }
 }
 

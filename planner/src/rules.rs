@@ -82,8 +82,8 @@ fn map_subquery_plans(plan: LogicalPlan, f: &mut dyn FnMut(LogicalPlan) -> Resul
 /// `a JOIN b ON …`) are taken apart with all their conditions. When some inputs are remote and
 /// some local, the remote inputs that conditions connect are joined to each other first, with
 /// every condition that reads only them, into one subtree the server can run; the local inputs
-/// and those subtrees are then joined under the remaining conditions. Conditions with subqueries
-/// stay where the client evaluates them. Only inner joins are regrouped, which is what makes the
+/// and those subtrees are then joined under the remaining conditions. A condition with a subquery
+/// goes with them when the subquery, too, reads only remote tables and their columns. Only inner joins are regrouped, which is what makes the
 /// reordering exact; DuckDB picks the join order of each part again.
 pub fn group_joins(plan: LogicalPlan, relations: &[Relation]) -> Result<LogicalPlan> {
     let (leaves, predicates) = match &plan {
@@ -137,20 +137,15 @@ fn regroup(leaves: Vec<LogicalPlan>, remote: Vec<bool>, predicates: Vec<Expr>, r
     let touched: Vec<BTreeSet<usize>> = predicates
         .iter()
         .map(|p| {
-            let refs = p.column_refs();
-            (0..leaves.len()).filter(|&i| refs.iter().any(|c| columns[i].contains(*c))).collect()
+            let refs = all_columns(p);
+            (0..leaves.len()).filter(|&i| refs.iter().any(|c| columns[i].contains(c))).collect()
         })
         .collect();
     let remote_columns: HashSet<Column> = (0..leaves.len()).filter(|&i| remote[i]).flat_map(|i| columns[i].clone()).collect();
     let pushable: Vec<bool> = predicates
         .iter()
         .zip(&touched)
-        .map(|(p, t)| {
-            !t.is_empty()
-                && t.iter().all(|&i| remote[i])
-                && !place::has_subquery(p)
-                && place::expr_remote(p, relations, &remote_columns)
-        })
+        .map(|(p, t)| !t.is_empty() && t.iter().all(|&i| remote[i]) && place::expr_remote(p, relations, &remote_columns))
         .collect();
     // Union-find over the remote leaves, joined by pushable conditions.
     let mut parent: Vec<usize> = (0..leaves.len()).collect();
@@ -199,6 +194,34 @@ fn regroup(leaves: Vec<LogicalPlan>, remote: Vec<bool>, predicates: Vec<Expr>, r
     }
     let rest: Vec<Expr> = predicates.into_iter().flatten().collect();
     join_all(top_leaves, rest)
+}
+
+/// The columns `expr` reads, including those its subqueries read from outside.
+fn all_columns(expr: &Expr) -> Vec<Column> {
+    let mut out: Vec<Column> = expr.column_refs().into_iter().cloned().collect();
+    let _ = expr.apply(|e| {
+        let plan = match e {
+            Expr::Exists(x) => Some(&x.subquery.subquery),
+            Expr::InSubquery(x) => Some(&x.subquery.subquery),
+            Expr::ScalarSubquery(x) => Some(&x.subquery),
+            _ => None,
+        };
+        if let Some(plan) = plan {
+            let _ = plan.apply_with_subqueries(|node| {
+                for inner in node.expressions() {
+                    let _ = inner.apply(|x| {
+                        if let Expr::OuterReferenceColumn(_, c) = x {
+                            out.push(c.clone());
+                        }
+                        Ok(datafusion_common::tree_node::TreeNodeRecursion::Continue)
+                    });
+                }
+                Ok(datafusion_common::tree_node::TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(datafusion_common::tree_node::TreeNodeRecursion::Continue)
+    });
+    out
 }
 
 /// The aggregates [`partial_aggregate`] can compute in two steps, and the aggregate that combines
@@ -294,11 +317,8 @@ fn two_step(aggregate: &Aggregate, relations: &[Relation]) -> Result<Option<Logi
             }
         }
     }
-    let reduced = LogicalPlan::Aggregate(Aggregate::try_new(
-        Arc::new(leaves[r].clone()),
-        keys.into_iter().map(Expr::Column).collect(),
-        partials,
-    )?);
+    let reduced =
+        LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(leaves[r].clone()), keys.into_iter().map(Expr::Column).collect(), partials)?);
     leaves[r] = reduced;
     let input = join_all(leaves, predicates)?;
     Ok(Some(LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), aggregate.group_expr.clone(), finals)?)))

@@ -74,7 +74,8 @@ fn remote_tables_joined_to_each_other_go_together() {
 
 #[test]
 fn a_fragment_travels_and_comes_back_as_the_same_sql() {
-    let (_, fragments, _) = split_ok("SELECT p.category, s.amount FROM products p JOIN cloud.sales s ON p.id = s.product_id WHERE upper(s.note) = 'X'");
+    let (_, fragments, _) =
+        split_ok("SELECT p.category, s.amount FROM products p JOIN cloud.sales s ON p.id = s.product_id WHERE upper(s.note) = 'X'");
     let bytes = encode_fragment(&fragments[0].plan).unwrap();
     let (_, sql) = decode_fragment(&bytes).unwrap();
     assert_eq!(sql, fragments[0].sql);
