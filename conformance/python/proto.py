@@ -68,3 +68,91 @@ def read_varint(data: bytes, pos: int = 0):
         if not b & 0x80:
             return result, pos
         shift += 7
+
+
+# OpenDuck's own messages (proto/openduck/v1/hybrid.proto).
+SPLIT_ACTION = "openduck.v1.split"
+LOCAL, REMOTE = 1, 2
+
+
+def relation(reference, location, schema="", table="", catalog="", arrow_schema=b"") -> bytes:
+    """openduck.v1.Relation."""
+    out = b"".join(field_bytes(1, part.encode()) for part in reference)
+    out += field_varint(2, location)
+    for number, text in ((3, catalog), (4, schema), (5, table)):
+        if text:
+            out += field_bytes(number, text.encode())
+    if arrow_schema:
+        out += field_bytes(6, arrow_schema)
+    return out
+
+
+def split_request(sql: str, relations, settings=None, transaction: bytes = b"") -> bytes:
+    """openduck.v1.SplitRequest."""
+    out = field_bytes(1, sql.encode()) + b"".join(field_bytes(2, r) for r in relations)
+    for key, value in (settings or {}).items():
+        out += field_bytes(3, field_bytes(1, key.encode()) + field_bytes(2, value.encode()))
+    if transaction:
+        out += field_bytes(4, transaction)
+    return out
+
+
+def fragment_command(plan: bytes = b"", sql: str = "", transaction: bytes = b"") -> bytes:
+    """openduck.v1.FragmentCommand."""
+    out = b""
+    if plan:
+        out += field_bytes(1, plan)
+    if sql:
+        out += field_bytes(2, sql.encode())
+    if transaction:
+        out += field_bytes(3, transaction)
+    return out
+
+
+def decode(data: bytes) -> dict:
+    """Any protobuf message as {field number: [values]} (bytes or int)."""
+    out, i = {}, 0
+
+    def varint():
+        nonlocal i
+        shift = value = 0
+        while True:
+            b = data[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return value
+
+    while i < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value = varint()
+        elif wire == 2:
+            n = varint()
+            value, i = data[i : i + n], i + n
+        else:
+            raise ValueError(f"wire type {wire} not handled")
+        out.setdefault(number, []).append(value)
+    return out
+
+
+def split_response(data: bytes) -> dict:
+    """openduck.v1.SplitResponse as a dict."""
+    m = decode(data)
+    text = lambda v, n: v.get(n, [b""])[0].decode()  # noqa: E731
+    fragments = []
+    for raw in m.get(2, []):
+        f = decode(raw)
+        fragments.append(
+            {
+                "id": f.get(1, [0])[0],
+                "plan": f.get(2, [b""])[0],
+                "sql": text(f, 3),
+                "column_count": f.get(4, [0])[0],
+                "explain": text(f, 6),
+                "arrow_schema": f.get(7, [b""])[0],
+            }
+        )
+    return {"local_sql": text(m, 1), "fragments": fragments, "fallback_reason": text(m, 3), "explain": text(m, 4)}

@@ -10,6 +10,7 @@
 mod catalog;
 mod handles;
 mod headers;
+mod hybrid;
 mod info;
 mod results;
 mod tickets;
@@ -470,7 +471,24 @@ impl FlightSqlService for OpenDuckService {
             let out = arrow_flight::Result { body: body.into() };
             return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(out)]))));
         }
+        if request.get_ref().r#type == openduck_proto::SPLIT_ACTION {
+            return self.split_action(request).await;
+        }
         Err(Status::invalid_argument(format!("unknown action '{}'", request.get_ref().r#type)))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
+        Some(vec![Ok(arrow_flight::ActionType {
+            r#type: openduck_proto::SPLIT_ACTION.into(),
+            description: openduck_proto::SPLIT_ACTION_DESCRIPTION.into(),
+        })])
+    }
+
+    async fn do_exchange_fallback(
+        &self,
+        request: Request<Streaming<arrow_flight::FlightData>>,
+    ) -> Result<Response<<Self as FlightService>::DoExchangeStream>, Status> {
+        self.exchange_fragment(request).await
     }
 
     async fn get_flight_info_catalogs(

@@ -24,3 +24,133 @@ pub struct StatementTicket {
     #[prost(bool, tag = "6")]
     pub ran: bool,
 }
+/// A relation the query reads, as the client's DuckDB resolved it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Relation {
+    /// The name as the query spells it (one to three parts, case as written), e.g. \["cloud", "sales"\].
+    #[prost(string, repeated, tag = "1")]
+    pub reference: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(enumeration = "Location", tag = "2")]
+    pub location: i32,
+    /// Where it lives: for LOCAL the client's catalog, schema and table, which the local part of the
+    /// plan names; for REMOTE the server's schema and table (catalog empty).
+    #[prost(string, tag = "3")]
+    pub catalog: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub schema: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub table: ::prost::alloc::string::String,
+    /// Its columns as an Arrow IPC schema message; for REMOTE relations the server uses its own.
+    #[prost(bytes = "vec", tag = "6")]
+    pub arrow_schema: ::prost::alloc::vec::Vec<u8>,
+    /// The client's row estimate (LOCAL); the server estimates REMOTE relations itself.
+    #[prost(uint64, optional, tag = "7")]
+    pub estimated_rows: ::core::option::Option<u64>,
+}
+/// The body of the split action.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SplitRequest {
+    /// One DuckDB SELECT statement.
+    #[prost(string, tag = "1")]
+    pub sql: ::prost::alloc::string::String,
+    /// Every relation the statement names.
+    #[prost(message, repeated, tag = "2")]
+    pub relations: ::prost::alloc::vec::Vec<Relation>,
+    /// The client session's settings that change what SQL means (TimeZone, default_collation, …):
+    /// the server falls back when its own differ.
+    #[prost(map = "string, string", tag = "3")]
+    pub settings: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// The server transaction the statement runs in (a 16-byte UUID); empty outside transactions.
+    #[prost(bytes = "vec", tag = "4")]
+    pub transaction: ::prost::alloc::vec::Vec<u8>,
+}
+/// One remote part of a split plan.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Fragment {
+    /// Its number in the plan; the local SQL reads it as the table "__openduck_fragment_<id>".
+    #[prost(uint32, tag = "1")]
+    pub id: u32,
+    /// The fragment's logical plan, encoded with datafusion-proto (DataFusion 54.1).
+    #[prost(bytes = "vec", tag = "2")]
+    pub plan: ::prost::alloc::vec::Vec<u8>,
+    /// The DuckDB SQL the server runs for it (shown by EXPLAIN; the plan is what DoExchange runs).
+    #[prost(string, tag = "3")]
+    pub sql: ::prost::alloc::string::String,
+    /// Its output columns: c0, c1, … in this order.
+    #[prost(uint32, tag = "4")]
+    pub column_count: u32,
+    /// The server's estimate of its output rows, if any.
+    #[prost(uint64, optional, tag = "5")]
+    pub estimated_rows: ::core::option::Option<u64>,
+    /// The fragment as an indented operator list, for EXPLAIN.
+    #[prost(string, tag = "6")]
+    pub explain: ::prost::alloc::string::String,
+    /// Its result's Arrow schema (an IPC schema message), as the server's DuckDB types it.
+    #[prost(bytes = "vec", tag = "7")]
+    pub arrow_schema: ::prost::alloc::vec::Vec<u8>,
+}
+/// The result of the split action.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SplitResponse {
+    /// Set when the query runs split: the local part as DuckDB SQL over local tables and fragments.
+    #[prost(string, tag = "1")]
+    pub local_sql: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "2")]
+    pub fragments: ::prost::alloc::vec::Vec<Fragment>,
+    /// Set when the planner leaves the query to the client's own plan, saying why.
+    #[prost(string, tag = "3")]
+    pub fallback_reason: ::prost::alloc::string::String,
+    /// The whole plan, one operator per line, each labelled \[LOCAL\] or \[REMOTE\], bridges shown.
+    #[prost(string, tag = "4")]
+    pub explain: ::prost::alloc::string::String,
+}
+/// What a DoExchange descriptor's cmd carries: the fragment to run, in the database the call's
+/// headers name, under the caller's token.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FragmentCommand {
+    /// The fragment's plan, as the split action returned it. Empty for a fragment datafusion-proto
+    /// cannot encode (DataFusion 54 encodes no subquery expressions): then `sql` is run.
+    #[prost(bytes = "vec", tag = "1")]
+    pub plan: ::prost::alloc::vec::Vec<u8>,
+    /// The fragment's SQL, as the split action returned it; used when `plan` is empty.
+    #[prost(string, tag = "2")]
+    pub sql: ::prost::alloc::string::String,
+    /// The server transaction to run in (a 16-byte UUID); empty outside transactions.
+    #[prost(bytes = "vec", tag = "3")]
+    pub transaction: ::prost::alloc::vec::Vec<u8>,
+}
+/// Where a relation, an operator or a fragment runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum Location {
+    Unspecified = 0,
+    /// In the client's DuckDB.
+    Local = 1,
+    /// On the server the request is sent to, in the database the call names.
+    Remote = 2,
+}
+impl Location {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "LOCATION_UNSPECIFIED",
+            Self::Local => "LOCAL",
+            Self::Remote => "REMOTE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "LOCATION_UNSPECIFIED" => Some(Self::Unspecified),
+            "LOCAL" => Some(Self::Local),
+            "REMOTE" => Some(Self::Remote),
+            _ => None,
+        }
+    }
+}
