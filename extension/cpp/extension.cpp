@@ -88,6 +88,7 @@ static void Register(ExtensionLoader &loader) {
 	StorageExtension::Register(config, "od", extension);
 	RegisterRemoteStatements(config);
 	RegisterWholeQueryPushdown(config);
+	RegisterHybrid(config, loader);
 
 	SecretType secret_type;
 	secret_type.name = "openduck";

@@ -7,6 +7,7 @@
 #include "duckdb/catalog/catalog_entry/schema_catalog_entry.hpp"
 #include "duckdb/catalog/catalog_entry/table_catalog_entry.hpp"
 #include "duckdb/function/table/arrow.hpp"
+#include "duckdb/main/extension/extension_loader.hpp"
 #include "duckdb/parser/parsed_data/create_schema_info.hpp"
 #include "duckdb/parser/parsed_data/create_table_info.hpp"
 #include "duckdb/parser/parsed_data/create_view_info.hpp"
@@ -334,6 +335,37 @@ private:
 	mutex lock;
 	reference_map_t<Transaction, unique_ptr<OdTransaction>> transactions;
 };
+
+// One remote fragment of a split query (hybrid.cpp), as its scan needs it.
+struct FragmentSpec {
+	uint32_t id = 0;
+	// Its plan as the server encoded it (empty: it runs by SQL).
+	string plan;
+	string sql;
+	// Its result's Arrow schema, an IPC schema message.
+	string schema;
+	// Its operators, one per line.
+	string explain;
+	// The whole split plan, labelled (kept on fragment 0, for EXPLAIN).
+	string whole_plan;
+};
+// The scan function of fragments, `openduck_fragment(id)`, with `bind` as its bind.
+TableFunction FragmentScanFunction(table_function_bind_t bind);
+// The bind data of a scan of fragment `spec`; fills its column types and names.
+unique_ptr<FunctionData> BindFragment(ClientContext &context, std::shared_ptr<Connection> conn, const string &txn,
+                                      FragmentSpec spec, vector<LogicalType> &types, vector<string> &names);
+// Shows in EXPLAIN why the query a remote scan belongs to was not split.
+void NoteHybridFallback(LogicalGet &get, const string &reason);
+// Splits a query that reads local data and an OpenDuck attachment between the two (hybrid.cpp);
+// leaves `plan` as it was when it cannot, saying why in EXPLAIN.
+void SplitQuery(ClientContext &context, Binder &binder, unique_ptr<LogicalOperator> &plan);
+// Registers hybrid execution: the openduck_hybrid setting, the fragment scan and its names.
+void RegisterHybrid(DBConfig &config, ExtensionLoader &loader);
+// The OpenDuck catalog a connection belongs to, if attached.
+optional_ptr<OdCatalog> CatalogOf(ClientContext &context, const std::shared_ptr<Connection> &conn);
+// Parses the current statement as one SELECT (EXPLAIN unwrapped), or returns null; `sql` (if
+// given) receives the SELECT's text.
+unique_ptr<SQLStatement> CurrentSelect(ClientContext &context, string *sql = nullptr);
 
 // The connection of a remote table scan, or null if `get` is another kind of scan.
 std::shared_ptr<Connection> RemoteScanConnection(LogicalGet &get);

@@ -76,32 +76,10 @@ bool AllRemote(LogicalOperator &op, std::shared_ptr<Connection> &conn) {
 	return true;
 }
 
-optional_ptr<OdCatalog> CatalogOf(ClientContext &context, const std::shared_ptr<Connection> &conn) {
-	for (auto &db : DatabaseManager::Get(context).GetDatabases(context)) {
-		auto &catalog = db->GetCatalog();
-		if (catalog.GetCatalogType() == "openduck" && catalog.Cast<OdCatalog>().conn == conn) {
-			return &catalog.Cast<OdCatalog>();
-		}
-	}
-	return nullptr;
-}
-
 // The current statement as SQL the server can run, or "" if it is not a plain SELECT.
 string ShippedSQL(ClientContext &context, const string &catalog) {
-#if OPENDUCK_DUCKDB_V2
-	Parser parser(context);
-#else
-	Parser parser(context.GetParserOptions());
-#endif
-	parser.ParseQuery(context.GetCurrentQuery());
-	if (parser.statements.size() != 1) {
-		return "";
-	}
-	auto statement = std::move(parser.statements[0]);
-	if (statement->type == StatementType::EXPLAIN_STATEMENT) {
-		statement = std::move(statement->Cast<ExplainStatement>().stmt);
-	}
-	if (statement->type != StatementType::SELECT_STATEMENT || !statement->named_param_map.empty()) {
+	auto statement = CurrentSelect(context);
+	if (!statement) {
 		return "";
 	}
 	auto &select = statement->Cast<SelectStatement>();
@@ -121,7 +99,12 @@ void ShipWholeQuery(OptimizerExtensionInput &input, unique_ptr<LogicalOperator> 
 		return;
 	}
 	std::shared_ptr<Connection> conn;
-	if (!plan || !AllRemote(*plan, conn) || !conn) {
+	if (!plan) {
+		return;
+	}
+	if (!AllRemote(*plan, conn) || !conn) {
+		// Local data too (or more than one attachment): split the query between them.
+		SplitQuery(context, input.optimizer.binder, plan);
 		return;
 	}
 	auto catalog = CatalogOf(context, conn);
@@ -152,7 +135,76 @@ void ShipWholeQuery(OptimizerExtensionInput &input, unique_ptr<LogicalOperator> 
 	}
 }
 
+// `text` (an EXPLAIN statement) without its EXPLAIN [ANALYZE] [(options)] prefix.
+string ExplainedText(const string &text) {
+	idx_t i = 0;
+	auto skip_space = [&]() {
+		while (i < text.size() && StringUtil::CharacterIsSpace(text[i])) {
+			i++;
+		}
+	};
+	auto keyword = [&](const char *word) {
+		auto n = strlen(word);
+		if (i + n <= text.size() && StringUtil::CIEquals(text.substr(i, n), word) &&
+		    (i + n == text.size() || !StringUtil::CharacterIsAlphaNumeric(text[i + n]))) {
+			i += n;
+			return true;
+		}
+		return false;
+	};
+	skip_space();
+	keyword("EXPLAIN");
+	skip_space();
+	keyword("ANALYZE");
+	skip_space();
+	if (i < text.size() && text[i] == '(') {
+		auto close = text.find(')', i);
+		i = close == string::npos ? text.size() : close + 1;
+	}
+	return text.substr(i);
+}
+
 } // namespace
+
+optional_ptr<OdCatalog> CatalogOf(ClientContext &context, const std::shared_ptr<Connection> &conn) {
+	for (auto &db : DatabaseManager::Get(context).GetDatabases(context)) {
+		auto &catalog = db->GetCatalog();
+		if (catalog.GetCatalogType() == "openduck" && catalog.Cast<OdCatalog>().conn == conn) {
+			return &catalog.Cast<OdCatalog>();
+		}
+	}
+	return nullptr;
+}
+
+unique_ptr<SQLStatement> CurrentSelect(ClientContext &context, string *sql) {
+	try {
+#if OPENDUCK_DUCKDB_V2
+		Parser parser(context);
+#else
+		Parser parser(context.GetParserOptions());
+#endif
+		parser.ParseQuery(context.GetCurrentQuery());
+		if (parser.statements.size() != 1) {
+			return nullptr;
+		}
+		auto statement = std::move(parser.statements[0]);
+		auto text = context.GetCurrentQuery();
+		if (statement->type == StatementType::EXPLAIN_STATEMENT) {
+			statement = std::move(statement->Cast<ExplainStatement>().stmt);
+			// The explained statement's own text: what follows EXPLAIN [ANALYZE] [(options)].
+			text = ExplainedText(text);
+		}
+		if (statement->type != StatementType::SELECT_STATEMENT || !statement->named_param_map.empty()) {
+			return nullptr;
+		}
+		if (sql) {
+			*sql = text;
+		}
+		return statement;
+	} catch (std::exception &) {
+		return nullptr;
+	}
+}
 
 void RegisterWholeQueryPushdown(DBConfig &config) {
 	config.AddExtensionOption("openduck_ship_queries",

@@ -316,11 +316,22 @@ struct ScanRequest {
 	string table_sql;
 	// For a whole query shipped to the server: its SQL (then schema/table are unused).
 	string query_sql;
+	// For a fragment of a split query (then query_sql is its SQL, run when it has no plan).
+	bool is_fragment = false;
+	FragmentSpec fragment;
 };
 
 // Asks the server for the Arrow schema of the request's table or query.
 void ExportSchemaOf(const ScanRequest &r, ArrowSchema &out) {
 	char *err = nullptr;
+	if (r.is_fragment) {
+		// The split answer carries it: no call to the server.
+		if (openduck_schema_from_ipc(reinterpret_cast<const uint8_t *>(r.fragment.schema.data()), r.fragment.schema.size(),
+		                             &out, &err) != 0) {
+			ThrowClientError(err, "fragment schema");
+		}
+		return;
+	}
 	auto rc = r.query_sql.empty()
 	              ? openduck_table_schema(r.conn->Get(), r.schema.c_str(), r.table.c_str(), TxnArg(r.txn), &out, &err)
 	              : openduck_describe(r.conn->Get(), r.query_sql.c_str(), TxnArg(r.txn), &out, &err);
@@ -349,6 +360,8 @@ struct OdScanData : public ArrowScanFunctionData {
 	ScanRequest request;
 	// The server's row estimate of the table, if known.
 	optional_idx estimated_rows;
+	// Why the query this scan belongs to was not split (shown by EXPLAIN).
+	string hybrid_note;
 };
 
 int Interrupted(void *context) {
@@ -388,6 +401,23 @@ void StartQuery(const ScanRequest &data, const string &sql, OdStream &stream, co
 }
 
 unique_ptr<ArrowArrayStreamWrapper> ProduceStreamOf(const ScanRequest &data, ArrowStreamParameters &params) {
+	if (data.is_fragment) {
+		auto stream = make_uniq<OdStream>(data.context);
+		char *err = nullptr;
+		auto &f = data.fragment;
+		if (openduck_exchange(data.conn->Get(), reinterpret_cast<const uint8_t *>(f.plan.data()), f.plan.size(),
+		                      f.sql.c_str(), reinterpret_cast<const uint8_t *>(f.schema.data()), f.schema.size(),
+		                      TxnArg(data.txn), data.context ? Interrupted : nullptr, data.context,
+		                      &stream->arrow_array_stream, &err) != 0) {
+			if (data.context && data.context->IsInterrupted()) {
+				openduck_free_string(err);
+				throw InterruptException();
+			}
+			ThrowClientError(err, "remote fragment " + std::to_string(f.id));
+		}
+		NoRowCount(*stream);
+		return std::move(stream);
+	}
 	if (!data.query_sql.empty()) {
 		auto stream = make_uniq<OdStream>(data.context);
 		StartQuery(data, data.query_sql, *stream, "remote query");
@@ -455,6 +485,7 @@ unique_ptr<FunctionData> OdScanData::Copy() const {
 	copy->arrow_table = arrow_table;
 	copy->all_types = all_types;
 	copy->projection_pushdown_enabled = projection_pushdown_enabled;
+	copy->hybrid_note = hybrid_note;
 	return std::move(copy);
 }
 
@@ -465,9 +496,21 @@ virtual_column_map_t NoVirtualColumns(ClientContext &, optional_ptr<FunctionData
 InsertionOrderPreservingMap<string> ScanToString(TableFunctionToStringInput &input) {
 	InsertionOrderPreservingMap<string> result;
 	auto &data = input.bind_data->Cast<OdScanData>();
-	if (data.request.query_sql.empty()) {
+	if (data.request.is_fragment) {
+		auto &f = data.request.fragment;
+		result["Runs"] = "REMOTE (fragment " + std::to_string(f.id) + " of a hybrid plan, on the OpenDuck server)";
+		result["Bridge"] = "REMOTE→LOCAL";
+		result["Fragment"] = f.explain;
+		result["SQL"] = f.sql;
+		if (!f.whole_plan.empty()) {
+			result["Hybrid plan"] = f.whole_plan;
+		}
+	} else if (data.request.query_sql.empty()) {
 		result["Table"] = data.request.table_sql;
 		result["Runs"] = "REMOTE (OpenDuck server)";
+		if (!data.hybrid_note.empty()) {
+			result["Hybrid"] = data.hybrid_note;
+		}
 	} else {
 		result["Runs"] = "REMOTE (whole query on the OpenDuck server)";
 		result["SQL"] = data.request.query_sql;
@@ -600,6 +643,33 @@ TableFunction OdTable::GetScanFunction(ClientContext &context, unique_ptr<Functi
 	}
 	bind_data = std::move(data);
 	return MakeScanFunction("openduck_scan", true);
+}
+
+void NoteHybridFallback(LogicalGet &get, const string &reason) {
+	if (FunctionName(get.function) == "openduck_scan" && get.bind_data) {
+		get.bind_data->Cast<OdScanData>().hybrid_note = "not split: " + reason;
+	}
+}
+
+TableFunction FragmentScanFunction(table_function_bind_t bind) {
+	auto scan = MakeScanFunction("openduck_fragment", false);
+	scan.arguments = {LogicalType::INTEGER};
+	scan.bind = bind;
+	return scan;
+}
+
+unique_ptr<FunctionData> BindFragment(ClientContext &context, std::shared_ptr<Connection> conn, const string &txn,
+                                      FragmentSpec spec, vector<LogicalType> &types, vector<string> &names) {
+	ScanRequest request(std::move(conn), &context, txn, "", "", spec.sql);
+	request.is_fragment = true;
+	request.fragment = std::move(spec);
+	auto data = make_uniq<OdScanData>(std::move(request));
+	data->LoadSchema(&context);
+	// The stream has every column, in order, whichever the query reads.
+	data->projection_pushdown_enabled = false;
+	types = data->all_types;
+	names = data->arrow_table.GetNames();
+	return std::move(data);
 }
 
 std::shared_ptr<Connection> RemoteScanConnection(LogicalGet &get) {

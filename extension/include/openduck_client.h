@@ -73,6 +73,38 @@ int openduck_ingest_push(OpenDuckUpload *upload, struct ArrowArray *array, char 
 int openduck_ingest_finish(OpenDuckUpload *upload, int64_t *rows, char **err);
 void openduck_ingest_abort(OpenDuckUpload *upload);
 
+/* Hybrid execution (extension/src/hybrid.rs). Describe a query's relations as DuckDB resolved
+ * them, ask the server to split it, read the answer, then stream each fragment's rows. Strings and
+ * bytes returned by the accessors live as long as the split. */
+typedef struct OpenDuckSplit OpenDuckSplit;
+OpenDuckSplit *openduck_split_new(const char *sql);
+/* reference: the name's parts as spelled; remote != 0: a table of the split's server (schema,
+ * table its names there; arrow_schema may be NULL), else a local table (catalog.schema.table,
+ * columns in arrow_schema, consumed). rows: estimate, -1 if unknown. */
+int openduck_split_add_relation(OpenDuckSplit *split, const char *const *reference, size_t parts, int remote,
+                                const char *catalog, const char *schema, const char *table,
+                                struct ArrowSchema *arrow_schema, int64_t rows, char **err);
+void openduck_split_add_setting(OpenDuckSplit *split, const char *name, const char *value);
+int openduck_split_run(const OpenDuckClient *client, OpenDuckSplit *split, const char *txn, char **err);
+/* "" when the query was split, else why the server left it to the client. */
+const char *openduck_split_fallback(const OpenDuckSplit *split);
+const char *openduck_split_local_sql(const OpenDuckSplit *split);
+const char *openduck_split_explain(const OpenDuckSplit *split);
+size_t openduck_split_fragment_count(const OpenDuckSplit *split);
+uint32_t openduck_split_fragment_id(const OpenDuckSplit *split, size_t i);
+const char *openduck_split_fragment_sql(const OpenDuckSplit *split, size_t i);
+const char *openduck_split_fragment_explain(const OpenDuckSplit *split, size_t i);
+const uint8_t *openduck_split_fragment_plan(const OpenDuckSplit *split, size_t i, size_t *len);
+const uint8_t *openduck_split_fragment_schema(const OpenDuckSplit *split, size_t i, size_t *len);
+void openduck_split_free(OpenDuckSplit *split);
+/* An Arrow IPC schema message as an Arrow C schema (caller releases). */
+int openduck_schema_from_ipc(const uint8_t *bytes, size_t len, struct ArrowSchema *out, char **err);
+/* Runs a fragment (by plan, or by sql when plan_len is 0) and streams its rows, whose schema is
+ * the IPC message schema; interrupts as openduck_query does. */
+int openduck_exchange(const OpenDuckClient *client, const uint8_t *plan, size_t plan_len, const char *sql,
+                      const uint8_t *schema, size_t schema_len, const char *txn, int (*interrupted)(void *),
+                      void *interrupted_arg, struct ArrowArrayStream *out, char **err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,7 +17,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::sql::{DoPutUpdateResult, ProstMessageExt};
 use arrow_flight::{FlightDescriptor, Ticket};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::runtime::Runtime;
 use tonic::transport::{Channel, Endpoint};
@@ -26,7 +26,8 @@ use crate::abortable::{AbortSignal, AbortableChannel};
 use crate::conn_string::ConnInfo;
 use crate::ClientError;
 
-use openduck_proto::{DATABASE_HEADER, SNAPSHOT_HEADER};
+use openduck_proto::v1::{FragmentCommand, SplitRequest, SplitResponse};
+use openduck_proto::{DATABASE_HEADER, SNAPSHOT_HEADER, SPLIT_ACTION};
 
 /// A remote table and its columns.
 #[derive(Debug, Clone)]
@@ -435,6 +436,73 @@ impl Drop for Upload {
     fn drop(&mut self) {
         if self.tx.is_some() {
             self.abort("bulk load abandoned");
+        }
+    }
+}
+
+impl Client {
+    /// Asks the server to split a query between this client and itself (the split action).
+    pub fn split(&self, request: &SplitRequest) -> Result<SplitResponse, ClientError> {
+        let mut flight = self.flight.clone();
+        let action = arrow_flight::Action { r#type: SPLIT_ACTION.into(), body: request.encode_to_vec().into() };
+        self.rt.block_on(async {
+            let mut results = flight.do_action(action).await.map_err(|e| flight_err("splitting the query", e))?;
+            let first = results
+                .next()
+                .await
+                .ok_or_else(|| ClientError::Remote("splitting the query: the server sent no answer".into()))?
+                .map_err(|e| flight_err("splitting the query", e))?;
+            SplitResponse::decode(first.body).map_err(|e| ClientError::Remote(format!("splitting the query: malformed answer: {e}")))
+        })
+    }
+
+    /// Runs one fragment of a split query on the server (DoExchange) and streams its rows, which
+    /// have `schema` (the split answer's). Interrupts as [`Client::query_interruptible`] does.
+    pub fn exchange(
+        &self,
+        plan: Vec<u8>,
+        sql: String,
+        schema: SchemaRef,
+        txn: Option<TxnId>,
+        interrupted: Option<InterruptCheck>,
+    ) -> Result<QueryReader, ClientError> {
+        let command = FragmentCommand { plan, sql, transaction: txn.map(|t| t.to_vec()).unwrap_or_default() };
+        let descriptor = FlightDescriptor::new_cmd(command.encode_to_vec());
+        let first = arrow_flight::FlightData { flight_descriptor: Some(descriptor), ..Default::default() };
+        let mut request = tonic::Request::new(futures::stream::iter(vec![first]));
+        let metadata = request.metadata_mut();
+        if let Some(token) = &self.info.token {
+            let value =
+                format!("Bearer {token}").parse().map_err(|_| ClientError::Config("the token is not a valid header value".into()))?;
+            metadata.insert("authorization", value);
+        }
+        let database =
+            self.info.database.parse().map_err(|_| ClientError::Config("the database name is not a valid header value".into()))?;
+        metadata.insert(DATABASE_HEADER, database);
+        if let Some(id) = self.info.snapshot {
+            metadata.insert(SNAPSHOT_HEADER, id.to_string().parse().map_err(|_| ClientError::Config("bad snapshot id".into()))?);
+        }
+        let mut inner = self.flight.inner().clone();
+        let response = wait_unless_interrupted(&self.rt, async { inner.do_exchange(request).await }, interrupted.as_ref())
+            .ok_or_else(|| ClientError::Remote(INTERRUPTED.to_string()))?
+            .map_err(|e| flight_err("running a fragment", e))?;
+        let stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(response.into_inner().map_err(FlightError::from));
+        let (tx, batches) = tokio::sync::mpsc::channel(PREFETCH_BATCHES);
+        let fetcher = self.rt.spawn(forward(stream, tx));
+        Ok(QueryReader { rt: self.rt.clone(), schema, batches, fetcher, interrupted })
+    }
+}
+
+/// Forwards a fragment's batches into `tx` until the end, an error, or the reader is gone.
+async fn forward(
+    mut stream: arrow_flight::decode::FlightRecordBatchStream,
+    tx: tokio::sync::mpsc::Sender<Result<RecordBatch, ArrowError>>,
+) {
+    while let Some(batch) = stream.next().await {
+        let failed = batch.is_err();
+        let item = batch.map_err(|e| ArrowError::ExternalError(Box::new(flight_err("fragment failed", e))));
+        if tx.send(item).await.is_err() || failed {
+            return;
         }
     }
 }

@@ -17,6 +17,7 @@
 mod abortable;
 pub mod client;
 pub mod conn_string;
+pub mod hybrid;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -49,8 +49,10 @@ impl OpenDuckService {
         }
         let txn = (!split.transaction.is_empty()).then_some(split.transaction.as_slice());
         let (grant, target) = self.resolve(&request, None, txn).await?;
+        let sql = crate::log::sql(&split.sql).to_string();
         let response = self.split(&grant, target, split).await?;
         tracing::info!(
+            sql = %sql,
             fragments = response.fragments.len(),
             fallback = %response.fallback_reason,
             "split"
