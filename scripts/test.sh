@@ -45,7 +45,7 @@ if [ "${OPENDUCK_TEST_DUCKDB2:-1}" = 1 ]; then
   OPENDUCK_DUCKDB_VERSION=2.0.0 bash scripts/build-extension.sh
   # test_duckdb_cli needs the DuckDB CLI, which has no 2.0.0 release.
   (cd conformance && OPENDUCK_EXTENSION_DIR="$OPENDUCK_EXTENSION_DIR_V2" "$OPENDUCK_VENV2/bin/pytest" -q -p no:cacheprovider \
-    python/test_extension.py python/test_python_client.py \
+    python/test_extension.py python/test_python_client.py python/test_hybrid_corpus.py \
     --deselect python/test_extension.py::test_duckdb_cli)
 fi
 

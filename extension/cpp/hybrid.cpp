@@ -36,6 +36,64 @@ namespace {
 
 const char *const FRAGMENT_PREFIX = "__openduck_fragment_";
 
+// What differs between DuckDB 1.5 and 2.0 here.
+#if OPENDUCK_DUCKDB_V2
+unique_ptr<ParsedExpression> IntegerConstant(int64_t value) {
+	return make_uniq<ConstantExpression>(Literal::Integer(value));
+}
+QueryNode &SubqueryNode(SubqueryExpression &expr) {
+	return *expr.SubqueryMutable()->node;
+}
+idx_t IndexValue(TableIndex index) {
+	return index.index;
+}
+// The name as the query spells it.
+vector<string> Spelled(BaseTableRef &ref) {
+	auto &name = ref.GetQualifiedName();
+	vector<string> parts;
+	for (auto part : {&name.Catalog(), &name.Schema()}) {
+		if (!part->empty()) {
+			parts.push_back(Str(*part));
+		}
+	}
+	parts.push_back(Str(name.Name()));
+	return parts;
+}
+// The table or view the name means to DuckDB, if any.
+optional_ptr<CatalogEntry> Resolve(ClientContext &context, BaseTableRef &ref) {
+	auto name = ref.GetQualifiedName();
+	Binder::BindSchemaOrCatalog(context, name);
+	EntryLookupInfo lookup(CatalogType::TABLE_ENTRY, name);
+	return Catalog::GetEntry(context, lookup, OnEntryNotFound::RETURN_NULL);
+}
+#else
+unique_ptr<ParsedExpression> IntegerConstant(int64_t value) {
+	return make_uniq<ConstantExpression>(Value::INTEGER(int32_t(value)));
+}
+QueryNode &SubqueryNode(SubqueryExpression &expr) {
+	return *expr.subquery->node;
+}
+idx_t IndexValue(idx_t index) {
+	return index;
+}
+vector<string> Spelled(BaseTableRef &ref) {
+	vector<string> parts;
+	for (auto part : {&ref.catalog_name, &ref.schema_name}) {
+		if (!part->empty()) {
+			parts.push_back(*part);
+		}
+	}
+	parts.push_back(ref.table_name);
+	return parts;
+}
+optional_ptr<CatalogEntry> Resolve(ClientContext &context, BaseTableRef &ref) {
+	string catalog = ref.catalog_name, schema = ref.schema_name;
+	Binder::BindSchemaOrCatalog(context, catalog, schema);
+	EntryLookupInfo lookup(CatalogType::TABLE_ENTRY, ref.table_name);
+	return Catalog::GetEntry(context, catalog, schema, lookup, OnEntryNotFound::RETURN_NULL);
+}
+#endif
+
 // The split whose local part is being bound on this thread: the fragment scans it names bind
 // to its fragments.
 struct ActiveSplit {
@@ -68,14 +126,14 @@ unique_ptr<TableRef> FragmentReplacement(ClientContext &, ReplacementScanInput &
 	}
 	auto ref = make_uniq<TableFunctionRef>();
 	vector<unique_ptr<ParsedExpression>> children;
-	children.push_back(make_uniq<ConstantExpression>(Value::INTEGER(std::stoi(digits))));
-	ref->function = make_uniq<FunctionExpression>("openduck_fragment", std::move(children));
-	ref->alias = name;
+	children.push_back(IntegerConstant(std::stoi(digits)));
+	ref->function = make_uniq<FunctionExpression>(Ident("openduck_fragment"), std::move(children));
+	ref->alias = Ident(name);
 	return std::move(ref);
 }
 
 unique_ptr<FunctionData> FragmentBind(ClientContext &context, TableFunctionBindInput &input,
-                                      vector<LogicalType> &types, vector<string> &names) {
+                                      vector<LogicalType> &types, ColumnNames &names) {
 	if (!active_split) {
 		throw BinderException("openduck_fragment reads a fragment of a hybrid plan; it is not for direct use");
 	}
@@ -93,7 +151,7 @@ void WalkNode(QueryNode &node, vector<reference<BaseTableRef>> &refs);
 
 void WalkExpression(ParsedExpression &expr, vector<reference<BaseTableRef>> &refs) {
 	if (expr.GetExpressionClass() == ExpressionClass::SUBQUERY) {
-		WalkNode(*expr.Cast<SubqueryExpression>().subquery->node, refs);
+		WalkNode(SubqueryNode(expr.Cast<SubqueryExpression>()), refs);
 	}
 	ParsedExpressionIterator::EnumerateChildren(expr, [&](ParsedExpression &child) { WalkExpression(child, refs); });
 }
@@ -137,19 +195,10 @@ string Describe(ClientContext &context, SQLStatement &statement, OdCatalog &remo
 		if (ref.at_clause) {
 			return "a table is read AT a version";
 		}
-		vector<string> spelled;
-		for (auto part : {&ref.catalog_name, &ref.schema_name}) {
-			if (!part->empty()) {
-				spelled.push_back(*part);
-			}
-		}
-		spelled.push_back(ref.table_name);
-		string catalog = ref.catalog_name, schema = ref.schema_name;
+		auto spelled = Spelled(ref);
 		optional_ptr<CatalogEntry> entry;
 		try {
-			Binder::BindSchemaOrCatalog(context, catalog, schema);
-			EntryLookupInfo lookup(CatalogType::TABLE_ENTRY, ref.table_name);
-			entry = Catalog::GetEntry(context, catalog, schema, lookup, OnEntryNotFound::RETURN_NULL);
+			entry = Resolve(context, ref);
 		} catch (std::exception &) {
 			entry = nullptr;
 		}
@@ -164,9 +213,18 @@ string Describe(ClientContext &context, SQLStatement &statement, OdCatalog &remo
 		}
 		char *err = nullptr;
 		int rc;
+		// Row estimates let the planner (and DuckDB, joining fragments) size each side.
+		int64_t rows = -1;
+		try {
+			auto info = table.GetStorageInfo(context);
+			if (info.cardinality.IsValid()) {
+				rows = int64_t(info.cardinality.GetIndex());
+			}
+		} catch (std::exception &) {
+		}
 		if (&table.ParentCatalog() == &remote) {
 			rc = openduck_split_add_relation(split, parts.data(), parts.size(), 1, nullptr, Str(table.schema.name).c_str(),
-			                                 Str(table.name).c_str(), nullptr, -1, &err);
+			                                 Str(table.name).c_str(), nullptr, rows, &err);
 		} else {
 			ArrowSchema arrow;
 			auto names = table.GetColumns().GetColumnNames();
@@ -174,11 +232,11 @@ string Describe(ClientContext &context, SQLStatement &statement, OdCatalog &remo
 			try {
 				ArrowConverter::ToArrowSchema(&arrow, types, Strs(names), properties);
 			} catch (std::exception &e) {
-				return "the columns of " + Str(table.name) + " cannot be described in Arrow";
+				return "the columns of " + Str(table.name) + " cannot be described in Arrow: " + ErrorData(e).RawMessage();
 			}
 			auto catalog_name = Str(table.ParentCatalog().GetName());
 			rc = openduck_split_add_relation(split, parts.data(), parts.size(), 0, catalog_name.c_str(),
-			                                 Str(table.schema.name).c_str(), Str(table.name).c_str(), &arrow, -1, &err);
+			                                 Str(table.schema.name).c_str(), Str(table.name).c_str(), &arrow, rows, &err);
 		}
 		if (rc != 0) {
 			string message = err ? err : "unknown error";
@@ -199,7 +257,7 @@ string Describe(ClientContext &context, SQLStatement &statement, OdCatalog &remo
 idx_t MaxTableIndex(LogicalOperator &op) {
 	idx_t max = 0;
 	for (auto index : op.GetTableIndex()) {
-		max = MaxValue(max, index);
+		max = MaxValue(max, IndexValue(index));
 	}
 	for (auto &child : op.children) {
 		max = MaxValue(max, MaxTableIndex(*child));
@@ -260,7 +318,7 @@ unique_ptr<LogicalOperator> PlanLocal(ClientContext &context, Binder &outer, Act
 	}
 	// Table indexes of DuckDB's optimizer must not collide with the new plan's.
 	auto max = MaxTableIndex(*plan);
-	while (outer.GenerateTableIndex() <= max) {
+	while (IndexValue(outer.GenerateTableIndex()) <= max) {
 	}
 	if (planner.types == expected) {
 		return plan;
@@ -322,6 +380,7 @@ void SplitQuery(ClientContext &context, Binder &binder, unique_ptr<LogicalOperat
 	for (idx_t i = 0; i < count; i++) {
 		FragmentSpec spec;
 		spec.id = openduck_split_fragment_id(handle.split, i);
+		spec.estimated_rows = openduck_split_fragment_rows(handle.split, i);
 		size_t len = 0;
 		auto plan_bytes = openduck_split_fragment_plan(handle.split, i, &len);
 		spec.plan = string(reinterpret_cast<const char *>(plan_bytes), len);

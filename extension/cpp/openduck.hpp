@@ -348,12 +348,22 @@ struct FragmentSpec {
 	string explain;
 	// The whole split plan, labelled (kept on fragment 0, for EXPLAIN).
 	string whole_plan;
+	// Its row estimate, -1 if unknown.
+	int64_t estimated_rows = -1;
+	// How many columns it returns.
+	idx_t column_count = 0;
 };
+// Column names as table function binds return them.
+#if OPENDUCK_DUCKDB_V2
+using ColumnNames = vector<Identifier>;
+#else
+using ColumnNames = vector<string>;
+#endif
 // The scan function of fragments, `openduck_fragment(id)`, with `bind` as its bind.
 TableFunction FragmentScanFunction(table_function_bind_t bind);
 // The bind data of a scan of fragment `spec`; fills its column types and names.
 unique_ptr<FunctionData> BindFragment(ClientContext &context, std::shared_ptr<Connection> conn, const string &txn,
-                                      FragmentSpec spec, vector<LogicalType> &types, vector<string> &names);
+                                      FragmentSpec spec, vector<LogicalType> &types, ColumnNames &names);
 // Shows in EXPLAIN why the query a remote scan belongs to was not split.
 void NoteHybridFallback(LogicalGet &get, const string &reason);
 // Splits a query that reads local data and an OpenDuck attachment between the two (hybrid.cpp);

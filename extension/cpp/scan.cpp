@@ -400,23 +400,55 @@ void StartQuery(const ScanRequest &data, const string &sql, OdStream &stream, co
 	NoRowCount(stream);
 }
 
+// A fragment's rows. DuckDB's projection and filters (its own, and the join filters it derives at
+// run time from the other side of a join, such as the keys a hash table holds) are applied on
+// the server around the fragment's SQL; without them the fragment runs by its plan.
+unique_ptr<ArrowArrayStreamWrapper> FragmentStream(const ScanRequest &data, ArrowStreamParameters &params) {
+	auto &f = data.fragment;
+	auto where = RenderFilters(params.filters, params.projected_columns);
+	auto &projected = params.projected_columns.columns;
+	vector<uint32_t> indices;
+	string columns;
+	for (auto &name : projected) {
+		// Fragment columns are c0, c1, …: the name is the index.
+		indices.push_back(uint32_t(std::stoul(name.substr(1))));
+		columns += (columns.empty() ? "" : ", ") + QuoteIdent(name);
+	}
+	bool whole = where.empty() && indices.size() == f.column_count;
+	for (idx_t i = 0; whole && i < indices.size(); i++) {
+		whole = indices[i] == i;
+	}
+	string sql = f.sql;
+	string plan = f.plan;
+	if (!whole) {
+		if (columns.empty()) {
+			columns = "NULL::BOOLEAN AS openduck_rows";
+		}
+		sql = "SELECT " + columns + " FROM (" + f.sql + ") AS \"__openduck_f\"" + (where.empty() ? "" : " WHERE " + where);
+		plan.clear();
+	}
+	auto stream = make_uniq<OdStream>(data.context);
+	char *err = nullptr;
+	// No column projected (count(*)): the stream has the one constant column the SQL selects.
+	uint32_t none = 0;
+	auto projection = indices.empty() ? nullptr : indices.data();
+	if (openduck_exchange(data.conn->Get(), reinterpret_cast<const uint8_t *>(plan.data()), plan.size(), sql.c_str(),
+	                      reinterpret_cast<const uint8_t *>(f.schema.data()), f.schema.size(),
+	                      indices.empty() ? &none : projection, indices.empty() ? 0 : indices.size(), TxnArg(data.txn),
+	                      data.context ? Interrupted : nullptr, data.context, &stream->arrow_array_stream, &err) != 0) {
+		if (data.context && data.context->IsInterrupted()) {
+			openduck_free_string(err);
+			throw InterruptException();
+		}
+		ThrowClientError(err, "remote fragment " + std::to_string(f.id));
+	}
+	NoRowCount(*stream);
+	return std::move(stream);
+}
+
 unique_ptr<ArrowArrayStreamWrapper> ProduceStreamOf(const ScanRequest &data, ArrowStreamParameters &params) {
 	if (data.is_fragment) {
-		auto stream = make_uniq<OdStream>(data.context);
-		char *err = nullptr;
-		auto &f = data.fragment;
-		if (openduck_exchange(data.conn->Get(), reinterpret_cast<const uint8_t *>(f.plan.data()), f.plan.size(),
-		                      f.sql.c_str(), reinterpret_cast<const uint8_t *>(f.schema.data()), f.schema.size(),
-		                      TxnArg(data.txn), data.context ? Interrupted : nullptr, data.context,
-		                      &stream->arrow_array_stream, &err) != 0) {
-			if (data.context && data.context->IsInterrupted()) {
-				openduck_free_string(err);
-				throw InterruptException();
-			}
-			ThrowClientError(err, "remote fragment " + std::to_string(f.id));
-		}
-		NoRowCount(*stream);
-		return std::move(stream);
+		return FragmentStream(data, params);
 	}
 	if (!data.query_sql.empty()) {
 		auto stream = make_uniq<OdStream>(data.context);
@@ -542,8 +574,8 @@ struct OrderedArrowScan : public ArrowTableFunction {
 	using ArrowTableFunction::ArrowGetPartitionData;
 };
 
-TableFunction MakeScanFunction(const string &name, bool pushdown) {
-	TableFunction scan(Ident(name), {}, ArrowTableFunction::ArrowScanFunction, nullptr,
+TableFunction MakeScanFunction(const string &name, bool pushdown, vector<LogicalType> arguments = {}) {
+	TableFunction scan(Ident(name), std::move(arguments), ArrowTableFunction::ArrowScanFunction, nullptr,
 	                   ArrowTableFunction::ArrowScanInitGlobal, ArrowTableFunction::ArrowScanInitLocal);
 	scan.projection_pushdown = pushdown;
 	scan.filter_pushdown = pushdown;
@@ -652,23 +684,25 @@ void NoteHybridFallback(LogicalGet &get, const string &reason) {
 }
 
 TableFunction FragmentScanFunction(table_function_bind_t bind) {
-	auto scan = MakeScanFunction("openduck_fragment", false);
-	scan.arguments = {LogicalType::INTEGER};
+	auto scan = MakeScanFunction("openduck_fragment", true, {LogicalType::INTEGER});
 	scan.bind = bind;
 	return scan;
 }
 
 unique_ptr<FunctionData> BindFragment(ClientContext &context, std::shared_ptr<Connection> conn, const string &txn,
-                                      FragmentSpec spec, vector<LogicalType> &types, vector<string> &names) {
+                                      FragmentSpec spec, vector<LogicalType> &types, ColumnNames &names) {
 	ScanRequest request(std::move(conn), &context, txn, "", "", spec.sql);
 	request.is_fragment = true;
 	request.fragment = std::move(spec);
+	auto estimate = request.fragment.estimated_rows;
 	auto data = make_uniq<OdScanData>(std::move(request));
 	data->LoadSchema(&context);
-	// The stream has every column, in order, whichever the query reads.
-	data->projection_pushdown_enabled = false;
+	if (estimate >= 0) {
+		data->estimated_rows = optional_idx(idx_t(estimate));
+	}
+	data->request.fragment.column_count = data->all_types.size();
 	types = data->all_types;
-	names = data->arrow_table.GetNames();
+	names = Idents(data->arrow_table.GetNames());
 	return std::move(data);
 }
 

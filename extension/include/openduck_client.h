@@ -92,6 +92,8 @@ const char *openduck_split_local_sql(const OpenDuckSplit *split);
 const char *openduck_split_explain(const OpenDuckSplit *split);
 size_t openduck_split_fragment_count(const OpenDuckSplit *split);
 uint32_t openduck_split_fragment_id(const OpenDuckSplit *split, size_t i);
+/* Fragment i's row estimate, -1 if unknown. */
+int64_t openduck_split_fragment_rows(const OpenDuckSplit *split, size_t i);
 const char *openduck_split_fragment_sql(const OpenDuckSplit *split, size_t i);
 const char *openduck_split_fragment_explain(const OpenDuckSplit *split, size_t i);
 const uint8_t *openduck_split_fragment_plan(const OpenDuckSplit *split, size_t i, size_t *len);
@@ -100,10 +102,12 @@ void openduck_split_free(OpenDuckSplit *split);
 /* An Arrow IPC schema message as an Arrow C schema (caller releases). */
 int openduck_schema_from_ipc(const uint8_t *bytes, size_t len, struct ArrowSchema *out, char **err);
 /* Runs a fragment (by plan, or by sql when plan_len is 0) and streams its rows, whose schema is
- * the IPC message schema; interrupts as openduck_query does. */
+ * the IPC message schema reduced to the columns listed in projection (all if NULL); interrupts
+ * as openduck_query does. */
 int openduck_exchange(const OpenDuckClient *client, const uint8_t *plan, size_t plan_len, const char *sql,
-                      const uint8_t *schema, size_t schema_len, const char *txn, int (*interrupted)(void *),
-                      void *interrupted_arg, struct ArrowArrayStream *out, char **err);
+                      const uint8_t *schema, size_t schema_len, const uint32_t *projection, size_t columns,
+                      const char *txn, int (*interrupted)(void *), void *interrupted_arg,
+                      struct ArrowArrayStream *out, char **err);
 
 #ifdef __cplusplus
 }

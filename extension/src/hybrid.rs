@@ -163,6 +163,12 @@ pub extern "C" fn openduck_split_fragment_id(split: *const Split, i: usize) -> u
     fragments(split).get(i).map(|f| f.id).unwrap_or(u32::MAX)
 }
 
+/// Fragment `i`'s row estimate, -1 if unknown.
+#[no_mangle]
+pub extern "C" fn openduck_split_fragment_rows(split: *const Split, i: usize) -> i64 {
+    fragments(split).get(i).and_then(|f| f.estimated_rows).map(|r| r.min(i64::MAX as u64) as i64).unwrap_or(-1)
+}
+
 /// Fragment `i`'s SQL (shown by EXPLAIN; also what runs when its plan cannot travel).
 #[no_mangle]
 pub extern "C" fn openduck_split_fragment_sql(split: *const Split, i: usize) -> *const c_char {
@@ -223,7 +229,8 @@ pub extern "C" fn openduck_schema_from_ipc(bytes: *const u8, len: usize, out: *m
 
 /// Runs one fragment on the server (DoExchange): by its encoded `plan` (`plan_len` bytes), or by
 /// `sql` when the plan is empty, inside `txn` (may be NULL). Its rows, whose schema is the IPC
-/// message `schema` (`schema_len` bytes), stream through `out`; interrupts as `openduck_query`.
+/// message `schema` (`schema_len` bytes) reduced to the `columns` listed in `projection` (all
+/// when `projection` is NULL), stream through `out`; interrupts as `openduck_query`.
 #[no_mangle]
 pub extern "C" fn openduck_exchange(
     client: *const Client,
@@ -232,6 +239,8 @@ pub extern "C" fn openduck_exchange(
     sql: *const c_char,
     schema: *const u8,
     schema_len: usize,
+    projection: *const u32,
+    columns: usize,
     txn: *const c_char,
     interrupted: Option<extern "C" fn(*mut c_void) -> c_int>,
     interrupted_arg: *mut c_void,
@@ -243,7 +252,15 @@ pub extern "C" fn openduck_exchange(
         let plan = if plan_len == 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(plan, plan_len) }.to_vec() };
         let sql = unsafe { str_arg(sql, "SQL") }?.to_string();
         let schema_bytes = if schema_len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(schema, schema_len) } };
-        let schema = Arc::new(read_schema(schema_bytes)?);
+        let mut schema = read_schema(schema_bytes)?;
+        if !projection.is_null() && columns == 0 {
+            // No column read (count(*)): the SQL selects one constant column.
+            schema = Schema::new(vec![arrow::datatypes::Field::new("openduck_rows", arrow::datatypes::DataType::Boolean, true)]);
+        } else if !projection.is_null() {
+            let indices: Vec<usize> = unsafe { std::slice::from_raw_parts(projection, columns) }.iter().map(|&i| i as usize).collect();
+            schema = schema.project(&indices).map_err(|e| format!("openduck: bad fragment projection: {e}"))?;
+        }
+        let schema = Arc::new(schema);
         let txn = unsafe { txn_arg(txn) }?;
         let check = interrupted.map(|check| {
             // The caller keeps `interrupted_arg` alive as long as the stream (see the header).

@@ -26,7 +26,8 @@ use crate::service::OpenDuckService;
 
 /// The `/health` answer. Anyone sees whether the server is up and how many databases it
 /// serves; names, and why a database is unavailable, only a token granted them (send it as
-/// `Authorization: Bearer …`). `status` is `degraded` while a database cannot be served.
+/// `Authorization: Bearer …`), with the bytes of results sent so far. `status` is `degraded`
+/// while a database cannot be served.
 fn health(engine: &Engine, grant: Option<&crate::auth::Grant>) -> serde_json::Value {
     let dbs = engine.databases();
     let (names, unavailable) = (dbs.names(), dbs.unavailable());
@@ -44,6 +45,7 @@ fn health(engine: &Engine, grant: Option<&crate::auth::Grant>) -> serde_json::Va
             unavailable.into_iter().filter(|(n, _)| grant.allows(n)).map(|(n, why)| (n, why.into())).collect();
         body["databases"] = names.into();
         body["unavailable"] = reasons.into();
+        body["result_bytes_sent"] = crate::service::result_bytes_sent().into();
     }
     body
 }

@@ -162,6 +162,7 @@ impl Cutter<'_> {
             fields.push(Field::new(&name, field.data_type().clone(), true));
             map.insert(old, Column::new(Some(TableReference::bare(table.clone())), name));
         }
+        let estimated_rows = estimate(&plan, self.relations);
         // A fragment that ends in a projection names its own outputs; any other gets one.
         let named = if relation_like { None } else { name_outputs(plan.clone())? };
         let plan = match named {
@@ -174,9 +175,25 @@ impl Cutter<'_> {
         let column_count = fields.len();
         let source = Arc::new(RelationSource::new(Arc::new(Schema::new(fields))));
         let scan = LogicalPlan::TableScan(TableScan::try_new(table, source, None, vec![], None)?);
-        self.fragments.push(Fragment { id, plan: remote_plan, sql, column_count, explain });
+        self.fragments.push(Fragment { id, plan: remote_plan, sql, column_count, estimated_rows, explain });
         Ok((scan, map))
     }
+}
+
+/// The largest row estimate of the tables `plan` reads, if all have one.
+fn estimate(plan: &LogicalPlan, relations: &[Relation]) -> Option<u64> {
+    let mut largest = Some(0u64);
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let rows = names::relation_index(scan.table_name.table()).and_then(|i| relations.get(i)).and_then(|r| r.estimated_rows);
+            largest = match (largest, rows) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    largest
 }
 
 /// `expr` with columns renamed by `map`; an error if a subquery in it refers to a renamed column.

@@ -76,6 +76,9 @@ pub struct Fragment {
     pub sql: String,
     /// How many columns it returns.
     pub column_count: usize,
+    /// An upper bound of its rows when every table it reads has an estimate: the largest of
+    /// those (joins, filters and aggregates in a fragment are assumed not to grow it).
+    pub estimated_rows: Option<u64>,
     /// The fragment's operators, one per line, labelled REMOTE.
     pub explain: String,
 }

@@ -116,6 +116,9 @@ pub(crate) fn check_supported(plan: &LogicalPlan) -> Result<(), String> {
                     Expr::SetComparison(_) => Some("ANY/ALL with a subquery"),
                     Expr::HigherOrderFunction(_) | Expr::Lambda(_) | Expr::LambdaVariable(_) => Some("a lambda"),
                     Expr::SimilarTo(_) => Some("SIMILAR TO"),
+                    // The unparser drops an aggregate's own ORDER BY (string_agg(x, ',' ORDER BY y)).
+                    Expr::AggregateFunction(f) if !f.params.order_by.is_empty() => Some("an aggregate with its own ORDER BY"),
+                    Expr::AggregateFunction(f) if f.params.null_treatment.is_some() => Some("IGNORE/RESPECT NULLS"),
                     _ => None,
                 };
                 if let Some(what) = what {

@@ -99,6 +99,10 @@ fn fallbacks_say_why() {
         ("DELETE FROM products", "not a SELECT"),
         ("SELECT 1; SELECT 2", "single statement"),
         ("SELECT * FROM products WHERE id = $1", "parameter"),
+        (
+            "SELECT p.category, string_agg(s.region, ',' ORDER BY s.amount) FROM products p JOIN cloud.sales s ON p.id = s.product_id GROUP BY 1",
+            "its own ORDER BY",
+        ),
     ];
     for (sql, why) in cases {
         match split(sql, &shop()) {

@@ -112,7 +112,7 @@ impl OpenDuckService {
                 plan,
                 sql: f.sql,
                 column_count: f.column_count as u32,
-                estimated_rows: None,
+                estimated_rows: f.estimated_rows,
                 explain: f.explain,
                 arrow_schema: schema_bytes(&schema)?.to_vec(),
             });

@@ -17,6 +17,7 @@ mod tickets;
 
 pub use handles::{EXECUTED_MAX_BYTES, PARAMS_MAX_BYTES};
 pub use openduck_proto::{DATABASE_HEADER, SNAPSHOT_HEADER};
+pub use results::result_bytes_sent;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

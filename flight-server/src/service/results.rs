@@ -28,16 +28,30 @@ pub(super) fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
     Ok(bytes)
 }
 
+/// Bytes of results (Arrow IPC headers and bodies) sent to clients since the server started.
+static RESULT_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes of results sent to clients since the server started (`/health`, benchmarks).
+pub fn result_bytes_sent() -> u64 {
+    RESULT_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Encodes a stream of batches as Flight data, mapping errors to statuses.
 pub(super) fn encode(
     schema: SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch, ServerError>> + Send + 'static,
 ) -> BoxStream<arrow_flight::FlightData> {
     let input = batches.map_err(|e| FlightError::Tonic(Box::new(status(e))));
-    let stream = FlightDataEncoderBuilder::new().with_schema(schema).build(input).map_err(|e| match e {
-        FlightError::Tonic(s) => *s,
-        other => Status::internal(other.to_string()),
-    });
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(input)
+        .map_err(|e| match e {
+            FlightError::Tonic(s) => *s,
+            other => Status::internal(other.to_string()),
+        })
+        .inspect_ok(|data| {
+            RESULT_BYTES.fetch_add((data.data_header.len() + data.data_body.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+        });
     Box::pin(stream)
 }
 
