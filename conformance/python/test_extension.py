@@ -149,9 +149,16 @@ def operators(plan: str) -> str:
 def test_explain_shows_where_each_part_runs(server, remote, duck):
     duck.execute(attach_sql(server))
     duck.execute("CREATE TABLE picks AS SELECT 3 AS id")
-    hybrid = duck.sql("EXPLAIN SELECT * FROM picks JOIN cloud.ext_users USING (id) WHERE region = 0").fetchall()[0][1]
-    assert "HASH_JOIN" in operators(hybrid) and "OPENDUCK_SCAN" in operators(hybrid)
-    assert "REMOTE" in hybrid and '"main"."ext_users"' in hybrid
+    query = "EXPLAIN SELECT * FROM picks JOIN cloud.ext_users USING (id) WHERE region = 0"
+    # Split: the remote part is a fragment, joined locally.
+    hybrid = duck.sql(query).fetchall()[0][1]
+    assert "HASH_JOIN" in operators(hybrid) and "OPENDUCK_FRAGMENT" in operators(hybrid)
+    assert "REMOTE" in hybrid and '"main"."ext_users"' in hybrid and "[LOCAL]" in hybrid
+    # Without hybrid plans: a remote scan with the filter pushed.
+    duck.execute("SET openduck_hybrid = 'off'")
+    scans = duck.sql(query).fetchall()[0][1]
+    assert "HASH_JOIN" in operators(scans) and "OPENDUCK_SCAN" in operators(scans)
+    assert "REMOTE" in scans and '"main"."ext_users"' in scans
     whole = duck.sql("EXPLAIN SELECT region, count(*) FROM cloud.ext_users GROUP BY 1").fetchall()[0][1]
     assert "OPENDUCK_QUERY" in operators(whole) and "whole query" in whole and "HASH_GROUP_BY" not in operators(whole)
 

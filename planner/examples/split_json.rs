@@ -2,13 +2,14 @@
 //! for checking the planner against DuckDB without a server (conformance/python/planner_check.py).
 //!
 //! Input: {"sql": "...", "relations": [{"reference": [...], "location": "local"|"remote",
-//! "name": [...], "columns": [[name, arrow type as text], ...]}]}.
+//! "name": [...], "columns": [[name, arrow type as text], ...]}], "functions": [[name, type], ...]}
+//! (`SELECT function_name, function_type FROM duckdb_functions()`).
 
 use std::io::Read;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
-use openduck_planner::{split, Location, Relation, SplitPlan};
+use openduck_planner::{split, Functions, Location, Relation, SplitPlan};
 
 fn data_type(text: &str) -> DataType {
     let t = text.to_uppercase();
@@ -58,7 +59,13 @@ fn main() {
             estimated_rows: None,
         })
         .collect();
-    let out = match split(v["sql"].as_str().unwrap(), &relations) {
+    // Input "functions": [[name, duckdb function_type], ...] (duckdb_functions()).
+    let kinds: Vec<(String, String)> = v["functions"]
+        .as_array()
+        .map(|a| a.iter().map(|f| (f[0].as_str().unwrap().to_string(), f[1].as_str().unwrap().to_string())).collect())
+        .unwrap_or_default();
+    let functions = Functions::new(kinds.iter().map(|(n, k)| (n.as_str(), k.as_str())));
+    let out = match split(v["sql"].as_str().unwrap(), &relations, &functions) {
         SplitPlan::Split { local_sql, fragments, explain } => serde_json::json!({
             "local_sql": local_sql,
             "explain": explain,

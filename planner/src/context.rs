@@ -18,7 +18,7 @@ use datafusion_expr::{
     Volatility, WindowUDF,
 };
 
-use crate::Relation;
+use crate::{Functions, Relation};
 
 /// A relation as DataFusion sees it: only its schema.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ impl TableSource for RelationSource {
 }
 
 /// The planning context of one query.
-pub(crate) struct PlanningContext {
+pub(crate) struct PlanningContext<'a> {
     /// Internal name (`__r<i>`) → the relation's schema.
     tables: HashMap<String, Arc<RelationSource>>,
     scalars: HashMap<String, Arc<ScalarUDF>>,
@@ -48,11 +48,13 @@ pub(crate) struct PlanningContext {
     windows: HashMap<String, Arc<WindowUDF>>,
     planners: Vec<Arc<dyn ExprPlanner>>,
     options: ConfigOptions,
+    duckdb: &'a Functions,
 }
 
-impl PlanningContext {
-    /// A context where relation `i` of `relations` is the table `__r<i>`.
-    pub(crate) fn new(relations: &[Relation]) -> Self {
+impl<'a> PlanningContext<'a> {
+    /// A context where relation `i` of `relations` is the table `__r<i>`, and a function name
+    /// means what it means to DuckDB (`duckdb`).
+    pub(crate) fn new(relations: &[Relation], duckdb: &'a Functions) -> Self {
         let tables = relations
             .iter()
             .enumerate()
@@ -73,11 +75,11 @@ impl PlanningContext {
         // DuckDB sorts NULLs last in both directions by default.
         options.sql_parser.default_null_ordering = "nulls_last".to_string();
         options.sql_parser.dialect = datafusion_common::config::Dialect::DuckDB;
-        Self { tables, scalars, aggregates, windows, planners, options }
+        Self { tables, scalars, aggregates, windows, planners, options, duckdb }
     }
 }
 
-impl ContextProvider for PlanningContext {
+impl ContextProvider for PlanningContext<'_> {
     fn get_table_source(&self, name: TableReference) -> Result<Arc<dyn TableSource>> {
         match &name {
             TableReference::Bare { table } => match self.tables.get(table.as_ref()) {
@@ -92,12 +94,15 @@ impl ContextProvider for PlanningContext {
         &self.planners
     }
 
+    // A name is planned as the kind of function DuckDB says it is: a DuckDB aggregate that
+    // DataFusion took for a scalar would be computed over the wrong rows. Names DuckDB does not
+    // know (the client's own functions) are not planned at all.
     fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        if !self.duckdb.is_scalar(name) {
+            return None;
+        }
         if let Some(f) = self.scalars.get(name) {
             return Some(f.clone());
-        }
-        if self.aggregates.contains_key(name) || self.windows.contains_key(name) {
-            return None;
         }
         Some(Arc::new(ScalarUDF::new_from_impl(OpaqueFunction::new(name))))
     }
@@ -107,11 +112,12 @@ impl ContextProvider for PlanningContext {
     }
 
     fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
-        self.aggregates.get(name).cloned()
+        self.aggregates.get(name).filter(|_| self.duckdb.is_aggregate(name)).cloned()
     }
 
+    // DuckDB lists its window functions among its aggregates.
     fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
-        self.windows.get(name).cloned()
+        self.windows.get(name).filter(|_| self.duckdb.is_aggregate(name)).cloned()
     }
 
     fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {

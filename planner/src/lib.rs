@@ -109,14 +109,55 @@ impl SplitPlan {
     }
 }
 
+/// What each function name means to DuckDB (from `duckdb_functions()`), so that the planner treats
+/// every function as the kind DuckDB will evaluate it as.
+#[derive(Debug, Clone, Default)]
+pub struct Functions {
+    scalars: std::collections::HashSet<String>,
+    aggregates: std::collections::HashSet<String>,
+}
+
+impl Functions {
+    /// From `(name, function_type)` pairs as `duckdb_functions()` lists them. A name DuckDB lists
+    /// as both a scalar and an aggregate is neither here (queries using it fall back).
+    pub fn new<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut scalars = std::collections::HashSet::new();
+        let mut aggregates = std::collections::HashSet::new();
+        for (name, kind) in rows {
+            match kind {
+                "scalar" | "macro" => scalars.insert(name.to_lowercase()),
+                "aggregate" => aggregates.insert(name.to_lowercase()),
+                _ => false,
+            };
+        }
+        let both: Vec<String> = scalars.intersection(&aggregates).cloned().collect();
+        for name in both {
+            scalars.remove(&name);
+            aggregates.remove(&name);
+        }
+        Self { scalars, aggregates }
+    }
+
+    /// Whether DuckDB evaluates `name` as a scalar function (or macro).
+    pub fn is_scalar(&self, name: &str) -> bool {
+        self.scalars.contains(&name.to_lowercase())
+    }
+
+    /// Whether DuckDB evaluates `name` as an aggregate (or window) function.
+    pub fn is_aggregate(&self, name: &str) -> bool {
+        self.aggregates.contains(&name.to_lowercase())
+    }
+}
+
 /// The name under which the local SQL reads fragment `id`.
 pub fn fragment_table(id: u32) -> String {
     format!("__openduck_fragment_{id}")
 }
 
-/// Splits `sql` (one DuckDB `SELECT`) over `relations` (every table it names, as spelled).
-pub fn split(sql: &str, relations: &[Relation]) -> SplitPlan {
-    let plan = match plan_query(sql, relations) {
+/// Splits `sql` (one DuckDB `SELECT`) over `relations` (every table it names, as spelled), with
+/// function names meaning what `functions` says they mean to DuckDB.
+pub fn split(sql: &str, relations: &[Relation], functions: &Functions) -> SplitPlan {
+    let plan = match plan_query(sql, relations, functions) {
         Ok(plan) => plan,
         Err(reason) => return SplitPlan::fallback(reason),
     };
@@ -144,7 +185,7 @@ pub fn split(sql: &str, relations: &[Relation]) -> SplitPlan {
 }
 
 /// Parses and binds `sql` into DataFusion's unoptimized plan, tables renamed to their relations.
-fn plan_query(sql: &str, relations: &[Relation]) -> Result<LogicalPlan, String> {
+fn plan_query(sql: &str, relations: &[Relation], functions: &Functions) -> Result<LogicalPlan, String> {
     let mut statements =
         Parser::parse_sql(&DuckDbDialect {}, sql).map_err(|e| format!("DataFusion's parser does not accept the query: {e}"))?;
     if statements.len() != 1 {
@@ -155,7 +196,7 @@ fn plan_query(sql: &str, relations: &[Relation]) -> Result<LogicalPlan, String> 
         return Err("not a SELECT".into());
     }
     names::resolve(&mut statement, relations)?;
-    let context = context::PlanningContext::new(relations);
+    let context = context::PlanningContext::new(relations, functions);
     let planner = SqlToRel::new(&context);
     let plan = planner.sql_statement_to_plan(statement).map_err(|e| format!("DataFusion cannot plan the query: {e}"))?;
     place::check_supported(&plan)?;

@@ -93,8 +93,12 @@ impl OpenDuckService {
                 estimated_rows: r.estimated_rows,
             });
         }
+        let functions = match self.duckdb_functions(grant, &target).await {
+            Ok(f) => f,
+            Err(reason) => return Ok(fallback(reason)),
+        };
         let sql = split.sql.clone();
-        let plan = crate::blocking::run(move |_| planner::split(&sql, &relations)).await.map_err(status)?;
+        let plan = crate::blocking::run(move |_| planner::split(&sql, &relations, &functions)).await.map_err(status)?;
         let (local_sql, fragments, explain) = match plan {
             planner::SplitPlan::Fallback { reason } => return Ok(fallback(reason)),
             planner::SplitPlan::Split { local_sql, fragments, explain } => (local_sql, fragments, explain),
@@ -118,6 +122,32 @@ impl OpenDuckService {
             });
         }
         Ok(SplitResponse { local_sql, fragments: out, fallback_reason: String::new(), explain })
+    }
+
+    /// What each function name means to DuckDB (listed once; built-in functions are the same in
+    /// every database).
+    async fn duckdb_functions(&self, grant: &Grant, target: &Target) -> Result<Arc<planner::Functions>, String> {
+        if let Some(f) = self.functions.get() {
+            return Ok(f.clone());
+        }
+        let sql = "SELECT DISTINCT function_name, function_type FROM duckdb_functions()";
+        let batches = self
+            .engine
+            .with_connection(grant, target.clone(), move |conn| Ok(conn.query_all(sql)?))
+            .await
+            .map_err(|e| format!("the server cannot list DuckDB's functions: {e}"))?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            use arrow::array::AsArray;
+            let (Some(names), Some(kinds)) = (batch.column(0).as_string_opt::<i32>(), batch.column(1).as_string_opt::<i32>()) else {
+                return Err("the server's function list has unexpected types".into());
+            };
+            for i in 0..batch.num_rows() {
+                rows.push((names.value(i).to_string(), kinds.value(i).to_string()));
+            }
+        }
+        let functions = Arc::new(planner::Functions::new(rows.iter().map(|(n, k)| (n.as_str(), k.as_str()))));
+        Ok(self.functions.get_or_init(|| functions).clone())
     }
 
     /// Why the client's settings make SQL mean something else here, if they do.

@@ -66,6 +66,8 @@ pub struct OpenDuckService {
     max_statement_bytes: usize,
     sql_info: info::SqlInfos,
     xdbc: XdbcTypeInfoData,
+    /// What each function name means to DuckDB, for the hybrid planner (listed once).
+    functions: std::sync::OnceLock<Arc<openduck_planner::Functions>>,
 }
 
 fn status(e: ServerError) -> Status {
@@ -87,6 +89,7 @@ impl OpenDuckService {
             max_statement_bytes: config.max_statement_bytes,
             sql_info: info::SqlInfos::new()?,
             xdbc: info::xdbc_type_info()?,
+            functions: std::sync::OnceLock::new(),
         })
     }
 
