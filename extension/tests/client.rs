@@ -32,6 +32,18 @@ fn start() -> (tempfile::TempDir, String) {
     (dir, format!("http://{addr}"))
 }
 
+/// The server's `running_queries` (its /health, read over plain HTTP/1.1).
+fn running_queries(endpoint: &str) -> usize {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let at = response.find("\"running_queries\":").expect("/health reports running_queries") + "\"running_queries\":".len();
+    response[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+}
+
 fn info(endpoint: &str, token: Option<&str>) -> ConnInfo {
     let mut s = format!("openduck:mydb?endpoint={endpoint}");
     if let Some(t) = token {
@@ -122,7 +134,12 @@ fn transactions_and_aborted_uploads() {
     up.push(batch).unwrap();
     up.abort("test");
     drop(up);
-    std::thread::sleep(Duration::from_millis(200));
+    // The server is done with the load once it runs nothing (/health's running_queries).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running_queries(&endpoint) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the aborted load is still running on the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let n: usize = c.query("SELECT * FROM ab", None).unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(n, 0);
 }
