@@ -646,3 +646,37 @@ def test_interrupt_reaches_a_remote_update_returning(server, duck):
     assert waited < 4, f"the interrupt took {waited:.1f} s to reach the client"
     assert_server_idle(server, 20)
     assert duck.execute("SELECT count(*) FILTER (v = 1) FROM cloud.ext_upd").fetchall() == [(0,)], "rolled back"
+
+
+def test_interrupt_cancels_the_fragments_of_a_hybrid_plan(server, duck):
+    """An interrupt stops a split query while its remote fragment is still computing on the
+    server: the client returns at once and the fragment's query on the server is cancelled."""
+    c = adbc_connect(server)
+    c.cursor().execute("CREATE OR REPLACE TABLE ext_huge AS SELECT range AS id FROM range(50000000)")
+    c.close()
+    duck.execute(attach_sql(server))
+    duck.execute("CREATE TABLE few AS SELECT range AS id FROM range(100)")
+    # The fragment aggregates 50M rows on the server (by id % 100) before its first row comes.
+    sql = (
+        "SELECT f.id, count(*) FROM few f JOIN cloud.ext_huge h ON f.id = h.id % 100 "
+        "WHERE md5(md5(md5(h.id::VARCHAR))) LIKE '%abc%' GROUP BY f.id"
+    )
+    plan = duck.execute("EXPLAIN " + sql).fetchall()[0][1]
+    assert "REMOTE→LOCAL" in plan, "the query runs split"
+    running_at_interrupt = []
+    waited = interrupted_after(duck, 1.5, sql, before=lambda: running_at_interrupt.append(server.health()["running_queries"]))
+    assert running_at_interrupt == [1], "the fragment was still computing when the interrupt came"
+    assert waited < 4, f"the interrupt took {waited:.1f} s to reach the client"
+    assert_server_idle(server, 10)
+
+
+def test_openduck_hybrid_accepts_only_auto_and_off(server, duck):
+    import duckdb
+
+    duck.execute(attach_sql(server))
+    duck.execute("CREATE TABLE few AS SELECT range AS id FROM range(3)")
+    duck.execute("SET openduck_hybrid = 'sometimes'")
+    with pytest.raises(duckdb.Error, match="openduck_hybrid.*'auto' or 'off'"):
+        duck.execute("SELECT count(*) FROM few JOIN cloud.ext_users USING (id)").fetchall()
+    duck.execute("SET openduck_hybrid = 'OFF'")
+    assert duck.execute("SELECT count(*) FROM few JOIN cloud.ext_users USING (id)").fetchall() == [(3,)]

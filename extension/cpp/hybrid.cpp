@@ -276,23 +276,17 @@ void NoteFallback(LogicalOperator &op, const string &reason) {
 	}
 }
 
-// The remote catalog the query reads, if exactly one.
-optional_ptr<OdCatalog> RemoteCatalog(ClientContext &context, LogicalOperator &op, optional_ptr<OdCatalog> found,
-                                      bool &several) {
-	if (op.type == LogicalOperatorType::LOGICAL_GET) {
+// The first OpenDuck catalog the query reads (the split is asked of its server; tables of other
+// attachments are local to that server: the client reads them with its own remote scans).
+optional_ptr<OdCatalog> RemoteCatalog(ClientContext &context, LogicalOperator &op, optional_ptr<OdCatalog> found) {
+	if (!found && op.type == LogicalOperatorType::LOGICAL_GET) {
 		auto conn = RemoteScanConnection(op.Cast<LogicalGet>());
 		if (conn) {
-			auto catalog = CatalogOf(context, conn);
-			if (found && catalog && catalog != found) {
-				several = true;
-			}
-			if (!found) {
-				found = catalog;
-			}
+			found = CatalogOf(context, conn);
 		}
 	}
 	for (auto &child : op.children) {
-		found = RemoteCatalog(context, *child, found, several);
+		found = RemoteCatalog(context, *child, found);
 	}
 	return found;
 }
@@ -339,16 +333,21 @@ unique_ptr<LogicalOperator> PlanLocal(ClientContext &context, Binder &outer, Act
 } // namespace
 
 void SplitQuery(ClientContext &context, Binder &binder, unique_ptr<LogicalOperator> &plan) {
-	Value mode;
-	if (context.TryGetCurrentSetting("openduck_hybrid", mode) && !mode.IsNull() &&
-	    StringUtil::Lower(mode.ToString()) == "off") {
-		return;
-	}
-	bool several = false;
-	auto remote = RemoteCatalog(context, *plan, nullptr, several);
+	auto remote = RemoteCatalog(context, *plan, nullptr);
 	if (!remote) {
 		return;
 	}
+	Value mode;
+	if (context.TryGetCurrentSetting("openduck_hybrid", mode) && !mode.IsNull()) {
+		auto value = StringUtil::Lower(mode.ToString());
+		if (value == "off") {
+			return;
+		}
+		if (value != "auto") {
+			throw InvalidInputException("openduck_hybrid is '%s'; it must be 'auto' or 'off'", mode.ToString());
+		}
+	}
+
 	string sql;
 	auto statement = CurrentSelect(context, &sql);
 	if (!statement) {
