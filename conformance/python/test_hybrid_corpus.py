@@ -189,3 +189,23 @@ def test_random_queries_equal_all_local(shop):
         sql = random_query(rng)
         got, expected, _ = both(con, remote, sql)
         assert got == expected, f"seed {seed} (OPENDUCK_HYBRID_SEED={seed} replays it): {sql}"
+
+
+def test_session_settings_that_change_meaning_are_respected(shop):
+    """Settings that change what SQL means in the client (order defaults, integer division,
+    collation) give the client's answer, in the client's order."""
+    con, remote = shop
+    con.execute("SET search_path = ''")
+    sql = "SELECT i.grp, s.qty / 2 AS half, s.seq FROM items i JOIN sales s ON i.id = s.item_id WHERE s.seq < 300 ORDER BY i.grp, s.seq"
+    for setting, value in (
+        ("default_null_order", "'nulls_first'"),
+        ("default_order", "'desc'"),
+        ("integer_division", "true"),
+    ):
+        con.execute(f"SET {setting} = {value}")
+        try:
+            got = con.execute(sql.replace("sales", f"cloud.main.{remote}")).fetchall()
+            expected = con.execute(sql.replace("sales", "memory.loc.sales")).fetchall()
+            assert got == expected, setting
+        finally:
+            con.execute(f"RESET {setting}")

@@ -157,3 +157,12 @@ def test_what_cannot_be_split_falls_back_with_a_reason(server, shop):
     response = split(server, QUERY, rels, settings={"integer_division": "true"})
     assert "integer_division differs" in response["fallback_reason"]
     assert split(server, QUERY, rels, settings={"integer_division": "false"})["fallback_reason"] == ""
+    # Even when the server agrees, an ORDER BY default the planner does not write falls back.
+    for setting, value in (("default_order", "DESC"), ("default_null_order", "NULLS_FIRST")):
+        with adbc_connect(server) as c:
+            cur = c.cursor()
+            cur.execute(f"SELECT current_setting('{setting}')")
+            server_default = cur.fetchone()[0]
+            cur.close()
+        assert split(server, QUERY, rels, settings={setting: server_default})["fallback_reason"] == ""
+        assert setting in split(server, QUERY, rels, settings={setting: value})["fallback_reason"]

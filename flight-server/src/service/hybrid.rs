@@ -65,6 +65,9 @@ impl OpenDuckService {
         if let Some(reason) = self.settings_differ(grant, &target, &split.settings).await? {
             return Ok(fallback(reason));
         }
+        if let Some(reason) = planner_assumptions(&split.settings) {
+            return Ok(fallback(reason));
+        }
         let mut relations = Vec::with_capacity(split.relations.len());
         for r in &split.relations {
             let (location, name, schema) = match r.location() {
@@ -229,6 +232,19 @@ impl OpenDuckService {
         let (schema, rx) = self.engine.query(&grant, target, id, sql, Vec::new()).await.map_err(status)?;
         Ok(Response::new(labelled(schema, tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
+}
+
+/// Why the client's settings contradict what the planner writes into the SQL it produces, if they
+/// do: it spells out every ORDER BY as ascending unless told otherwise, NULLs last.
+fn planner_assumptions(settings: &HashMap<String, String>) -> Option<String> {
+    let is = |name: &str, allowed: &[&str]| settings.get(name).is_none_or(|v| allowed.iter().any(|a| v.eq_ignore_ascii_case(a)));
+    if !is("default_order", &["asc", "ascending"]) {
+        return Some("the setting default_order is not ascending; split plans assume it is".into());
+    }
+    if !is("default_null_order", &["nulls_last"]) {
+        return Some("the setting default_null_order is not NULLS_LAST; split plans assume it is".into());
+    }
+    None
 }
 
 /// The server's values of the settings (one list column, one row).
