@@ -680,3 +680,19 @@ def test_openduck_hybrid_accepts_only_auto_and_off(server, duck):
         duck.execute("SELECT count(*) FROM few JOIN cloud.ext_users USING (id)").fetchall()
     duck.execute("SET openduck_hybrid = 'OFF'")
     assert duck.execute("SELECT count(*) FROM few JOIN cloud.ext_users USING (id)").fetchall() == [(3,)]
+
+
+def test_hybrid_fragments_run_in_the_open_transaction(server, duck):
+    """Inside BEGIN … a split query's fragment sees the transaction's own uncommitted rows."""
+    duck.execute(attach_sql(server))
+    duck.execute("CREATE OR REPLACE TABLE cloud.tx_hybrid AS SELECT range AS id FROM range(10)")
+    duck.execute("CREATE TABLE wanted AS SELECT range AS id FROM range(100)")
+    sql = "SELECT count(*) FROM wanted w JOIN cloud.tx_hybrid t ON w.id = t.id"
+    assert "REMOTE→LOCAL" in duck.execute("EXPLAIN " + sql).fetchall()[0][1]
+    duck.execute("BEGIN")
+    duck.execute("INSERT INTO cloud.tx_hybrid SELECT range + 10 FROM range(5)")
+    assert "REMOTE→LOCAL" in duck.execute("EXPLAIN " + sql).fetchall()[0][1]
+    assert duck.execute(sql).fetchall() == [(15,)]
+    duck.execute("ROLLBACK")
+    assert duck.execute(sql).fetchall() == [(10,)]
+    duck.execute("DROP TABLE cloud.tx_hybrid")

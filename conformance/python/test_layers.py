@@ -407,6 +407,11 @@ def test_old_snapshots_are_readable_by_id(tmp_path, duck, fuse):
     assert new_rows == [(i,) for i in range(10, 15)]
     with pytest.raises(Exception, match="read-?only"):
         duck.execute("INSERT INTO old.t VALUES (1)")
+    # A hybrid plan's fragment reads the attached snapshot too.
+    duck.execute("CREATE TABLE wanted AS SELECT range AS id FROM range(20)")
+    split = "SELECT count(*), sum(t.id) FROM wanted w JOIN old.t t ON w.id = t.id"
+    assert "REMOTE→LOCAL" in duck.execute("EXPLAIN " + split).fetchall()[0][1]
+    assert duck.execute(split).fetchall() == [(10, 45)]
     s.stop()
 
 
