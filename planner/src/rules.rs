@@ -248,7 +248,10 @@ pub fn partial_aggregate(plan: LogicalPlan, relations: &[Relation]) -> Result<Lo
         .transform_up_with_subqueries(|node| match node {
             LogicalPlan::Aggregate(aggregate) => match two_step(&aggregate, relations)? {
                 Some(rewritten) => Ok(Transformed::yes(rewritten)),
-                None => Ok(Transformed::no(LogicalPlan::Aggregate(aggregate))),
+                None => match two_step_left(&aggregate, relations)? {
+                    Some(rewritten) => Ok(Transformed::yes(rewritten)),
+                    None => Ok(Transformed::no(LogicalPlan::Aggregate(aggregate))),
+                },
             },
             other => Ok(Transformed::yes(other.recompute_schema()?)),
         })?
@@ -276,38 +279,9 @@ fn two_step(aggregate: &Aggregate, relations: &[Relation]) -> Result<Option<Logi
     if predicates.iter().chain(&aggregate.group_expr).any(place::has_subquery) {
         return Ok(None);
     }
-    let mut partials = vec![];
-    let mut finals = vec![];
-    let group_count = aggregate.group_expr.len();
-    for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
-        let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias() else {
-            return Ok(None);
-        };
-        let Some(combine) = combiner(func.name()) else {
-            return Ok(None);
-        };
-        if params.distinct || params.filter.is_some() || !params.order_by.is_empty() || params.null_treatment.is_some() {
-            return Ok(None);
-        }
-        if params.args.iter().any(|a| place::has_subquery(a) || a.column_refs().iter().any(|c| !r_columns.contains(*c))) {
-            return Ok(None);
-        }
-        if !params.args.iter().all(|a| place::expr_remote(a, relations, &r_columns)) {
-            return Ok(None);
-        }
-        if func.name() == "count" && group_count == 0 {
-            return Ok(None);
-        }
-        let partial_name = format!("__openduck_p{i}");
-        partials.push(Expr::AggregateFunction(AggregateFunction { func: func.clone(), params }).alias(&partial_name));
-        let combine_fn = match combine {
-            "sum" => datafusion_functions_aggregate::sum::sum_udaf(),
-            "min" => datafusion_functions_aggregate::min_max::min_udaf(),
-            _ => datafusion_functions_aggregate::min_max::max_udaf(),
-        };
-        let output = aggregate.schema.field(group_count + i).name().clone();
-        finals.push(combine_fn.call(vec![Expr::Column(Column::new_unqualified(partial_name))]).alias(output));
-    }
+    let Some((partials, finals)) = partial_and_final(aggregate, relations, &r_columns, true, false) else {
+        return Ok(None);
+    };
     // The columns of R that anything above it reads.
     let mut keys: BTreeSet<Column> = BTreeSet::new();
     for expr in predicates.iter().chain(&aggregate.group_expr) {
@@ -321,5 +295,109 @@ fn two_step(aggregate: &Aggregate, relations: &[Relation]) -> Result<Option<Logi
         LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(leaves[r].clone()), keys.into_iter().map(Expr::Column).collect(), partials)?);
     leaves[r] = reduced;
     let input = join_all(leaves, predicates)?;
+    Ok(Some(LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), aggregate.group_expr.clone(), finals)?)))
+}
+
+/// The partial and combining aggregates for `aggregate`'s aggregates, if each is a plain
+/// `sum`/`count`/`min`/`max` of `r_columns` (`count(*)` only when `count_star` allows it). For an
+/// outer join, `count` combines as `sum(coalesce(partial, 0))`: a row without a match counts 0.
+fn partial_and_final(
+    aggregate: &Aggregate,
+    relations: &[Relation],
+    r_columns: &HashSet<Column>,
+    count_star: bool,
+    outer: bool,
+) -> Option<(Vec<Expr>, Vec<Expr>)> {
+    let mut partials = vec![];
+    let mut finals = vec![];
+    let group_count = aggregate.group_expr.len();
+    for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias() else {
+            return None;
+        };
+        combiner(func.name())?;
+        if params.distinct || params.filter.is_some() || !params.order_by.is_empty() || params.null_treatment.is_some() {
+            return None;
+        }
+        let columns: Vec<Column> = params.args.iter().flat_map(|a| a.column_refs().into_iter().cloned()).collect();
+        if params.args.iter().any(place::has_subquery) || columns.iter().any(|c| !r_columns.contains(c)) {
+            return None;
+        }
+        if columns.is_empty() && !count_star {
+            return None;
+        }
+        if !params.args.iter().all(|a| place::expr_remote(a, relations, r_columns)) {
+            return None;
+        }
+        if func.name() == "count" && group_count == 0 {
+            return None;
+        }
+        let partial_name = format!("__openduck_p{i}");
+        let partial = Expr::Column(Column::new_unqualified(&partial_name));
+        partials.push(Expr::AggregateFunction(AggregateFunction { func: func.clone(), params }).alias(&partial_name));
+        let output = aggregate.schema.field(group_count + i).name().clone();
+        let combined = match func.name() {
+            "count" if outer => datafusion_functions_aggregate::sum::sum_udaf()
+                .call(vec![datafusion_functions::core::coalesce().call(vec![partial, datafusion_expr::lit(0i64)])]),
+            "count" | "sum" => datafusion_functions_aggregate::sum::sum_udaf().call(vec![partial]),
+            "min" => datafusion_functions_aggregate::min_max::min_udaf().call(vec![partial]),
+            _ => datafusion_functions_aggregate::min_max::max_udaf().call(vec![partial]),
+        };
+        finals.push(combined.alias(output));
+    }
+    Some((partials, finals))
+}
+
+/// **Partial aggregation below a LEFT JOIN.** `Aggregate(G; A)` directly over `L LEFT JOIN R`
+/// with `R` remote and every aggregate a `sum`/`count`/`min`/`max` of `R`'s columns (not
+/// `count(*)`, which counts `L`'s unmatched rows): `R` is filtered by the join conditions that
+/// read only it and aggregated on the server by every column of `R` the rest reads; each partial
+/// row stands for rows of `R` the join treats alike. A row of `L` without a match gets NULL
+/// partials, which combine to what the aggregates give over NULLs (`count` as 0).
+fn two_step_left(aggregate: &Aggregate, relations: &[Relation]) -> Result<Option<LogicalPlan>> {
+    let LogicalPlan::Join(join) = aggregate.input.as_ref() else {
+        return Ok(None);
+    };
+    if join.join_type != JoinType::Left
+        || join.join_constraint != JoinConstraint::On
+        || join.null_equality != datafusion_common::NullEquality::NullEqualsNothing
+        || join.null_aware
+        || !place::fragment_root(&join.right, relations)
+        || place::fragment_root(&join.left, relations)
+    {
+        return Ok(None);
+    }
+    let r_columns = columns_of(&join.right);
+    let conditions: Vec<Expr> = join.filter.clone().map(split_conjunction_owned).unwrap_or_default();
+    if conditions.iter().chain(&aggregate.group_expr).any(place::has_subquery)
+        || join.on.iter().any(|(l, r)| place::has_subquery(l) || place::has_subquery(r))
+    {
+        return Ok(None);
+    }
+    let Some((partials, finals)) = partial_and_final(aggregate, relations, &r_columns, false, true) else {
+        return Ok(None);
+    };
+    // Conditions on R alone filter R before it is aggregated; the others stay in the join.
+    let (r_only, mixed): (Vec<Expr>, Vec<Expr>) = conditions.into_iter().partition(|c| {
+        let refs = c.column_refs();
+        !refs.is_empty() && refs.iter().all(|col| r_columns.contains(*col)) && place::expr_remote(c, relations, &r_columns)
+    });
+    let mut keys: BTreeSet<Column> = BTreeSet::new();
+    let readers = join.on.iter().flat_map(|(l, r)| [l, r]).chain(&mixed).chain(&aggregate.group_expr);
+    for expr in readers {
+        for c in expr.column_refs() {
+            if r_columns.contains(c) {
+                keys.insert(c.clone());
+            }
+        }
+    }
+    let mut right = join.right.as_ref().clone();
+    if let Some(predicate) = conjunction(r_only) {
+        right = LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(right))?);
+    }
+    let reduced = LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(right), keys.into_iter().map(Expr::Column).collect(), partials)?);
+    let input = LogicalPlanBuilder::from(join.left.as_ref().clone())
+        .join_on(reduced, JoinType::Left, join.on.iter().map(|(l, r)| l.clone().eq(r.clone())).chain(mixed))?
+        .build()?;
     Ok(Some(LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), aggregate.group_expr.clone(), finals)?)))
 }

@@ -142,3 +142,16 @@ fn division_is_written_as_duckdb_division() {
     assert!(local.contains("/ 2") && !local.contains("//"), "{local}");
     assert!(!fragments[0].sql.contains("//"));
 }
+
+#[test]
+fn an_aggregate_over_a_left_join_is_reduced_on_the_server() {
+    let (local, fragments, _) = split_ok(
+        "SELECT p.id, count(s.amount) AS n FROM products p LEFT JOIN cloud.sales s ON p.id = s.product_id AND s.region = 'eu' GROUP BY p.id",
+    );
+    let remote = &fragments[0].sql;
+    assert!(remote.contains("GROUP BY") && remote.contains("'eu'"), "{remote}");
+    assert!(local.contains("LEFT") && local.contains("coalesce"), "unmatched rows count 0: {local}");
+    // count(*) counts unmatched rows: not reduced.
+    let (_, fragments, _) = split_ok("SELECT p.id, count(*) FROM products p LEFT JOIN cloud.sales s ON p.id = s.product_id GROUP BY p.id");
+    assert!(!fragments[0].sql.contains("GROUP BY"), "{}", fragments[0].sql);
+}
