@@ -13,7 +13,7 @@ use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use openduck_proto::v1::{Location, Relation, SplitRequest, SplitResponse};
 
 use crate::client::Client;
-use crate::{client_arg, export_schema, guarded, str_arg, txn_arg, SendPtr};
+use crate::{client_arg, export_schema, guarded, interrupt_check, str_arg, txn_arg};
 
 /// A split request being described, then its answer.
 pub struct Split {
@@ -262,11 +262,7 @@ pub extern "C" fn openduck_exchange(
         }
         let schema = Arc::new(schema);
         let txn = unsafe { txn_arg(txn) }?;
-        let check = interrupted.map(|check| {
-            // The caller keeps `interrupted_arg` alive as long as the stream (see the header).
-            let arg = SendPtr(interrupted_arg);
-            Box::new(move || check(arg.get()) != 0) as crate::client::InterruptCheck
-        });
+        let check = interrupt_check(interrupted, interrupted_arg);
         let reader = client.exchange(plan, sql, schema, txn, check).map_err(|e| e.to_string())?;
         unsafe { ptr::write(out, FFI_ArrowArrayStream::new(Box::new(reader))) };
         Ok(())

@@ -292,6 +292,15 @@ impl SendPtr {
     }
 }
 
+/// The caller's interrupt callback as a check a reader polls (none without a callback). The caller
+/// keeps `arg` alive as long as the stream (see the header).
+fn interrupt_check(interrupted: Option<extern "C" fn(*mut c_void) -> c_int>, arg: *mut c_void) -> Option<client::InterruptCheck> {
+    interrupted.map(|check| {
+        let arg = SendPtr(arg);
+        Box::new(move || check(arg.get()) != 0) as client::InterruptCheck
+    })
+}
+
 /// Runs `sql` on the server (inside transaction `txn`, may be NULL); its result streams through
 /// `out` (an Arrow C stream the caller releases; releasing it early cancels the remote query).
 /// While waiting on the server the stream calls `interrupted(interrupted_arg)` (when given) every
@@ -310,12 +319,8 @@ pub extern "C" fn openduck_query(
         let client = unsafe { client_arg(client) }?;
         let sql = unsafe { str_arg(sql, "SQL") }?;
         let txn = unsafe { txn_arg(txn) }?;
-        let reader = match interrupted {
-            Some(check) => {
-                // The caller keeps `interrupted_arg` alive as long as the stream (see the header).
-                let arg = SendPtr(interrupted_arg);
-                client.query_interruptible(sql, txn, Box::new(move || check(arg.get()) != 0))
-            }
+        let reader = match interrupt_check(interrupted, interrupted_arg) {
+            Some(check) => client.query_interruptible(sql, txn, check),
             None => client.query(sql, txn),
         }
         .map_err(|e| e.to_string())?;

@@ -198,33 +198,8 @@ fn estimate(plan: &LogicalPlan, relations: &[Relation]) -> Option<u64> {
 
 /// `expr` with columns renamed by `map`; an error if a subquery in it refers to a renamed column.
 fn rename(expr: Expr, map: &ColumnMap) -> Result<Expr> {
-    let mut problem = None;
-    let _ = expr.apply(|e| {
-        let plan = match e {
-            Expr::Exists(x) => Some(&x.subquery.subquery),
-            Expr::InSubquery(x) => Some(&x.subquery.subquery),
-            Expr::ScalarSubquery(x) => Some(&x.subquery),
-            _ => None,
-        };
-        if let Some(plan) = plan {
-            let _ = plan.apply_with_subqueries(|node| {
-                for inner in node.expressions() {
-                    let _ = inner.apply(|x| {
-                        if let Expr::OuterReferenceColumn(_, c) = x {
-                            if map.contains_key(c) {
-                                problem = Some(format!("a correlated subquery refers to {c}, which is computed on the server"));
-                            }
-                        }
-                        Ok(TreeNodeRecursion::Continue)
-                    });
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    if let Some(problem) = problem {
-        return Err(DataFusionError::Plan(problem));
+    if let Some(c) = place::outer_references(&expr).into_iter().find(|c| map.contains_key(c)) {
+        return Err(DataFusionError::Plan(format!("a correlated subquery refers to {c}, which is computed on the server")));
     }
     Ok(expr
         .transform_up(|e| match e {

@@ -196,3 +196,31 @@ pub(crate) fn has_subquery(expr: &Expr) -> bool {
     });
     found
 }
+
+/// The columns from outside that the subqueries inside `expr` read (their outer references).
+pub(crate) fn outer_references(expr: &Expr) -> Vec<Column> {
+    let mut out = Vec::new();
+    let _ = expr.apply(|e| {
+        let plan = match e {
+            Expr::Exists(x) => Some(&x.subquery.subquery),
+            Expr::InSubquery(x) => Some(&x.subquery.subquery),
+            Expr::ScalarSubquery(x) => Some(&x.subquery),
+            _ => None,
+        };
+        if let Some(plan) = plan {
+            let _ = plan.apply_with_subqueries(|node| {
+                for inner in node.expressions() {
+                    let _ = inner.apply(|x| {
+                        if let Expr::OuterReferenceColumn(_, c) = x {
+                            out.push(c.clone());
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    });
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}

@@ -199,28 +199,7 @@ fn regroup(leaves: Vec<LogicalPlan>, remote: Vec<bool>, predicates: Vec<Expr>, r
 /// The columns `expr` reads, including those its subqueries read from outside.
 fn all_columns(expr: &Expr) -> Vec<Column> {
     let mut out: Vec<Column> = expr.column_refs().into_iter().cloned().collect();
-    let _ = expr.apply(|e| {
-        let plan = match e {
-            Expr::Exists(x) => Some(&x.subquery.subquery),
-            Expr::InSubquery(x) => Some(&x.subquery.subquery),
-            Expr::ScalarSubquery(x) => Some(&x.subquery),
-            _ => None,
-        };
-        if let Some(plan) = plan {
-            let _ = plan.apply_with_subqueries(|node| {
-                for inner in node.expressions() {
-                    let _ = inner.apply(|x| {
-                        if let Expr::OuterReferenceColumn(_, c) = x {
-                            out.push(c.clone());
-                        }
-                        Ok(datafusion_common::tree_node::TreeNodeRecursion::Continue)
-                    });
-                }
-                Ok(datafusion_common::tree_node::TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(datafusion_common::tree_node::TreeNodeRecursion::Continue)
-    });
+    out.extend(place::outer_references(expr));
     out
 }
 
