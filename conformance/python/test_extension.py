@@ -696,3 +696,28 @@ def test_hybrid_fragments_run_in_the_open_transaction(server, duck):
     duck.execute("ROLLBACK")
     assert duck.execute(sql).fetchall() == [(10,)]
     duck.execute("DROP TABLE cloud.tx_hybrid")
+
+
+def test_local_join_keys_reach_the_server_and_the_session_keeps_its_settings(server, duck):
+    """A split query ships the keys of a selective local side to the server with the fragment
+    (DuckDB's join filter as an IN list), so the server sends only rows that can join. The IN-list
+    limit this needs is raised for the query only; a key list too long for the server's statement
+    limit is left out, and the answer is the same."""
+    duck.execute(attach_sql(server))
+    duck.execute("CREATE OR REPLACE TABLE cloud.keyed AS SELECT range AS k, range % 7 AS v FROM range(300000)")
+    duck.execute("CREATE TABLE few_keys AS SELECT range * 1000 AS k FROM range(200)")
+    duck.execute("CREATE TABLE many_keys AS SELECT range * 2 AS k FROM range(120000)")
+    duck.execute("CREATE TABLE local_keyed AS SELECT * FROM cloud.keyed")
+    for keys, expected_max_mb in (("few_keys", 0.1), ("many_keys", None)):
+        sql = f"SELECT count(*), sum(r.v) FROM {keys} l JOIN {{t}} r ON l.k = r.k"
+        before = server.health()["result_bytes_sent"]
+        got = duck.execute(sql.format(t="cloud.keyed")).fetchall()
+        moved = (server.health()["result_bytes_sent"] - before) / 1e6
+        assert got == duck.execute(sql.format(t="local_keyed")).fetchall()
+        if expected_max_mb:
+            assert moved < expected_max_mb, f"{moved:.2f} MB sent for 200 keys"
+    assert duck.execute("SELECT current_setting('dynamic_or_filter_threshold')").fetchall() == [(50,)]
+    duck.execute("SET dynamic_or_filter_threshold = 7")
+    duck.execute("SELECT count(*) FROM few_keys l JOIN cloud.keyed r ON l.k = r.k").fetchall()
+    assert duck.execute("SELECT current_setting('dynamic_or_filter_threshold')").fetchall() == [(7,)]
+    duck.execute("DROP TABLE cloud.keyed")

@@ -15,7 +15,10 @@
 #include "duckdb/catalog/catalog_entry/table_catalog_entry.hpp"
 #include "duckdb/common/arrow/arrow_converter.hpp"
 #include "duckdb/storage/table_storage_info.hpp"
+#include "duckdb/main/client_config.hpp"
 #include "duckdb/main/client_context.hpp"
+#include "duckdb/main/client_context_state.hpp"
+#include "duckdb/main/settings.hpp"
 #include "duckdb/parser/expression/constant_expression.hpp"
 #include "duckdb/parser/expression/function_expression.hpp"
 #include "duckdb/parser/expression/subquery_expression.hpp"
@@ -254,6 +257,33 @@ string Describe(ClientContext &context, SQLStatement &statement, OdCatalog &remo
 	return "";
 }
 
+// How many join keys DuckDB may turn into an IN filter while a split query runs (its default is
+// 50): the keys of a selective local side then reach the server with each fragment's SQL, so the
+// server sends only the rows that can join. A session that set the limit itself keeps its own.
+const idx_t SPLIT_OR_FILTER_KEYS = 100000;
+
+// Puts the session's IN-filter limit back when the query ends.
+struct RestoreOrFilterLimit : public ClientContextState {
+	void QueryEnd(ClientContext &context) override {
+		if (raised) {
+			ClientConfig::GetConfig(context).user_settings.ClearSetting(DynamicOrFilterThresholdSetting::SettingIndex);
+			raised = false;
+		}
+	}
+	bool raised = false;
+};
+
+void RaiseOrFilterLimit(ClientContext &context) {
+	auto &settings = ClientConfig::GetConfig(context).user_settings;
+	auto index = DynamicOrFilterThresholdSetting::SettingIndex;
+	if (settings.IsSet(index)) {
+		return;
+	}
+	auto restore = context.registered_state->GetOrCreate<RestoreOrFilterLimit>("openduck_restore_or_filter_limit");
+	settings.SetUserSetting(index, Value::UBIGINT(SPLIT_OR_FILTER_KEYS));
+	restore->raised = true;
+}
+
 // The largest table index `op` and its children use.
 idx_t MaxTableIndex(LogicalOperator &op) {
 	idx_t max = 0;
@@ -399,7 +429,9 @@ void SplitQuery(ClientContext &context, Binder &binder, unique_ptr<LogicalOperat
 	} catch (std::exception &e) {
 		ErrorData error(e);
 		NoteFallback(*plan, "its local part did not bind: " + error.RawMessage());
+		return;
 	}
+	RaiseOrFilterLimit(context);
 }
 
 void RegisterHybrid(DBConfig &config, ExtensionLoader &loader) {

@@ -45,6 +45,10 @@ string QuoteIdent(const string &name) {
 
 namespace {
 
+// The longest optional filter (a hint such as a join's key list) pushed to the server as SQL; a
+// longer one is left out, keeping the remote SQL well under the server's statement limit.
+const idx_t MAX_OPTIONAL_FILTER_SQL = 256 * 1024;
+
 // A filter rendered as SQL, or nothing: optional filters (join and Top-N hints) may be skipped;
 // a required filter that cannot be rendered is an error, since DuckDB will not apply it again.
 struct Rendered {
@@ -74,7 +78,7 @@ Rendered RenderOptional(optional_ptr<const Expression> child, const string &colu
 		return {true, ""};
 	}
 	auto r = RenderExpression(*child, column);
-	return r.ok ? r : Rendered {true, ""};
+	return r.ok && r.sql.size() <= MAX_OPTIONAL_FILTER_SQL ? r : Rendered {true, ""};
 }
 
 Rendered RenderFunction(const BoundFunctionExpression &func, const string &column) {
@@ -263,7 +267,7 @@ Rendered Render(const TableFilter &filter, const string &column) {
 			return {true, ""};
 		}
 		auto r = Render(*f.child_filter, column);
-		return r.ok ? r : Rendered {true, ""};
+		return r.ok && r.sql.size() <= MAX_OPTIONAL_FILTER_SQL ? r : Rendered {true, ""};
 	}
 	case TableFilterType::DYNAMIC_FILTER: {
 		auto &f = filter.Cast<DynamicFilter>();
