@@ -721,3 +721,32 @@ def test_local_join_keys_reach_the_server_and_the_session_keeps_its_settings(ser
     duck.execute("SELECT count(*) FROM few_keys l JOIN cloud.keyed r ON l.k = r.k").fetchall()
     assert duck.execute("SELECT current_setting('dynamic_or_filter_threshold')").fetchall() == [(7,)]
     duck.execute("DROP TABLE cloud.keyed")
+
+
+def test_hybrid_names_resolve_as_duckdb_resolves_them(server, remote, duck):
+    """The split plan reads the tables DuckDB would: after USE, through a CTE or a view with a
+    table's name, the answers are DuckDB's own."""
+    duck.execute(attach_sql(server))
+    duck.execute("CREATE TABLE memory.main.picks AS SELECT range * 3 AS id FROM range(50)")
+    duck.execute("CREATE TABLE memory.main.copy_sales AS SELECT * FROM cloud.ext_sales")
+    split = "SELECT count(*), sum(s.amount) FROM memory.main.picks p JOIN {sales} s ON p.id = s.id"
+    expected = duck.execute(split.format(sales="memory.main.copy_sales")).fetchall()
+    try:
+        duck.execute("USE cloud")
+        assert "REMOTE→LOCAL" in duck.execute("EXPLAIN " + split.format(sales="ext_sales")).fetchall()[0][1]
+        assert duck.execute(split.format(sales="ext_sales")).fetchall() == expected
+    finally:
+        duck.execute("USE memory")
+    # A CTE named like a remote table means the CTE.
+    cte = "WITH ext_sales AS (SELECT * FROM memory.main.copy_sales WHERE amount > 50) " + split.format(sales="ext_sales")
+    assert duck.execute(cte).fetchall() == duck.execute(
+        "SELECT count(*), sum(s.amount) FROM memory.main.picks p JOIN (SELECT * FROM memory.main.copy_sales WHERE amount > 50) s ON p.id = s.id"
+    ).fetchall()
+    # A local view that shadows the remote table on the search path is the view.
+    duck.execute("CREATE VIEW memory.main.ext_sales AS SELECT * FROM memory.main.copy_sales WHERE amount < 20")
+    duck.execute("SET search_path = 'memory.main,cloud.main'")
+    try:
+        got = duck.execute(split.format(sales="ext_sales")).fetchall()
+        assert got == duck.execute(split.format(sales="(SELECT * FROM memory.main.copy_sales WHERE amount < 20)")).fetchall()
+    finally:
+        duck.execute("RESET search_path")

@@ -57,6 +57,9 @@ CORPUS = [
     "SELECT s.region, sum(s.amount) FILTER (WHERE i.price > 10) FROM items i JOIN sales s ON i.id = s.item_id GROUP BY s.region",
     "SELECT i.cat, string_agg(s.region, ',' ORDER BY s.seq) FROM items i JOIN sales s ON i.id = s.item_id WHERE s.seq < 400 GROUP BY i.cat",
     "SELECT i.cat, s.region, sum(s.amount) FROM items i JOIN sales s ON i.id = s.item_id GROUP BY i.cat, s.region HAVING sum(s.amount) > 100",
+    "SELECT id, count(*), sum(s.amount) FROM items i JOIN (SELECT item_id AS id, amount FROM sales) s USING (id) GROUP BY id",
+    "SELECT count(*), sum(amount) FROM items NATURAL JOIN (SELECT item_id AS id, amount FROM sales WHERE qty > 1)",
+    "SELECT * FROM (SELECT i.id, s.seq FROM items i JOIN sales s ON i.id = s.item_id) t WHERE t.seq % 97 = 1",
     # aggregates over a LEFT JOIN: partial on the server, unmatched rows counting 0
     "SELECT i.id, count(s.seq), sum(s.amount), max(s.day) FROM items i LEFT JOIN sales s ON i.id = s.item_id AND s.qty > 2 GROUP BY i.id",
     "SELECT n, count(*) FROM (SELECT i.id, count(s.region) AS n FROM items i LEFT JOIN sales s ON i.id = s.item_id AND s.region ILIKE '%th' GROUP BY i.id) GROUP BY n",
