@@ -750,3 +750,25 @@ def test_hybrid_names_resolve_as_duckdb_resolves_them(server, remote, duck):
         assert got == duck.execute(split.format(sales="(SELECT * FROM memory.main.copy_sales WHERE amount < 20)")).fetchall()
     finally:
         duck.execute("RESET search_path")
+
+
+def test_openduck_explain_shows_the_split_plan_as_rows(server, remote, duck):
+    duck.execute(attach_sql(server))
+    duck.execute("CREATE TABLE picks AS SELECT range AS id FROM range(10)")
+    rows = [r[0] for r in duck.execute(
+        "SELECT * FROM openduck_explain('SELECT p.id, sum(s.amount) FROM picks p JOIN cloud.ext_sales s ON p.id = s.id GROUP BY 1')"
+    ).fetchall()]
+    assert rows[0].startswith("[LOCAL]"), rows
+    assert any("Bridge(REMOTE→LOCAL)" in r for r in rows) and any("[REMOTE] Aggregate" in r for r in rows), rows
+    assert all(r.lstrip().startswith(("[LOCAL]", "[REMOTE]", "subquery:")) for r in rows), rows
+    none = [("not split: the query names no table of an OpenDuck attachment (views are not looked into)",)]
+    assert duck.execute("SELECT * FROM openduck_explain('SELECT * FROM picks')").fetchall() == none
+    duck.execute("CREATE VIEW v AS SELECT * FROM cloud.ext_sales")
+    assert duck.execute("SELECT * FROM openduck_explain('SELECT count(*) FROM picks JOIN v USING (id)')").fetchall() == none
+    # A split the planner declines says why.
+    why = duck.execute(
+        "SELECT * FROM openduck_explain('SELECT count(*) FROM v JOIN cloud.ext_users u USING (id) JOIN picks USING (id)')"
+    ).fetchall()
+    assert len(why) == 1 and why[0][0].startswith("not split:") and "v" in why[0][0], why
+    with pytest.raises(Exception, match="one SELECT"):
+        duck.execute("SELECT * FROM openduck_explain('DELETE FROM picks')").fetchall()

@@ -360,6 +360,84 @@ unique_ptr<LogicalOperator> PlanLocal(ClientContext &context, Binder &outer, Act
 	return std::move(projection);
 }
 
+// openduck_explain(sql): the split plan of a query, one labelled operator per row.
+struct ExplainData : public TableFunctionData {
+	vector<string> lines;
+};
+
+struct ExplainState : public GlobalTableFunctionState {
+	idx_t next = 0;
+};
+
+unique_ptr<FunctionData> ExplainBind(ClientContext &context, TableFunctionBindInput &input, vector<LogicalType> &types,
+                                     ColumnNames &names) {
+	auto sql = input.inputs[0].GetValue<string>();
+	types = {LogicalType::VARCHAR};
+	names = Idents({"plan"});
+	auto data = make_uniq<ExplainData>();
+#if OPENDUCK_DUCKDB_V2
+	Parser parser(context);
+#else
+	Parser parser(context.GetParserOptions());
+#endif
+	parser.ParseQuery(sql);
+	if (parser.statements.size() != 1 || parser.statements[0]->type != StatementType::SELECT_STATEMENT) {
+		throw BinderException("openduck_explain takes one SELECT");
+	}
+	auto &statement = *parser.statements[0];
+	vector<reference<BaseTableRef>> refs;
+	WalkNode(*statement.Cast<SelectStatement>().node, refs);
+	optional_ptr<OdCatalog> remote;
+	for (auto &ref : refs) {
+		optional_ptr<CatalogEntry> entry;
+		try {
+			entry = Resolve(context, ref.get());
+		} catch (std::exception &) {
+		}
+		if (entry && entry->ParentCatalog().GetCatalogType() == "openduck") {
+			remote = &entry->ParentCatalog().Cast<OdCatalog>();
+			break;
+		}
+	}
+	string text;
+	if (!remote) {
+		text = "not split: the query names no table of an OpenDuck attachment (views are not looked into)";
+	} else {
+		SplitHandle handle(sql);
+		auto problem = Describe(context, statement, *remote, handle.split);
+		char *err = nullptr;
+		if (!problem.empty()) {
+			text = "not split: " + problem;
+		} else if (openduck_split_run(remote->conn->Get(), handle.split, TxnArg(OdTransaction::Of(context, *remote)),
+		                              &err) != 0) {
+			text = "not split: the server could not split it: " + string(err ? err : "unknown error");
+			openduck_free_string(err);
+		} else if (string(openduck_split_fallback(handle.split)).empty()) {
+			text = openduck_split_explain(handle.split);
+		} else {
+			text = "not split: " + string(openduck_split_fallback(handle.split));
+		}
+	}
+	for (auto &line : StringUtil::Split(text, '\n')) {
+		data->lines.push_back(line);
+	}
+	return std::move(data);
+}
+
+unique_ptr<GlobalTableFunctionState> ExplainInit(ClientContext &, TableFunctionInitInput &) {
+	return make_uniq<ExplainState>();
+}
+
+void ExplainScan(ClientContext &, TableFunctionInput &input, DataChunk &output) {
+	auto &data = input.bind_data->Cast<ExplainData>();
+	auto &state = input.global_state->Cast<ExplainState>();
+	idx_t count = 0;
+	while (state.next < data.lines.size() && count < STANDARD_VECTOR_SIZE) {
+		output.SetValue(0, count++, Value(data.lines[state.next++]));
+	}
+	output.SetCardinality(count);
+}
+
 } // namespace
 
 void SplitQuery(ClientContext &context, Binder &binder, unique_ptr<LogicalOperator> &plan) {
@@ -441,6 +519,8 @@ void RegisterHybrid(DBConfig &config, ExtensionLoader &loader) {
 	                          LogicalType::VARCHAR, Value("auto"));
 	config.replacement_scans.emplace_back(FragmentReplacement);
 	loader.RegisterFunction(FragmentScanFunction(FragmentBind));
+	loader.RegisterFunction(
+	    TableFunction(Ident("openduck_explain"), {LogicalType::VARCHAR}, ExplainScan, ExplainBind, ExplainInit));
 }
 
 } // namespace openduck
