@@ -324,18 +324,13 @@ optional_ptr<OdCatalog> RemoteCatalog(ClientContext &context, LogicalOperator &o
 // The split's local part, bound and planned by DuckDB, its columns cast to `expected`.
 unique_ptr<LogicalOperator> PlanLocal(ClientContext &context, Binder &outer, ActiveSplit &active, const string &sql,
                                       const vector<LogicalType> &expected) {
-#if OPENDUCK_DUCKDB_V2
-	Parser parser(context);
-#else
-	Parser parser(context.GetParserOptions());
-#endif
-	parser.ParseQuery(sql);
-	if (parser.statements.size() != 1) {
+	auto statements = ParseStatements(context, sql);
+	if (statements.size() != 1) {
 		throw InternalException("openduck: the local part is not one statement");
 	}
 	ActiveGuard guard(active);
 	Planner planner(context);
-	planner.CreatePlan(std::move(parser.statements[0]));
+	planner.CreatePlan(std::move(statements[0]));
 	auto plan = std::move(planner.plan);
 	if (planner.types.size() != expected.size()) {
 		throw InternalException("openduck: the local part has %d columns, the query %d", planner.types.size(),
@@ -375,16 +370,11 @@ unique_ptr<FunctionData> ExplainBind(ClientContext &context, TableFunctionBindIn
 	types = {LogicalType::VARCHAR};
 	names = Idents({"plan"});
 	auto data = make_uniq<ExplainData>();
-#if OPENDUCK_DUCKDB_V2
-	Parser parser(context);
-#else
-	Parser parser(context.GetParserOptions());
-#endif
-	parser.ParseQuery(sql);
-	if (parser.statements.size() != 1 || parser.statements[0]->type != StatementType::SELECT_STATEMENT) {
+	auto statements = ParseStatements(context, sql);
+	if (statements.size() != 1 || statements[0]->type != StatementType::SELECT_STATEMENT) {
 		throw BinderException("openduck_explain takes one SELECT");
 	}
-	auto &statement = *parser.statements[0];
+	auto &statement = *statements[0];
 	vector<reference<BaseTableRef>> refs;
 	WalkNode(*statement.Cast<SelectStatement>().node, refs);
 	optional_ptr<OdCatalog> remote;

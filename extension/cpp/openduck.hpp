@@ -373,6 +373,8 @@ void SplitQuery(ClientContext &context, Binder &binder, unique_ptr<LogicalOperat
 void RegisterHybrid(DBConfig &config, ExtensionLoader &loader);
 // The OpenDuck catalog a connection belongs to, if attached.
 optional_ptr<OdCatalog> CatalogOf(ClientContext &context, const std::shared_ptr<Connection> &conn);
+// Parses `sql` with the session's parser options.
+vector<unique_ptr<SQLStatement>> ParseStatements(ClientContext &context, const string &sql);
 // Parses the current statement as one SELECT (EXPLAIN unwrapped), or returns null; `sql` (if
 // given) receives the SELECT's text.
 unique_ptr<SQLStatement> CurrentSelect(ClientContext &context, string *sql = nullptr);

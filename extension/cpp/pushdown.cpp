@@ -176,18 +176,23 @@ optional_ptr<OdCatalog> CatalogOf(ClientContext &context, const std::shared_ptr<
 	return nullptr;
 }
 
+vector<unique_ptr<SQLStatement>> ParseStatements(ClientContext &context, const string &sql) {
+#if OPENDUCK_DUCKDB_V2
+	Parser parser(context);
+#else
+	Parser parser(context.GetParserOptions());
+#endif
+	parser.ParseQuery(sql);
+	return std::move(parser.statements);
+}
+
 unique_ptr<SQLStatement> CurrentSelect(ClientContext &context, string *sql) {
 	try {
-#if OPENDUCK_DUCKDB_V2
-		Parser parser(context);
-#else
-		Parser parser(context.GetParserOptions());
-#endif
-		parser.ParseQuery(context.GetCurrentQuery());
-		if (parser.statements.size() != 1) {
+		auto statements = ParseStatements(context, context.GetCurrentQuery());
+		if (statements.size() != 1) {
 			return nullptr;
 		}
-		auto statement = std::move(parser.statements[0]);
+		auto statement = std::move(statements[0]);
 		auto text = context.GetCurrentQuery();
 		if (statement->type == StatementType::EXPLAIN_STATEMENT) {
 			statement = std::move(statement->Cast<ExplainStatement>().stmt);
