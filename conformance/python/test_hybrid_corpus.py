@@ -203,15 +203,24 @@ def test_session_settings_that_change_meaning_are_respected(shop):
     collation) give the client's answer, in the client's order."""
     con, remote = shop
     con.execute("SET search_path = ''")
-    sql = "SELECT i.grp, s.qty / 2 AS half, s.seq FROM items i JOIN sales s ON i.id = s.item_id WHERE s.seq < 300 ORDER BY i.grp, s.seq"
+    # Each setting changes this query's answer: the order, the division, which regions the
+    # (remote-side) filters keep and the text of the timestamps they compare.
+    sql = (
+        "SELECT i.grp, s.qty / 2 AS half, s.seq FROM items i JOIN sales s ON i.id = s.item_id "
+        "WHERE s.seq < 300 AND s.region <> 'south' AND s.day::TIMESTAMPTZ::VARCHAR LIKE '%00:00:00+00' ORDER BY i.grp, s.seq"
+    )
+    remote_sql = sql.replace("sales", f"cloud.main.{remote}")
+    assert "REMOTE→LOCAL" in "".join(r[1] for r in con.execute("EXPLAIN " + remote_sql).fetchall()), "splits by default"
     for setting, value in (
         ("default_null_order", "'nulls_first'"),
         ("default_order", "'desc'"),
         ("integer_division", "true"),
+        ("default_collation", "'nocase'"),
+        ("TimeZone", "'America/New_York'"),
     ):
         con.execute(f"SET {setting} = {value}")
         try:
-            got = con.execute(sql.replace("sales", f"cloud.main.{remote}")).fetchall()
+            got = con.execute(remote_sql).fetchall()
             expected = con.execute(sql.replace("sales", "memory.loc.sales")).fetchall()
             assert got == expected, setting
         finally:

@@ -433,12 +433,12 @@ unique_ptr<ArrowArrayStreamWrapper> FragmentStream(const ScanRequest &data, Arro
 	}
 	auto stream = make_uniq<OdStream>(data.context);
 	char *err = nullptr;
-	// No column projected (count(*)): the stream has the one constant column the SQL selects.
+	// No column projected (count(*)): a non-NULL empty projection; the stream has the one constant
+	// column the SQL selects.
 	uint32_t none = 0;
-	auto projection = indices.empty() ? nullptr : indices.data();
 	if (openduck_exchange(data.conn->Get(), reinterpret_cast<const uint8_t *>(plan.data()), plan.size(), sql.c_str(),
 	                      reinterpret_cast<const uint8_t *>(f.schema.data()), f.schema.size(),
-	                      indices.empty() ? &none : projection, indices.empty() ? 0 : indices.size(), TxnArg(data.txn),
+	                      indices.empty() ? &none : indices.data(), indices.size(), TxnArg(data.txn),
 	                      data.context ? Interrupted : nullptr, data.context, &stream->arrow_array_stream, &err) != 0) {
 		if (data.context && data.context->IsInterrupted()) {
 			openduck_free_string(err);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::datatypes::Schema;
 use arrow::ffi::FFI_ArrowSchema;
 use arrow::ffi_stream::FFI_ArrowArrayStream;
-use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow::ipc::writer::IpcWriteOptions;
 use openduck_proto::v1::{Location, Relation, SplitRequest, SplitResponse};
 
 use crate::client::Client;
@@ -28,14 +28,12 @@ fn c_text(s: &str) -> CString {
     CString::new(s.replace('\0', " ")).unwrap_or_default()
 }
 
-/// An Arrow schema as an IPC schema message.
+/// An Arrow schema as an IPC schema message (as the server encodes the fragments' schemas).
 fn schema_ipc(schema: &Schema) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let mut writer = StreamWriter::try_new_with_options(&mut out, schema, IpcWriteOptions::default())
+    let message: arrow_flight::IpcMessage = arrow_flight::SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
         .map_err(|e| format!("openduck: cannot encode a schema: {e}"))?;
-    writer.finish().map_err(|e| format!("openduck: cannot encode a schema: {e}"))?;
-    drop(writer);
-    Ok(out)
+    Ok(message.0.to_vec())
 }
 
 /// Starts describing the split of `sql`.
@@ -210,12 +208,7 @@ pub extern "C" fn openduck_split_free(split: *mut Split) {
 }
 
 fn read_schema(bytes: &[u8]) -> Result<Schema, String> {
-    arrow::ipc::convert::try_schema_from_ipc_buffer(bytes)
-        .or_else(|_| {
-            // An IPC stream holding only the schema.
-            arrow::ipc::reader::StreamReader::try_new(bytes, None).map(|r| r.schema().as_ref().clone())
-        })
-        .map_err(|e| format!("openduck: malformed fragment schema: {e}"))
+    arrow::ipc::convert::try_schema_from_ipc_buffer(bytes).map_err(|e| format!("openduck: malformed fragment schema: {e}"))
 }
 
 /// Exports an Arrow IPC schema message (`len` bytes) as an Arrow C schema the caller releases.

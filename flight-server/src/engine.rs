@@ -543,6 +543,30 @@ impl Engine {
         sql: String,
         params: Vec<RecordBatch>,
     ) -> Result<(SchemaRef, mpsc::Receiver<Result<RecordBatch>>)> {
+        self.stream(grant, target, id, sql, params, false).await
+    }
+
+    /// Like [`Engine::query`] for a fragment of a hybrid plan: only a query (SELECT) runs; any
+    /// other statement is refused once prepared, before it runs.
+    pub async fn query_fragment(
+        self: &Arc<Self>,
+        grant: &Grant,
+        target: Target,
+        id: Uuid,
+        sql: String,
+    ) -> Result<(SchemaRef, mpsc::Receiver<Result<RecordBatch>>)> {
+        self.stream(grant, target, id, sql, Vec::new(), true).await
+    }
+
+    async fn stream(
+        self: &Arc<Self>,
+        grant: &Grant,
+        target: Target,
+        id: Uuid,
+        sql: String,
+        params: Vec<RecordBatch>,
+        queries_only: bool,
+    ) -> Result<(SchemaRef, mpsc::Receiver<Result<RecordBatch>>)> {
         let (read_only, owner) = (grant.read_only, grant.owner);
         let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef>>();
         let (batch_tx, batch_rx) = mpsc::channel(STREAM_BUFFER);
@@ -579,7 +603,7 @@ impl Engine {
                 };
                 // When the client went away, stop reading; dropping the stream ends the query.
                 let on_batch = |batch| Ok(batch_tx.blocking_send(Ok(batch)).is_ok());
-                Self::execute_rows(conn, &sql, &target, read_only, &params, wrote, on_schema, on_batch)
+                Self::execute_rows(conn, &sql, &target, read_only, queries_only, &params, wrote, on_schema, on_batch)
             });
             let r = engine.finish(id, r);
             if let Err(e) = r {
@@ -602,13 +626,15 @@ impl Engine {
     }
 
     /// Prepares and runs `sql` on `conn` once per parameter row, handing the result's schema to
-    /// `on_schema` (once) and its batches to `on_batch`, which returns whether to go on.
+    /// `on_schema` (once) and its batches to `on_batch`, which returns whether to go on. With
+    /// `queries_only`, anything but a SELECT is refused before it runs.
     #[allow(clippy::too_many_arguments)]
     fn execute_rows(
         conn: &Conn,
         sql: &str,
         target: &Target,
         read_only: bool,
+        queries_only: bool,
         params: &[RecordBatch],
         wrote: &std::cell::Cell<bool>,
         mut on_schema: impl FnMut(SchemaRef) -> Result<()>,
@@ -616,6 +642,9 @@ impl Engine {
     ) -> Result<()> {
         let mut stmt = conn.prepare(sql)?;
         Self::check_kind(stmt.kind(), target, read_only)?;
+        if queries_only && stmt.kind() != StatementKind::Select {
+            return Err(ServerError::InvalidArgument("a fragment is a query (SELECT)".into()));
+        }
         if matches!(stmt.kind(), StatementKind::Dml | StatementKind::Ddl) && !stmt.frees_space() {
             target.database().check_size()?;
         }
@@ -682,6 +711,7 @@ impl Engine {
                     &sql,
                     &target,
                     read_only,
+                    false,
                     &params,
                     wrote,
                     |s| {

@@ -69,32 +69,35 @@ impl OpenDuckService {
             return Ok(fallback(reason));
         }
         let mut relations = Vec::with_capacity(split.relations.len());
+        // A table named twice (a self-join, two spellings) is described once.
+        let mut described: HashMap<(String, String), Arc<arrow::datatypes::Schema>> = HashMap::new();
         for r in &split.relations {
             let (location, name, schema) = match r.location() {
                 Location::Local => {
                     let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(&r.arrow_schema).map_err(|e| {
                         Status::invalid_argument(format!("relation {}: malformed Arrow schema: {e}", r.reference.join(".")))
                     })?;
-                    (planner::Location::Local, vec![r.catalog.clone(), r.schema.clone(), r.table.clone()], schema)
+                    (planner::Location::Local, vec![r.catalog.clone(), r.schema.clone(), r.table.clone()], Arc::new(schema))
                 }
                 Location::Remote => {
-                    let sql = format!("SELECT * FROM {}.{}", quote(&r.schema), quote(&r.table));
-                    match self.engine.describe(grant, target.clone(), sql).await {
-                        Ok(d) => (planner::Location::Remote, vec![r.schema.clone(), r.table.clone()], d.schema),
-                        Err(e) => return Ok(fallback(format!("the server cannot read {}.{}: {e}", r.schema, r.table))),
-                    }
+                    let key = (r.schema.clone(), r.table.clone());
+                    let schema = match described.get(&key) {
+                        Some(schema) => schema.clone(),
+                        None => {
+                            let sql = format!("SELECT * FROM {}.{}", quote(&r.schema), quote(&r.table));
+                            match self.engine.describe(grant, target.clone(), sql).await {
+                                Ok(d) => described.entry(key).or_insert(Arc::new(d.schema)).clone(),
+                                Err(e) => return Ok(fallback(format!("the server cannot read {}.{}: {e}", r.schema, r.table))),
+                            }
+                        }
+                    };
+                    (planner::Location::Remote, vec![r.schema.clone(), r.table.clone()], schema)
                 }
                 Location::Unspecified => {
                     return Err(Status::invalid_argument(format!("relation {} has no location", r.reference.join("."))))
                 }
             };
-            relations.push(planner::Relation {
-                reference: r.reference.clone(),
-                location,
-                name,
-                schema: Arc::new(schema),
-                estimated_rows: r.estimated_rows,
-            });
+            relations.push(planner::Relation { reference: r.reference.clone(), location, name, schema, estimated_rows: r.estimated_rows });
         }
         let functions = match self.duckdb_functions(grant, &target).await {
             Ok(f) => f,
@@ -222,14 +225,10 @@ impl OpenDuckService {
                 return Err(Status::unimplemented("this fragment takes no input from the client"));
             }
         }
-        // A fragment only reads.
-        let d = self.engine.describe(&grant, target.clone(), sql.clone()).await.map_err(status)?;
-        if d.kind != crate::duck::StatementKind::Select {
-            return Err(Status::invalid_argument("a fragment is a query (SELECT)"));
-        }
         let id = Uuid::new_v4();
         tracing::info!(query = %id, database = target.database().name(), sql = %crate::log::sql(&sql), "fragment");
-        let (schema, rx) = self.engine.query(&grant, target, id, sql, Vec::new()).await.map_err(status)?;
+        // A fragment only reads: the engine refuses anything else once it is prepared.
+        let (schema, rx) = self.engine.query_fragment(&grant, target, id, sql).await.map_err(status)?;
         Ok(Response::new(labelled(schema, tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }
