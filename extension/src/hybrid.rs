@@ -182,21 +182,21 @@ pub extern "C" fn openduck_split_fragment_explain(split: *const Split, i: usize)
 /// Fragment `i`'s encoded plan (`*len` bytes; empty when it travels as SQL).
 #[no_mangle]
 pub extern "C" fn openduck_split_fragment_plan(split: *const Split, i: usize, len: *mut usize) -> *const u8 {
-    let plan = fragments(split).get(i).map(|f| f.plan.as_slice()).unwrap_or(&[]);
-    if !len.is_null() {
-        unsafe { *len = plan.len() };
-    }
-    plan.as_ptr()
+    bytes_out(fragments(split).get(i).map(|f| f.plan.as_slice()).unwrap_or(&[]), len)
 }
 
 /// Fragment `i`'s result schema as an Arrow IPC schema message (`*len` bytes).
 #[no_mangle]
 pub extern "C" fn openduck_split_fragment_schema(split: *const Split, i: usize, len: *mut usize) -> *const u8 {
-    let schema = fragments(split).get(i).map(|f| f.arrow_schema.as_slice()).unwrap_or(&[]);
+    bytes_out(fragments(split).get(i).map(|f| f.arrow_schema.as_slice()).unwrap_or(&[]), len)
+}
+
+/// `bytes` for C: their address, their length in `*len`.
+fn bytes_out(bytes: &[u8], len: *mut usize) -> *const u8 {
     if !len.is_null() {
-        unsafe { *len = schema.len() };
+        unsafe { *len = bytes.len() };
     }
-    schema.as_ptr()
+    bytes.as_ptr()
 }
 
 /// Frees a split.
